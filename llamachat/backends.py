@@ -1,0 +1,31 @@
+"""Choosing a backend plugin by name and loading a model on it, with one clear line when it cannot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import LlamachatError
+from .protocols import ModelConfig, Runner, Tensor
+
+
+def available_backends() -> list[str]:
+    from .plugins import registry
+
+    return sorted(registry().backends)
+
+
+def load_runner(name: str, config: ModelConfig, weights: Mapping[str, Tensor], **options: Any) -> Runner:
+    from .plugins import registry
+
+    backends = registry().backends
+    if name not in backends:
+        raise LlamachatError(f"unknown backend {name!r} (available: {', '.join(sorted(backends))})")
+    backend = backends[name]
+    ok, reason = backend.available()
+    if not ok:
+        raise LlamachatError(f"backend {name!r} cannot run here: {reason}")
+    try:
+        return backend.load(config, weights, **{k: v for k, v in options.items() if v is not None})
+    except (ValueError, TypeError) as e:
+        raise LlamachatError(f"backend {name!r}: {e}") from None

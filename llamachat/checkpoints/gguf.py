@@ -1,0 +1,251 @@
+"""GGUF files (llama.cpp): metadata, a ModelConfig, and memory-mapped weights.
+
+The header is parsed here directly (one pass over the key/value pairs and tensor infos): gguf's own
+`GGUFReader` builds an object per field and takes 4-6 s on the default model's 49k-token vocabulary,
+which is most of a chat's start-up. The `gguf` package still supplies the type tables and the
+dequantizers (`gguf.quants.dequantize`), and `GGUFReader` is the oracle this reader is tested against.
+
+Tensors stay memory-mapped: F32 weights are zero-copy views of the file, quantized ones are handed
+to backends as `QuantizedTensor`s over the file's bytes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LlamachatError
+from ..protocols import ModelConfig, QuantizedTensor, RopeScaling, Tensor
+
+MAGIC = b"GGUF"
+DEFAULT_ALIGNMENT = 32
+
+# GGUF value types -> struct format (scalars); 8 = string, 9 = array.
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
+_STRING, _ARRAY = 8, 9
+
+# ggml tensor types held as plain arrays; everything else is a block-quantized type.
+_DENSE = {0: np.float32, 1: np.float16}
+SUPPORTED_QUANTS = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K")
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # numpy order (ggml stores the dims reversed)
+    ggml_type: int
+    offset: int  # from the start of the data section
+
+
+class GGUFFile:
+    """A parsed GGUF header over a read-only memory map of the file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # mmap of an empty file
+            raise LlamachatError(f"{self.path}: empty file, not a GGUF model") from None
+        except OSError as e:
+            raise LlamachatError(f"{self.path}: cannot read ({e.strerror})") from None
+        if self._map[:4] != MAGIC:
+            raise LlamachatError(f"{self.path}: not a GGUF file (no GGUF magic)")
+        try:
+            self._parse()
+        except (struct.error, IndexError, UnicodeDecodeError, ValueError, OverflowError) as e:
+            raise LlamachatError(f"{self.path}: truncated or corrupt GGUF file ({e})") from None
+
+    # -- parsing ---------------------------------------------------------------------------------
+    def _parse(self) -> None:
+        buf = self._map
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
+        if version not in (2, 3):
+            raise LlamachatError(f"{self.path}: GGUF version {version} is not supported (2 and 3 are)")
+        self._pos = 24
+        self.metadata: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key = self._string()
+            (vtype,) = self._unpack("<I")
+            self.metadata[key] = self._value(vtype)
+        infos = []
+        for _ in range(n_tensors):
+            name = self._string()
+            (n_dims,) = self._unpack("<I")
+            dims = self._unpack(f"<{n_dims}Q")
+            ggml_type, offset = self._unpack("<IQ")
+            infos.append(TensorInfo(name, tuple(int(d) for d in reversed(dims)), ggml_type, offset))
+        alignment = int(self.metadata.get("general.alignment", DEFAULT_ALIGNMENT))
+        self.data_offset = -(-self._pos // alignment) * alignment
+        self.tensors = {t.name: t for t in infos}
+        for t in infos:
+            end = self.data_offset + t.offset + self._nbytes(t)
+            if end > len(buf):
+                raise LlamachatError(f"{self.path}: truncated GGUF file (tensor {t.name} ends past the end of the file)")
+
+    def _unpack(self, fmt: str) -> tuple:
+        values = struct.unpack_from(fmt, self._map, self._pos)
+        self._pos += struct.calcsize(fmt)
+        return values
+
+    def _string(self) -> str:
+        (n,) = struct.unpack_from("<Q", self._map, self._pos)
+        start = self._pos + 8
+        self._pos = start + n
+        if self._pos > len(self._map):
+            raise IndexError("string runs past the end of the file")
+        return self._map[start : self._pos].decode("utf-8", errors="surrogateescape")
+
+    def _value(self, vtype: int) -> Any:
+        if vtype in _SCALAR:
+            return self._unpack(_SCALAR[vtype])[0]
+        if vtype == _STRING:
+            return self._string()
+        if vtype == _ARRAY:
+            item_type, count = self._unpack("<IQ")
+            if item_type in _NUMPY:
+                arr = np.frombuffer(self._map, dtype=_NUMPY[item_type], count=count, offset=self._pos)
+                self._pos += arr.nbytes
+                return arr
+            if item_type == _STRING:
+                return self._strings(count)
+            return [self._value(item_type) for _ in range(count)]
+        raise ValueError(f"unknown GGUF value type {vtype}")
+
+    def _strings(self, count: int) -> list[str]:
+        # The hot loop of the header (vocabularies and merges): keep it to bare slicing.
+        buf, pos, unpack, out = self._map, self._pos, struct.Struct("<Q").unpack_from, []
+        for _ in range(count):
+            (n,) = unpack(buf, pos)
+            pos += 8
+            out.append(buf[pos : pos + n].decode("utf-8", errors="surrogateescape"))
+            pos += n
+        if pos > len(buf):
+            raise IndexError("string array runs past the end of the file")
+        self._pos = pos
+        return out
+
+    # -- tensors ---------------------------------------------------------------------------------
+    @staticmethod
+    def _nbytes(t: TensorInfo) -> int:
+        import gguf
+
+        block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(t.ggml_type)]
+        return int(np.prod(t.shape)) // block * type_size
+
+    def type_name(self, name: str) -> str:
+        import gguf
+
+        try:
+            return gguf.GGMLQuantizationType(self.tensors[name].ggml_type).name
+        except ValueError:
+            return f"type {self.tensors[name].ggml_type}"
+
+    def tensor(self, name: str) -> Tensor:
+        """One tensor, memory-mapped: an ndarray for F32/F16, a QuantizedTensor otherwise."""
+        t = self.tensors[name]
+        start = self.data_offset + t.offset
+        if t.ggml_type in _DENSE:
+            return np.frombuffer(self._map, dtype=_DENSE[t.ggml_type], count=int(np.prod(t.shape)), offset=start).reshape(t.shape)
+        type_name = self.type_name(name)
+        if type_name not in SUPPORTED_QUANTS:
+            raise LlamachatError(
+                f"{self.path}: tensor {name} is {type_name}, which llamachat does not read (supported: {', '.join(SUPPORTED_QUANTS)})"
+            )
+        import gguf
+
+        block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(t.ggml_type)]
+        if t.shape[-1] % block:
+            raise LlamachatError(f"{self.path}: tensor {name} rows ({t.shape[-1]}) are not whole {type_name} blocks of {block}")
+        row_bytes = t.shape[-1] // block * type_size
+        raw = np.frombuffer(self._map, dtype=np.uint8, count=self._nbytes(t), offset=start).reshape(*t.shape[:-1], row_bytes)
+        bits = {"BF16": 16, "Q8_0": 8, "Q6_K": 6}.get(type_name, 4)
+        return QuantizedTensor(f"gguf:{type_name}", t.shape, bits, block, raw, dequantizer=_dequantize_gguf)
+
+
+def _dequantize_gguf(q: QuantizedTensor) -> np.ndarray:
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType[q.scheme.removeprefix("gguf:")]
+    out = gguf.quants.dequantize(q.data, qtype)
+    return np.ascontiguousarray(out, dtype=np.float32).reshape(q.shape)
+
+
+# ------------------------------------------------------------------------------------------------
+# From a GGUF file to llamachat's config and canonical weights
+
+
+def _meta(gf: GGUFFile, key: str, default: Any = None, *, required: bool = False) -> Any:
+    if key in gf.metadata:
+        return gf.metadata[key]
+    if required:
+        raise LlamachatError(f"{gf.path}: GGUF metadata lacks {key}")
+    return default
+
+
+def read_config(gf: GGUFFile) -> ModelConfig:
+    """ModelConfig from the metadata of a llama-architecture GGUF."""
+    arch = _meta(gf, "general.architecture", "unknown")
+    if arch != "llama":
+        raise LlamachatError(f"{gf.path}: a {arch!r} model; llamachat runs the 'llama' architecture only")
+    a = "llama."
+    dim = int(_meta(gf, a + "embedding_length", required=True))
+    n_heads = int(_meta(gf, a + "attention.head_count", required=True))
+    n_kv = int(_meta(gf, a + "attention.head_count_kv", n_heads))
+    head_dim = int(_meta(gf, a + "attention.key_length", _meta(gf, a + "rope.dimension_count", dim // n_heads)))
+    tokens = _meta(gf, "tokenizer.ggml.tokens")
+    vocab = int(_meta(gf, a + "vocab_size", len(tokens) if tokens is not None else gf.tensors["token_embd.weight"].shape[0]))
+    scaling = None
+    kind = _meta(gf, a + "rope.scaling.type", "none")
+    if kind == "linear":
+        factor = float(_meta(gf, a + "rope.scaling.factor", 1.0))
+        original = _meta(gf, a + "rope.scaling.original_context_length")
+        scaling = RopeScaling("linear", factor, int(original) if original else None)
+    elif kind not in ("none", ""):
+        raise LlamachatError(f"{gf.path}: RoPE scaling {kind!r} is not supported (supported: none, linear)")
+    bos = _meta(gf, "tokenizer.ggml.bos_token_id")
+    eos = _meta(gf, "tokenizer.ggml.eos_token_id")
+    eot = [_meta(gf, f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot", "eom")]
+    return ModelConfig(
+        dim=dim,
+        n_layers=int(_meta(gf, a + "block_count", required=True)),
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        head_dim=head_dim,
+        ffn_dim=int(_meta(gf, a + "feed_forward_length", required=True)),
+        vocab_size=vocab,
+        norm_eps=float(_meta(gf, a + "attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(_meta(gf, a + "rope.freq_base", 10000.0)),
+        rope_scaling=scaling,
+        context_length=int(_meta(gf, a + "context_length", 4096)),
+        tied_embeddings="output.weight" not in gf.tensors,
+        bos_id=None if bos is None else int(bos),
+        eos_id=None if eos is None else int(eos),
+        eot_ids=tuple(dict.fromkeys(int(i) for i in eot if i is not None)),
+        chat_template=_meta(gf, "tokenizer.chat_template"),
+        name=str(_meta(gf, "general.name", gf.path.stem)),
+    )
+
+
+def read_weights(gf: GGUFFile, config: ModelConfig) -> dict[str, Tensor]:
+    """The canonical weights (see protocols.py), memory-mapped. GGUF already stores q/k in the
+    interleaved layout (llama.cpp's converter undoes HF's permutation), so nothing is permuted."""
+    expected = config.weight_shapes()
+    weights: dict[str, Tensor] = {}
+    for name in expected:
+        gguf_name = name + ".weight"
+        if gguf_name not in gf.tensors:
+            raise LlamachatError(f"{gf.path}: missing tensor {gguf_name}")
+        shape = gf.tensors[gguf_name].shape
+        if shape != expected[name]:
+            raise LlamachatError(f"{gf.path}: tensor {gguf_name} has shape {list(shape)}, the config implies {list(expected[name])}")
+        weights[name] = gf.tensor(gguf_name)
+    if "rope_freqs.weight" in gf.tensors:  # Llama-3.1 style frequency divisors
+        weights["rope_freqs"] = gf.tensor("rope_freqs.weight")
+    return weights

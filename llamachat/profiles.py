@@ -1,0 +1,101 @@
+"""TOML profiles: which model, backend, template, sampler settings and system prompt to chat with.
+
+Shipped profiles are package data (`llamachat_profiles`, the top-level profiles/ folder); a file of the same name in the user's config
+directory (`<config dir>/profiles/NAME.toml`) overrides one. Command-line flags override the profile.
+A profile is data only: it is parsed, checked against the schema below, and never executed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import LlamachatError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# section -> key -> accepted Python type(s); [sampler] also takes any sampler parameter.
+SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
+    "model": {"path": (str,), "template": (str,), "context": (int,)},
+    "backend": {"name": (str,), "device": (str,), "dtype": (str,), "threads": (int,)},
+    "sampler": {"chain": (list,), "seed": (int,)},
+    "chat": {"system": (str,), "max_tokens": (int,), "stop": (list, str), "markdown": (bool,), "overflow": (str,)},
+}
+OVERFLOW = ("drop-oldest", "stop")
+
+
+def user_profile_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("llamachat")) / "profiles"
+
+
+def shipped_profiles() -> dict[str, Any]:
+    files = importlib.resources.files("llamachat_profiles")
+    return {f.name[: -len(".toml")]: f for f in files.iterdir() if f.name.endswith(".toml")}
+
+
+def available_profiles() -> dict[str, str]:
+    """Profile name -> where it comes from ("shipped" or the user's file path)."""
+    found = {name: "shipped" for name in shipped_profiles()}
+    user_dir = user_profile_dir()
+    if user_dir.is_dir():
+        found |= {p.stem: str(p) for p in sorted(user_dir.glob("*.toml"))}
+    return dict(sorted(found.items()))
+
+
+def load_profile(name_or_path: str, sampler_params: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """A profile by name (user's first, then shipped) or by path, parsed and checked."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") and path.is_file():
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    elif (user_profile_dir() / f"{name_or_path}.toml").is_file():
+        path = user_profile_dir() / f"{name_or_path}.toml"
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    elif name_or_path in shipped_profiles():
+        text, source = shipped_profiles()[name_or_path].read_text(encoding="utf-8"), f"profile {name_or_path}"
+    else:
+        names = list(available_profiles())
+        close = difflib.get_close_matches(name_or_path, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise LlamachatError(f"unknown profile {name_or_path!r} (available: {', '.join(names)}){hint}")
+    return parse_profile(text, source, sampler_params)
+
+
+def parse_profile(text: str, source: str, sampler_params: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise LlamachatError(f"{source}: malformed TOML: {e}") from None  # tomllib says "(at line L, column C)"
+    for section, values in data.items():
+        if section not in SCHEMA:
+            raise LlamachatError(f"{source}: unknown section [{section}]{_closest(section, SCHEMA)} (sections: {', '.join(SCHEMA)})")
+        if not isinstance(values, dict):
+            raise LlamachatError(f"{source}: {section} must be a [{section}] table")
+        allowed = dict(SCHEMA[section])
+        if section == "sampler" and sampler_params is not None:
+            allowed |= {name: (int, float, bool, str) for name in sampler_params}
+        for key, value in values.items():
+            if key not in allowed:
+                if section == "sampler" and sampler_params is None:
+                    continue  # checked once the sampler plugins are known
+                raise LlamachatError(f"{source}: unknown key {key!r} in [{section}]{_closest(key, allowed)}")
+            if not isinstance(value, allowed[key]) or (isinstance(value, bool) and bool not in allowed[key] and int in allowed[key]):
+                kinds = " or ".join(t.__name__ for t in allowed[key])
+                raise LlamachatError(f"{source}: [{section}] {key} must be {kinds}, got {value!r}")
+    overflow = data.get("chat", {}).get("overflow")
+    if overflow is not None and overflow not in OVERFLOW:
+        raise LlamachatError(f"{source}: [chat] overflow must be one of {', '.join(OVERFLOW)}, got {overflow!r}")
+    return {section: dict(data.get(section, {})) for section in SCHEMA}
+
+
+def _closest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -1,0 +1,322 @@
+"""The contracts between llamachat's rooms.
+
+Checkpoint loaders produce a `ModelConfig` and a mapping of weights; tokenizers, templates,
+samplers and backends are plugins that meet these shapes. Change a contract here, deliberately,
+and update every implementation with it.
+
+Canonical weight names (GGUF's, without the ".weight" suffix), all Linear weights [out, in]:
+
+    token_embd                  [vocab, dim]
+    blk.{i}.attn_norm           [dim]
+    blk.{i}.attn_q              [n_heads * head_dim, dim]      q/k rows in the interleaved RoPE
+    blk.{i}.attn_k              [n_kv_heads * head_dim, dim]   layout (Meta, GGUF, MLX traditional)
+    blk.{i}.attn_v              [n_kv_heads * head_dim, dim]
+    blk.{i}.attn_output         [dim, n_heads * head_dim]
+    blk.{i}.ffn_norm            [dim]
+    blk.{i}.ffn_gate            [ffn_dim, dim]   (Meta w1)
+    blk.{i}.ffn_up              [ffn_dim, dim]   (Meta w3)
+    blk.{i}.ffn_down            [dim, ffn_dim]   (Meta w2)
+    output_norm                 [dim]
+    output                      [vocab, dim]     absent when the embedding is tied
+
+Loaders whose source stores q/k in HF's half-split layout permute those rows once at load, so
+every backend implements one RoPE: rotation of consecutive pairs (x[2i], x[2i+1]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Union, runtime_checkable
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------
+# Model description and weights
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """How positions are stretched beyond the trained context. `kind` is "linear" for now
+    (position interpolation: inverse frequencies divided by `factor`)."""
+
+    kind: str
+    factor: float
+    original_context: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything a backend needs to build a LLaMA-family model, and what a chat needs to talk to it."""
+
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_dim: int
+    vocab_size: int
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
+    context_length: int = 4096
+    tied_embeddings: bool = False
+    bos_id: int | None = None
+    eos_id: int | None = None
+    eot_ids: tuple[int, ...] = ()  # ids that end an assistant turn (EOS included)
+    chat_template: str | None = None  # the model's own Jinja template, if it ships one
+    name: str = "model"
+
+    def __post_init__(self) -> None:
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
+
+    @property
+    def q_dim(self) -> int:
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The canonical weights this config needs, with their shapes (see the module docstring)."""
+        shapes: dict[str, tuple[int, ...]] = {"token_embd": (self.vocab_size, self.dim)}
+        for i in range(self.n_layers):
+            b = f"blk.{i}."
+            shapes |= {
+                b + "attn_norm": (self.dim,),
+                b + "attn_q": (self.q_dim, self.dim),
+                b + "attn_k": (self.kv_dim, self.dim),
+                b + "attn_v": (self.kv_dim, self.dim),
+                b + "attn_output": (self.dim, self.q_dim),
+                b + "ffn_norm": (self.dim,),
+                b + "ffn_gate": (self.ffn_dim, self.dim),
+                b + "ffn_up": (self.ffn_dim, self.dim),
+                b + "ffn_down": (self.dim, self.ffn_dim),
+            }
+        shapes["output_norm"] = (self.dim,)
+        if not self.tied_embeddings:
+            shapes["output"] = (self.vocab_size, self.dim)
+        return shapes
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedTensor:
+    """A weight kept in its packed form, with one way back to float32.
+
+    `scheme` names the packing: "gguf:Q4_1" and friends hold GGUF blocks in `data` (uint8, one row
+    of blocks per output row; scales live inside the blocks); "affine" is MLX's layout: `data`
+    uint32-packed codes, `scales` and `biases` per group of `group_size` elements of a row.
+    `dequantize` is pluggable so that loaders own the formulas and backends stay format-free.
+    """
+
+    scheme: str
+    shape: tuple[int, ...]  # the logical (dequantized) shape, numpy order
+    bits: int
+    group_size: int
+    data: np.ndarray
+    scales: np.ndarray | None = None
+    biases: np.ndarray | None = None
+    dequantizer: Callable[[QuantizedTensor], np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.data, self.scales, self.biases) if a is not None)
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 values, shape `self.shape`."""
+        if self.dequantizer is None:
+            raise TypeError(f"no dequantizer for scheme {self.scheme!r}")
+        out = self.dequantizer(self)
+        assert out.dtype == np.float32 and out.shape == self.shape, (out.dtype, out.shape, self.shape)
+        return out
+
+
+Tensor = Union[np.ndarray, QuantizedTensor]
+
+
+def as_float32(t: Tensor) -> np.ndarray:
+    """A dense float32 array for `t`, whatever form the loader handed over."""
+    if isinstance(t, QuantizedTensor):
+        return t.dequantize()
+    return np.asarray(t, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer
+
+
+class StreamDecoder(Protocol):
+    """Turns ids into text one at a time, holding back bytes until they form whole characters."""
+
+    def push(self, token_id: int) -> str: ...
+    def flush(self) -> str: ...
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """One interface over SentencePiece and byte-level BPE.
+
+    `encode` treats its input as text only: it never yields control or special ids and adds no
+    BOS/EOS (templates splice those in as ids). SentencePiece tokenizers add the dummy-prefix
+    space at the start of every call, as Meta's `sp.encode` does.
+    """
+
+    kind: str  # "sentencepiece" or "bpe"
+    bos_id: int | None
+    eos_id: int | None
+    eot_ids: tuple[int, ...]
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+    def token_id(self, piece: str) -> int | None: ...
+    def piece(self, token_id: int) -> str: ...
+    def is_special(self, token_id: int) -> bool: ...
+    def stream_decoder(self) -> StreamDecoder: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Templates
+
+Message = Mapping[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+class TemplateError(ValueError):
+    """A conversation the template cannot format (with a one-line reason)."""
+
+
+@runtime_checkable
+class Template(Protocol):
+    """Formats a conversation exactly as the model was trained on it."""
+
+    name: str
+
+    def encode(self, messages: Sequence[Message], tokenizer: Tokenizer, add_generation_prompt: bool = True) -> list[int]: ...
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str: ...
+    def stop_ids(self, tokenizer: Tokenizer) -> tuple[int, ...]: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Samplers
+
+
+@dataclass(frozen=True)
+class Param:
+    """A sampler parameter: what `/set` validates and completes and `llamachat plugins` documents."""
+
+    name: str
+    type: type  # int, float, bool or str
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+
+    def parse(self, value: Any) -> Any:
+        """`value` (a string from the command line, or a TOML value) checked and converted;
+        ValueError with a one-line reason otherwise."""
+        try:
+            if self.type is bool and isinstance(value, str):
+                if value.lower() not in ("true", "false", "on", "off", "1", "0", "yes", "no"):
+                    raise ValueError
+                converted: Any = value.lower() in ("true", "on", "1", "yes")
+            elif self.type is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            else:
+                converted = self.type(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.name} takes {self.describe_range()}, got {value!r}") from None
+        if isinstance(converted, float) and not np.isfinite(converted):
+            raise ValueError(f"{self.name} takes {self.describe_range()}, got {value!r}")
+        if (self.min is not None and converted < self.min) or (self.max is not None and converted > self.max):
+            raise ValueError(f"{self.name} takes {self.describe_range()}, got {value!r}")
+        return converted
+
+    def describe_range(self) -> str:
+        kind = {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(self.type, str(self.type))
+        if self.min is not None and self.max is not None:
+            return f"{kind} from {self.min:g} to {self.max:g}"
+        if self.min is not None:
+            return f"{kind} >= {self.min:g}"
+        if self.max is not None:
+            return f"{kind} <= {self.max:g}"
+        return kind
+
+
+@dataclass
+class SamplingContext:
+    """What a sampler may look at besides the logits."""
+
+    history: list[int]  # prompt and generated ids so far
+    rng: np.random.Generator  # the session's one seeded generator
+    settings: Mapping[str, Any]  # parameter values by name
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """One step of the chain: logits in, logits out (filtered candidates set to -inf).
+
+    The chain's final draw (softmax and one seeded categorical draw, or the only candidate left)
+    is the chain's own job, so every sampler stays a pure logits transform.
+    """
+
+    name: str
+    params: tuple[Param, ...]
+
+    def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Backends
+
+
+@runtime_checkable
+class Cache(Protocol):
+    """The KV cache of one conversation, holding the keys and values of its first `len()` tokens."""
+
+    capacity: int
+
+    def __len__(self) -> int: ...
+    def truncate(self, n: int) -> None:
+        """Keep the first `n` tokens."""
+        ...
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The cached keys and values as arrays (for saved sessions)."""
+        ...
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None: ...
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """A model loaded on a backend."""
+
+    config: ModelConfig
+    weight_bytes: int  # bytes of the weights as this backend holds them (the decode roofline)
+    dtype: str
+
+    def new_cache(self, capacity: int | None = None) -> Cache: ...
+    def forward(self, ids: Sequence[int], cache: Cache, all_logits: bool = False) -> np.ndarray:
+        """Evaluate `ids` after the cache's tokens and append them to it. Returns float32 logits,
+        (vocab,) for the last position, or (len(ids), vocab) with `all_logits`."""
+        ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A plugin that runs models: `available()` says whether it can here, `load()` builds a Runner."""
+
+    name: str
+    description: str
+
+    def available(self) -> tuple[bool, str]: ...
+    def load(self, config: ModelConfig, weights: Mapping[str, Tensor], **options: Any) -> Runner: ...
+
+
+def iter_layers(config: ModelConfig) -> Iterator[str]:
+    """The weight-name prefixes of the transformer blocks, in order."""
+    return (f"blk.{i}." for i in range(config.n_layers))

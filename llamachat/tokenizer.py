@@ -1,0 +1,333 @@
+"""Tokenizers behind one interface (see `protocols.Tokenizer`): SentencePiece and byte-level BPE.
+
+Both kinds are built from what people have: a `tokenizer.model`, a `tokenizer.json`, or the
+vocabulary stored in a GGUF file. Whatever the source, `encode` treats its input as text: control
+and special tokens are never produced from it (a user who types "<s>" or "<|im_end|>" gets those
+characters, not the ids), and no BOS/EOS is added. Templates splice special ids in themselves.
+
+Decoding goes through one table, `token_bytes(id)`, shared by `decode` and the streaming decoder, so
+a streamed reply is byte-for-byte the decoded reply; the streaming decoder holds back incomplete
+UTF-8 sequences and keeps the leading spaces of pieces.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import LlamachatError
+
+# GGUF token types (llama.cpp), equal to SentencePiece's piece types.
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+_GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# GGUF `tokenizer.ggml.pre` values for byte-level BPE, and how each splits text before the merges
+# (as llama.cpp's llama-vocab.cpp does): a list of (regex, digits-one-by-one first).
+SUPPORTED_PRE = {
+    "default": (_GPT2_SPLIT, False),
+    "gpt-2": (_GPT2_SPLIT, False),
+    "smollm": (_GPT2_SPLIT, True),  # SmolLM: every digit its own token, then GPT-2's split
+    "llama-bpe": (_LLAMA3_SPLIT, False),  # Llama-3
+    "llama3": (_LLAMA3_SPLIT, False),
+    "llama-v3": (_LLAMA3_SPLIT, False),
+}
+
+
+class StreamDecoder:
+    """Ids in, text out as soon as it is whole UTF-8; see the module docstring."""
+
+    def __init__(self, tokenizer: BaseTokenizer):
+        self._tokenizer = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._at_start = tokenizer.strip_leading_space
+
+    def push(self, token_id: int) -> str:
+        text = self._utf8.decode(self._tokenizer.token_bytes(token_id))
+        if self._at_start and text:
+            # SentencePiece's decode drops the dummy-prefix space of the first piece; so do we.
+            text, self._at_start = text.removeprefix(" "), False
+        return text
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True)
+
+
+class BaseTokenizer:
+    """What both kinds share: special-id bookkeeping and byte-table decoding."""
+
+    kind = "base"
+    strip_leading_space = False
+
+    def __init__(self, bos_id: int | None, eos_id: int | None, eot_ids: Sequence[int], vocab_size: int):
+        self.bos_id, self.eos_id, self.vocab_size = bos_id, eos_id, vocab_size
+        self.eot_ids = tuple(dict.fromkeys(i for i in (eos_id, *eot_ids) if i is not None))
+
+    def token_bytes(self, token_id: int) -> bytes:  # pragma: no cover - each kind defines it
+        raise NotImplementedError
+
+    def decode(self, ids: Sequence[int]) -> str:
+        decoder = self.stream_decoder()
+        return "".join(decoder.push(i) for i in ids) + decoder.flush()
+
+    def stream_decoder(self) -> StreamDecoder:
+        return StreamDecoder(self)
+
+
+class SentencePieceTokenizer(BaseTokenizer):
+    """Meta's tokenizer: `sp.encode` semantics (dummy prefix "▁" at the start of every call)."""
+
+    kind = "sentencepiece"
+
+    def __init__(self, proto: bytes, eot_ids: Sequence[int] = ()):
+        import sentencepiece as spm
+
+        self.sp = spm.SentencePieceProcessor()
+        self.sp.LoadFromSerializedProto(proto)
+        n = self.sp.get_piece_size()
+        bos, eos = self.sp.bos_id(), self.sp.eos_id()
+        super().__init__(bos if bos >= 0 else None, eos if eos >= 0 else None, eot_ids, n)
+        self.strip_leading_space = _adds_dummy_prefix(proto)
+        self._bytes = [self._piece_bytes(i) for i in range(n)]
+
+    def _piece_bytes(self, i: int) -> bytes:
+        if self.sp.is_control(i) or self.sp.is_unused(i):
+            return b""
+        if self.sp.is_unknown(i):
+            return " \u2047 ".encode()  # what sp.decode shows for <unk>
+        piece = self.sp.id_to_piece(i)
+        if self.sp.is_byte(i):
+            return bytes([int(piece[3:5], 16)])  # "<0x0A>"
+        return piece.replace("\u2581", " ").encode("utf-8")
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.sp.encode(text))
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._bytes[token_id]
+
+    def token_id(self, piece: str) -> int | None:
+        i = self.sp.piece_to_id(piece)
+        return None if i == self.sp.unk_id() and piece != self.sp.id_to_piece(i) else i
+
+    def piece(self, token_id: int) -> str:
+        return self.sp.id_to_piece(token_id)
+
+    def is_special(self, token_id: int) -> bool:
+        return bool(self.sp.is_control(token_id))
+
+
+def _adds_dummy_prefix(proto: bytes) -> bool:
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    m = pb.ModelProto()
+    m.ParseFromString(proto)
+    return m.normalizer_spec.add_dummy_prefix
+
+
+@lru_cache(maxsize=1)
+def _byte_alphabet() -> dict[str, int]:
+    """GPT-2's reversible map of bytes to printable characters, inverted (character -> byte)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def _byte_level_bytes(token: str) -> bytes:
+    alphabet = _byte_alphabet()
+    if all(c in alphabet for c in token):
+        return bytes(alphabet[c] for c in token)
+    return token.encode("utf-8")  # an added token stored as plain text
+
+
+def _metaspace_bytes(token: str) -> bytes:
+    """SentencePiece-style pieces in a tokenizer.json (Llama-2's): "▁" is a space, "<0x0A>" a byte."""
+    if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+        return bytes([int(token[3:5], 16)])
+    return token.replace("\u2581", " ").encode("utf-8")
+
+
+class BPETokenizer(BaseTokenizer):
+    """Byte-level BPE (GPT-2 style) on the `tokenizers` library."""
+
+    kind = "bpe"
+
+    def __init__(self, tk: Any, tokens: Sequence[str], special: set[int], bos_id, eos_id, eot_ids=(), byte_level=True):
+        self.tk = tk
+        # Special tokens (if the tokenizer knows them as added tokens) are encoded as plain text.
+        self.tk.encode_special_tokens = True
+        super().__init__(bos_id, eos_id, eot_ids, len(tokens))
+        self._tokens, self._special = list(tokens), special
+        self._ids = {t: i for i, t in enumerate(self._tokens)}
+        to_bytes = _byte_level_bytes if byte_level else _metaspace_bytes
+        self._bytes = [b"" if i in special else to_bytes(t) for i, t in enumerate(self._tokens)]
+
+    def encode(self, text: str) -> list[int]:
+        return self.tk.encode(text, add_special_tokens=False).ids
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._bytes[token_id]
+
+    def token_id(self, piece: str) -> int | None:
+        return self._ids.get(piece)
+
+    def piece(self, token_id: int) -> str:
+        return self._tokens[token_id]
+
+    def is_special(self, token_id: int) -> bool:
+        return token_id in self._special
+
+
+# ------------------------------------------------------------------------------------------------
+# Building tokenizers from each source
+
+
+def sentencepiece_from_gguf(meta: dict[str, Any], source: str = "GGUF") -> SentencePieceTokenizer:
+    """A SentencePiece model rebuilt from a GGUF `llama` vocabulary (pieces, scores, types): BPE with
+    byte fallback, identity normalizer, dummy prefix, no whitespace folding, as Meta's model is."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    tokens = meta["tokenizer.ggml.tokens"]
+    scores = meta.get("tokenizer.ggml.scores")
+    types = meta.get("tokenizer.ggml.token_type")
+    m = pb.ModelProto()
+    t = m.trainer_spec
+    t.model_type = pb.TrainerSpec.BPE
+    t.vocab_size = len(tokens)
+    t.byte_fallback = True
+    ids = {k: meta.get(f"tokenizer.ggml.{k}_token_id", -1) for k in ("unknown", "bos", "eos", "padding")}
+    t.unk_id, t.bos_id, t.eos_id, t.pad_id = (int(ids[k]) for k in ("unknown", "bos", "eos", "padding"))
+    for key, field in (("unknown", "unk_piece"), ("bos", "bos_piece"), ("eos", "eos_piece"), ("padding", "pad_piece")):
+        if 0 <= ids[key] < len(tokens):
+            setattr(t, field, tokens[ids[key]])
+    n = m.normalizer_spec
+    n.name = "identity"
+    n.add_dummy_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
+    n.remove_extra_whitespaces = False
+    n.escape_whitespaces = True
+    for i, piece in enumerate(tokens):
+        p = m.pieces.add()
+        p.piece = piece
+        p.score = float(scores[i]) if scores is not None else 0.0
+        p.type = int(types[i]) if types is not None else NORMAL
+    try:
+        return SentencePieceTokenizer(m.SerializeToString(), eot_ids=_gguf_eot_ids(meta))
+    except RuntimeError as e:
+        raise LlamachatError(f"{source}: cannot build a SentencePiece tokenizer from its vocabulary ({e})") from None
+
+
+def bpe_from_gguf(meta: dict[str, Any], source: str = "GGUF") -> BPETokenizer:
+    """A byte-level BPE tokenizer from a GGUF `gpt2` vocabulary (tokens and merges)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    pre = meta.get("tokenizer.ggml.pre", "default")
+    if pre not in SUPPORTED_PRE:
+        raise LlamachatError(
+            f"{source}: tokenizer pre-type {pre!r} is not supported (supported: {', '.join(SUPPORTED_PRE)})"
+        )
+    tokens = meta["tokenizer.ggml.tokens"]
+    types = meta.get("tokenizer.ggml.token_type")
+    merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, ignore_merges=pre.startswith("llama")))
+    split, digits = SUPPORTED_PRE[pre]
+    steps = [pre_tokenizers.Digits(individual_digits=True)] if digits else []
+    steps += [pre_tokenizers.Split(Regex(split), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    tk.pre_tokenizer = pre_tokenizers.Sequence(steps)
+    tk.decoder = decoders.ByteLevel()
+    special = {i for i, ty in enumerate(types) if int(ty) in (CONTROL, UNUSED)} if types is not None else set()
+    bos, eos = meta.get("tokenizer.ggml.bos_token_id"), meta.get("tokenizer.ggml.eos_token_id")
+    return BPETokenizer(tk, tokens, special, _opt_int(bos), _opt_int(eos), _gguf_eot_ids(meta))
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def _gguf_eot_ids(meta: dict[str, Any]) -> list[int]:
+    return [int(meta[k]) for k in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id") if k in meta]
+
+
+def tokenizer_from_gguf(meta: dict[str, Any], source: str = "GGUF") -> BaseTokenizer:
+    model = meta.get("tokenizer.ggml.model")
+    if "tokenizer.ggml.tokens" not in meta:
+        raise LlamachatError(f"{source}: the GGUF file holds no tokenizer vocabulary")
+    if model == "llama":
+        return sentencepiece_from_gguf(meta, source)
+    if model == "gpt2":
+        return bpe_from_gguf(meta, source)
+    raise LlamachatError(f"{source}: tokenizer model {model!r} is not supported (supported: llama, gpt2)")
+
+
+def tokenizer_from_json(path: Path) -> BPETokenizer:
+    """A `tokenizer.json` (Hugging Face tokenizers), with its added special tokens kept out of text."""
+    from tokenizers import Tokenizer
+
+    try:
+        tk = Tokenizer.from_file(str(path))
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except Exception as e:  # tokenizers raises a bare Exception on malformed files
+        raise LlamachatError(f"{path}: not a readable tokenizer.json ({e})") from None
+    vocab = tk.get_vocab(with_added_tokens=True)
+    tokens = [""] * (max(vocab.values()) + 1)
+    for piece, i in vocab.items():
+        tokens[i] = piece
+    special = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
+    config = _read_json(path.with_name("tokenizer_config.json"))
+    bos = vocab.get(_token_text(config.get("bos_token")))
+    eos = vocab.get(_token_text(config.get("eos_token")))
+    byte_level = "ByteLevel" in json.dumps(spec.get("decoder"))
+    tokenizer = BPETokenizer(tk, tokens, special, bos, eos, byte_level=byte_level)
+    tokenizer.strip_leading_space = not byte_level  # Metaspace decoders drop the prefix space
+    return tokenizer
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _token_text(value: Any) -> str | None:
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def load_tokenizer(path: str | Path) -> BaseTokenizer:
+    """A tokenizer from a `tokenizer.model`, a `tokenizer.json`, a GGUF file or a model directory."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("tokenizer.model", "tokenizer.json"):
+            if (path / name).is_file():
+                return load_tokenizer(path / name)
+        ggufs = sorted(path.glob("*.gguf"))
+        if ggufs:
+            return load_tokenizer(ggufs[0])
+        raise LlamachatError(f"{path}: no tokenizer here (looked for tokenizer.model, tokenizer.json, *.gguf)")
+    if not path.exists():
+        raise LlamachatError(f"{path}: no such file")
+    if path.suffix == ".gguf":
+        from .checkpoints.gguf import GGUFFile
+
+        return tokenizer_from_gguf(GGUFFile(path).metadata, str(path))
+    if path.suffix == ".json":
+        return tokenizer_from_json(path)
+    if path.suffix == ".model":
+        try:
+            return SentencePieceTokenizer(path.read_bytes())
+        except RuntimeError as e:
+            raise LlamachatError(f"{path}: not a SentencePiece model ({e})") from None
+    raise LlamachatError(f"{path}: not a tokenizer (accepted: tokenizer.model, tokenizer.json, .gguf, or a model directory)")

@@ -1,0 +1,31 @@
+"""The NumPy reference backend: float32 on the CPU, the one every other backend is checked against."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from llamachat.hookspecs import hookimpl
+from llamachat.protocols import ModelConfig, Tensor
+
+
+class NumpyBackend:
+    name = "numpy"
+    description = "NumPy reference: float32 on the CPU, readable top to bottom"
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    def load(self, config: ModelConfig, weights: Mapping[str, Tensor], **options: Any):
+        from .model import NumpyModel
+
+        dtype = options.pop("dtype", None)
+        if dtype not in (None, "auto", "float32", "fp32"):
+            raise ValueError(f"the numpy backend computes in float32 only (asked for {dtype})")
+        options.pop("device", None)  # the CPU is the only device; other options are other backends'
+        return NumpyModel(config, weights)
+
+
+@hookimpl
+def register_backends(register):
+    register(NumpyBackend())

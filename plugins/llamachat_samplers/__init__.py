@@ -1,0 +1,99 @@
+"""The built-in samplers, NumPy implementations (the reference for any backend-native ones).
+
+Each is a logits -> logits transform: candidates it discards become -inf. The order they run in is
+the chain's (llama.cpp's order: truncation first on untempered logits, temperature last).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llamachat.hookspecs import hookimpl
+from llamachat.protocols import Param, SamplingContext
+
+NEG_INF = np.float32(-np.inf)
+
+
+def keep_only(logits: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """`logits` with every candidate outside the boolean mask `keep` set to -inf."""
+    return np.where(keep, logits, NEG_INF)
+
+
+class Greedy:
+    name = "greedy"
+    params: tuple[Param, ...] = ()
+
+    def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
+        out = np.full_like(logits, NEG_INF)
+        best = int(np.argmax(logits))
+        out[best] = logits[best]
+        return out
+
+
+class Temperature:
+    name = "temperature"
+    params = (Param("temperature", float, 0.8, "randomness: logits are divided by it; 0 = always the likeliest token", 0.0, 100.0),)
+
+    def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
+        t = ctx.settings["temperature"]
+        if t == 0:
+            return Greedy().apply(logits, ctx)
+        return logits / np.float32(t)
+
+
+class TopK:
+    name = "top_k"
+    params = (Param("top_k", int, 40, "keep the k likeliest tokens; 0 = off", 0, None),)
+
+    def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
+        k = ctx.settings["top_k"]
+        if k <= 0 or k >= len(logits):
+            return logits
+        kth = np.argpartition(-logits, k - 1)[:k]
+        keep = np.zeros(len(logits), dtype=bool)
+        keep[kth] = True  # exactly k, even when logits tie at the boundary
+        return keep_only(logits, keep)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(logits)
+    p = np.zeros(len(logits), dtype=np.float64)
+    z = logits[finite].astype(np.float64)
+    e = np.exp(z - z.max())
+    p[finite] = e / e.sum()
+    return p
+
+
+class TopP:
+    name = "top_p"
+    params = (Param("top_p", float, 0.95, "keep the smallest set of likeliest tokens whose probability reaches p; 1 = off", 0.0, 1.0),)
+
+    def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
+        top_p = ctx.settings["top_p"]
+        if top_p >= 1.0:
+            return logits
+        p = softmax(logits)
+        order = np.argsort(-p, kind="stable")
+        mass = np.cumsum(p[order])
+        n = int(np.searchsorted(mass, top_p, side="left")) + 1  # first prefix whose mass reaches p
+        keep = np.zeros(len(logits), dtype=bool)
+        keep[order[: max(1, n)]] = True
+        return keep_only(logits, keep)
+
+
+class MinP:
+    name = "min_p"
+    params = (Param("min_p", float, 0.05, "drop tokens less likely than min_p times the likeliest; 0 = off", 0.0, 1.0),)
+
+    def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
+        min_p = ctx.settings["min_p"]
+        if min_p <= 0.0:
+            return logits
+        # p_i >= min_p * p_max  <=>  logit_i >= logit_max + log(min_p)
+        return keep_only(logits, logits >= logits.max() + np.float32(np.log(min_p)))
+
+
+@hookimpl
+def register_samplers(register):
+    for sampler in (TopK(), TopP(), MinP(), Temperature(), Greedy()):
+        register(sampler)

@@ -1,0 +1,1 @@
+"""Profiles shipped with llamachat (TOML files, read with importlib.resources)."""
