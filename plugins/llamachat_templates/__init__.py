@@ -42,7 +42,9 @@ class Llama2(SegmentTemplate):
         tags = sorted({tag for m in messages for tag in self.SPECIAL_TAGS if tag in m["content"]})
         if not tags:
             return []
-        return [f"the conversation contains {', '.join(tags)}: encoded as plain text, not as control tags (Meta's reference refuses such prompts)"]
+        return [
+            f"the conversation contains {', '.join(tags)}: encoded as plain text, not as control tags (Meta's reference refuses such prompts)"
+        ]
 
 
 class ChatML(SegmentTemplate):
@@ -112,7 +114,7 @@ class Jinja(SegmentTemplate):
     """
 
     name = "jinja"
-    end_pieces = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
+    KNOWN_ENDS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>")  # those the source uses end a turn
 
     def __init__(self, source: str | None):
         if not source:
@@ -127,6 +129,7 @@ class Jinja(SegmentTemplate):
         except JinjaError as e:
             raise TemplateError(f"the model's chat template does not compile: {e}") from None
         self.source = source
+        self.end_pieces = tuple(p for p in self.KNOWN_ENDS if p in source)
         self._tokenizer = None
         self._specials: list[str] = []
 

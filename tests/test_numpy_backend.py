@@ -1,0 +1,108 @@
+"""The NumPy reference backend against HF transformers' LlamaForCausalLM on the same weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tiny_models import TinySpec, canonical_weights, dequantized, hf_logits, hf_model, load_into_hf, write_gguf
+
+import llamachat
+
+# A sentence from the LLaMA-2 vocabulary, three times: 36 positions, repeated content.
+IDS = [1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889] * 3
+
+SPECS = {
+    "gqa": TinySpec(n_heads=4, n_kv_heads=2),
+    "mha-tied-theta": TinySpec(n_heads=4, n_kv_heads=4, tied=True, rope_theta=50000.0),
+    "gqa-4to1-theta1e6": TinySpec(n_heads=8, n_kv_heads=2, dim=128, rope_theta=1e6),
+}
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_logits_match_transformers_f32(tmp_path, name):
+    spec = SPECS[name]
+    hf = hf_model(spec)
+    path = write_gguf(tmp_path / "m.gguf", spec, canonical_weights(hf, spec))
+    logits = llamachat.load(path).logits(IDS)
+    assert logits.dtype == np.float32 and logits.shape == (len(IDS), spec.vocab)
+    assert np.abs(logits - hf_logits(hf, IDS)).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["gqa", "mha-tied-theta"])
+def test_wrong_qk_layout_fails_the_same_comparison(tmp_path, name):
+    """Negative control: q/k rows left in HF's layout must be caught by the 1e-4 comparison."""
+    spec = SPECS[name]
+    hf = hf_model(spec)
+    path = write_gguf(tmp_path / "m.gguf", spec, canonical_weights(hf, spec, permute_qk=False))
+    assert np.abs(llamachat.load(path).logits(IDS) - hf_logits(hf, IDS)).max() > 1e-2
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_1"])
+def test_quantized_file_matches_transformers_on_dequantized_weights(tmp_path, qtype):
+    spec = SPECS["gqa"]
+    hf = hf_model(spec)
+    weights = canonical_weights(hf, spec)
+    path = write_gguf(tmp_path / "m.gguf", spec, weights, qtype)
+    load_into_hf(hf, dequantized(weights, qtype), spec)
+    assert np.abs(llamachat.load(path).logits(IDS) - hf_logits(hf, IDS)).max() < 1e-4
+
+
+def test_incremental_decode_equals_prefill(tiny_gguf):
+    spec, _, path = tiny_gguf
+    runner = llamachat.load(path).runner
+    full = runner.forward(IDS, runner.new_cache(64), all_logits=True)
+    cache = runner.new_cache(64)
+    runner.forward(IDS[:20], cache)
+    steps = [runner.forward([t], cache) for t in IDS[20:]]
+    np.testing.assert_allclose(np.stack(steps), full[20:], atol=1e-4)
+    assert len(cache) == len(IDS)
+
+
+def test_cache_truncate_and_state_round_trip(tiny_gguf):
+    _, _, path = tiny_gguf
+    runner = llamachat.load(path).runner
+    fresh = runner.forward(IDS[:10] + [999], runner.new_cache(64))
+
+    cache = runner.new_cache(64)
+    runner.forward(IDS, cache)
+    cache.truncate(10)  # keep the first 10 tokens
+    assert len(cache) == 10
+    np.testing.assert_allclose(runner.forward([999], cache), fresh, atol=1e-5)
+
+    cache.truncate(10)
+    state = cache.state()
+    assert all(a.dtype == np.float32 for a in state.values())
+    assert state["k"].shape == (2, 2, 10, 16)  # [layers, kv heads, tokens, head_dim]
+    restored = runner.new_cache(64)
+    restored.load_state(state)
+    assert len(restored) == 10
+    np.testing.assert_allclose(runner.forward([999], restored), fresh, atol=1e-5)
+    with pytest.raises(ValueError):
+        cache.truncate(11)
+
+
+def test_no_float64_anywhere(tiny_gguf):
+    _, _, path = tiny_gguf
+    runner = llamachat.load(path).runner
+    cache = runner.new_cache(64)
+    assert runner.forward(IDS[:5], cache).dtype == np.float32
+    assert runner.forward([7], cache).dtype == np.float32
+    assert cache.k.dtype == cache.v.dtype == np.float32
+    arrays = [runner.head, runner.output_norm, *(a for layer in runner.layers for a in vars(layer).values())]
+    assert all(a.dtype == np.float32 for a in arrays)
+    assert runner.cis.dtype == np.complex64  # pairs of float32
+
+
+def test_cache_overflow_is_refused(tiny_gguf):
+    _, _, path = tiny_gguf
+    runner = llamachat.load(path).runner
+    cache = runner.new_cache(8)
+    with pytest.raises(ValueError, match="do not fit"):
+        runner.forward(IDS[:9], cache)
+
+
+def test_numpy_backend_refuses_other_dtypes(tiny_gguf):
+    from llamachat.errors import LlamachatError
+
+    with pytest.raises(LlamachatError, match="float32 only"):
+        llamachat.load(tiny_gguf[2], dtype="float16")

@@ -1,0 +1,88 @@
+"""The sampler chain and the built-in NumPy samplers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llamachat.errors import LlamachatError
+from llamachat.plugins import registry
+from llamachat.protocols import SamplingContext
+from llamachat.sampling import SamplerChain, draw
+
+LOGITS = np.log(np.array([0.5, 0.2, 0.15, 0.1, 0.05], dtype=np.float32))
+
+
+def ctx(**settings):
+    chain = SamplerChain(registry().samplers, [])
+    return SamplingContext(history=[], rng=np.random.default_rng(0), settings={**chain.settings, **settings})
+
+
+def kept(logits):
+    return set(np.flatnonzero(np.isfinite(logits)).tolist())
+
+
+def test_top_k_keeps_exactly_k():
+    s = registry().samplers["top_k"]
+    assert kept(s.apply(LOGITS, ctx(top_k=2))) == {0, 1}
+    ties = np.zeros(10, dtype=np.float32)
+    assert len(kept(s.apply(ties, ctx(top_k=3)))) == 3
+    assert kept(s.apply(LOGITS, ctx(top_k=0))) == set(range(5))
+
+
+@pytest.mark.parametrize(("p", "expected"), [(0.5, {0}), (0.51, {0, 1}), (0.7, {0, 1}), (0.71, {0, 1, 2}), (1.0, {0, 1, 2, 3, 4})])
+def test_top_p_keeps_the_smallest_set_reaching_p(p, expected):
+    assert kept(registry().samplers["top_p"].apply(LOGITS, ctx(top_p=p))) == expected
+
+
+def test_min_p_is_relative_to_the_likeliest():
+    s = registry().samplers["min_p"]
+    assert kept(s.apply(LOGITS, ctx(min_p=0.3))) == {0, 1, 2}  # 0.15 >= 0.3 * 0.5
+    assert kept(s.apply(LOGITS, ctx(min_p=0.31))) == {0, 1}
+
+
+def test_temperature_zero_is_greedy():
+    chain = SamplerChain(registry().samplers, ["top_k", "top_p", "min_p", "temperature"], seed=1)
+    chain.set("temperature", 0)
+    logits = np.random.default_rng(3).standard_normal(1000).astype(np.float32)
+    assert all(chain.sample(logits, []) == int(np.argmax(logits)) for _ in range(20))
+    greedy = SamplerChain(registry().samplers, ["greedy"])
+    assert greedy.sample(logits, []) == int(np.argmax(logits))
+
+
+def test_temperature_scales_logits():
+    out = registry().samplers["temperature"].apply(LOGITS, ctx(temperature=2.0))
+    np.testing.assert_allclose(out, LOGITS / 2)
+
+
+def test_seed_reproduces_draws():
+    logits = np.random.default_rng(5).standard_normal(200).astype(np.float32)
+    a = SamplerChain(registry().samplers, ["temperature"], seed=42)
+    b = SamplerChain(registry().samplers, ["temperature"], seed=42)
+    assert [a.sample(logits, []) for _ in range(50)] == [b.sample(logits, []) for _ in range(50)]
+
+
+def test_draw_frequencies_follow_the_softmax():
+    rng = np.random.default_rng(0)
+    counts = np.bincount([draw(LOGITS, rng) for _ in range(20000)], minlength=5) / 20000
+    np.testing.assert_allclose(counts, np.exp(LOGITS), atol=0.015)
+
+
+def test_parameter_validation():
+    chain = SamplerChain(registry().samplers)
+    with pytest.raises(LlamachatError, match="temperature takes a number from 0 to 100, got '-1'"):
+        chain.set("temperature", "-1")
+    with pytest.raises(LlamachatError, match="top_p takes a number from 0 to 1, got '2'"):
+        chain.set("top_p", "2")
+    with pytest.raises(LlamachatError, match="top_k takes an integer >= 0, got 'abc'"):
+        chain.set("top_k", "abc")
+    with pytest.raises(LlamachatError, match="unknown sampler parameter 'tmp'"):
+        chain.set("tmp", "1")
+    with pytest.raises(LlamachatError, match="unknown sampler 'nucleus'"):
+        SamplerChain(registry().samplers, ["nucleus"])
+    assert chain.set("temperature", "0.7") == 0.7
+
+
+def test_chain_is_described_in_order():
+    chain = SamplerChain(registry().samplers)
+    assert chain.describe() == "logits -> top_k(top_k=40) -> top_p(top_p=0.95) -> min_p(min_p=0.05) -> temperature(temperature=0.8) -> draw"

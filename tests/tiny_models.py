@@ -1,0 +1,204 @@
+"""Tiny random LLaMA models for tests, built in HF transformers (the oracle) and written as GGUF.
+
+transformers' default init (std 0.02, unit norms) makes attention nearly uniform, which hides layout
+bugs below any tolerance; the weights are redrawn: unit-variance embeddings, projections with std
+~1/sqrt(fan_in) (q/k larger, so attention is sharp), norm weights 1 +- 0.2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+DATA = Path(__file__).parent / "data"
+LLAMA2_VOCAB = DATA / "llama2-vocab.gguf"
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    dim: int = 64
+    ffn: int = 96
+    n_layers: int = 2
+    rope_theta: float = 10000.0
+    tied: bool = False
+    vocab: int = 32000  # the LLaMA-2 vocabulary travels with the file
+    context: int = 256
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+
+def hf_model(spec: TinySpec, seed: int = 0):
+    """A transformers LlamaForCausalLM (float32, eval mode) with redrawn weights."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=spec.vocab,
+        hidden_size=spec.dim,
+        intermediate_size=spec.ffn,
+        num_hidden_layers=spec.n_layers,
+        num_attention_heads=spec.n_heads,
+        num_key_value_heads=spec.n_kv_heads,
+        max_position_embeddings=spec.context,
+        rms_norm_eps=1e-5,
+        rope_theta=spec.rope_theta,
+        tie_word_embeddings=spec.tied,
+        bos_token_id=1,
+        eos_token_id=2,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).float().eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.copy_(1 + 0.4 * (torch.rand(p.shape, generator=g) - 0.5))
+            elif "embed_tokens" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+            else:
+                boost = 1.5 if ("q_proj" in name or "k_proj" in name) else 1.0
+                p.copy_(torch.randn(p.shape, generator=g) * boost / p.shape[1] ** 0.5)
+    return model
+
+
+def hf_to_gguf_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """HF's half-split q/k rows back to the interleaved layout GGUF stores (llama.cpp's converter)."""
+    return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def canonical_weights(model, spec: TinySpec, permute_qk: bool = True) -> dict[str, np.ndarray]:
+    """The HF model's weights under GGUF names, q/k in GGUF's layout (unless `permute_qk` is False:
+    the negative control that must fail the logits comparison)."""
+    sd = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    out = {"token_embd.weight": sd["model.embed_tokens.weight"], "output_norm.weight": sd["model.norm.weight"]}
+    if not spec.tied:
+        out["output.weight"] = sd["lm_head.weight"]
+    for i in range(spec.n_layers):
+        p = f"model.layers.{i}."
+        q, k = sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.k_proj.weight"]
+        if permute_qk:
+            q, k = hf_to_gguf_permute(q, spec.n_heads), hf_to_gguf_permute(k, spec.n_kv_heads)
+        out |= {
+            f"blk.{i}.attn_norm.weight": sd[p + "input_layernorm.weight"],
+            f"blk.{i}.attn_q.weight": q,
+            f"blk.{i}.attn_k.weight": k,
+            f"blk.{i}.attn_v.weight": sd[p + "self_attn.v_proj.weight"],
+            f"blk.{i}.attn_output.weight": sd[p + "self_attn.o_proj.weight"],
+            f"blk.{i}.ffn_norm.weight": sd[p + "post_attention_layernorm.weight"],
+            f"blk.{i}.ffn_gate.weight": sd[p + "mlp.gate_proj.weight"],
+            f"blk.{i}.ffn_up.weight": sd[p + "mlp.up_proj.weight"],
+            f"blk.{i}.ffn_down.weight": sd[p + "mlp.down_proj.weight"],
+        }
+    return out
+
+
+def copy_vocab(writer: gguf.GGUFWriter, source: Path = LLAMA2_VOCAB) -> None:
+    """Copy the tokenizer fields of a vocabulary-only GGUF (read with gguf's own reader)."""
+    reader = gguf.GGUFReader(source)
+    for name, field in reader.fields.items():
+        if not name.startswith("tokenizer."):
+            continue
+        value = field.contents()
+        vtype = field.types[0]
+        if vtype == gguf.GGUFValueType.ARRAY:
+            writer.add_array(name, value)
+        elif vtype == gguf.GGUFValueType.STRING:
+            writer.add_string(name, value)
+        elif vtype == gguf.GGUFValueType.BOOL:
+            writer.add_bool(name, value)
+        else:
+            writer.add_uint32(name, int(value))
+
+
+def write_gguf(
+    path: Path, spec: TinySpec, weights: dict[str, np.ndarray], qtype: str = "F32", arch: str = "llama", tokenizer: dict | None = None
+) -> Path:
+    """A GGUF file holding `weights` (2-D ones stored as `qtype`: F32, F16, Q8_0, Q4_0 or Q4_1), with
+    the LLaMA-2 vocabulary, or the `tokenizer.*` string fields given instead."""
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name("tiny-llama")
+    w.add_context_length(spec.context)
+    w.add_embedding_length(spec.dim)
+    w.add_block_count(spec.n_layers)
+    w.add_feed_forward_length(spec.ffn)
+    w.add_head_count(spec.n_heads)
+    w.add_head_count_kv(spec.n_kv_heads)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(spec.rope_theta)
+    w.add_rope_dimension_count(spec.head_dim)
+    w.add_vocab_size(spec.vocab)
+    if tokenizer is None:
+        copy_vocab(w)
+    else:
+        for key, value in tokenizer.items():
+            w.add_array(key, value) if isinstance(value, list) else w.add_string(key, value)
+    q = gguf.GGMLQuantizationType[qtype]
+    for name, arr in weights.items():
+        if arr.ndim == 1 or q == gguf.GGMLQuantizationType.F32:
+            w.add_tensor(name, arr.astype(np.float32))
+        elif q == gguf.GGMLQuantizationType.F16:
+            w.add_tensor(name, arr.astype(np.float16))
+        else:
+            w.add_tensor(name, gguf.quants.quantize(arr, q), raw_dtype=q)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def dequantized(weights: dict[str, np.ndarray], qtype: str) -> dict[str, np.ndarray]:
+    """What a reader of a `qtype` file should see: 2-D weights through gguf's quantize/dequantize."""
+    q = gguf.GGMLQuantizationType[qtype]
+    if q == gguf.GGMLQuantizationType.F32:
+        return weights
+    return {
+        k: v
+        if v.ndim == 1
+        else (v.astype(np.float16).astype(np.float32) if qtype == "F16" else gguf.quants.dequantize(gguf.quants.quantize(v, q), q))
+        for k, v in weights.items()
+    }
+
+
+def load_into_hf(model, weights: dict[str, np.ndarray], spec: TinySpec) -> None:
+    """Overwrite an HF model's weights with canonical (GGUF-layout) ones, undoing the q/k permutation."""
+    import torch
+
+    def hf_permute(w, n_heads):  # GGUF/Meta interleaved -> HF half-split (transformers' converter)
+        return w.reshape(n_heads, w.shape[0] // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    sd = model.state_dict()
+    new = {"model.embed_tokens.weight": weights["token_embd.weight"], "model.norm.weight": weights["output_norm.weight"]}
+    if not spec.tied:
+        new["lm_head.weight"] = weights["output.weight"]
+    for i in range(spec.n_layers):
+        p, b = f"model.layers.{i}.", f"blk.{i}."
+        new |= {
+            p + "input_layernorm.weight": weights[b + "attn_norm.weight"],
+            p + "self_attn.q_proj.weight": hf_permute(weights[b + "attn_q.weight"], spec.n_heads),
+            p + "self_attn.k_proj.weight": hf_permute(weights[b + "attn_k.weight"], spec.n_kv_heads),
+            p + "self_attn.v_proj.weight": weights[b + "attn_v.weight"],
+            p + "self_attn.o_proj.weight": weights[b + "attn_output.weight"],
+            p + "post_attention_layernorm.weight": weights[b + "ffn_norm.weight"],
+            p + "mlp.gate_proj.weight": weights[b + "ffn_gate.weight"],
+            p + "mlp.up_proj.weight": weights[b + "ffn_up.weight"],
+            p + "mlp.down_proj.weight": weights[b + "ffn_down.weight"],
+        }
+    with torch.no_grad():
+        for k, v in new.items():
+            sd[k].copy_(torch.from_numpy(np.ascontiguousarray(v)))
+
+
+def hf_logits(model, ids: list[int]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()
