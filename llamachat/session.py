@@ -4,19 +4,25 @@ The invariant: the cache holds exactly the tokens of `ledger`. Each turn the who
 encoded with the template (so the model always sees exactly the reference format), the longest
 common prefix with the ledger is kept, the cache is truncated to it, and only the rest is evaluated.
 A follow-up therefore costs the new message plus the few boundary tokens where the re-encoded reply
-differs from the sampled ids, never the earlier history.
+differs from the sampled ids, never the earlier history. /undo, /retry, /system and /reset only
+change the messages; the next turn's prefix match brings the cache along, and `resync()` does it at
+once where memory should be given back.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .api import Model
 from .errors import LlamachatError
 from .generate import Stats, generate
-from .protocols import Message, TemplateError
+from .protocols import TemplateError
 from .sampling import SamplerChain
+
+OVERFLOW_POLICIES = ("drop-oldest", "stop")
 
 
 @dataclass
@@ -24,7 +30,7 @@ class Reply:
     text: str
     stats: Stats
     interrupted: bool = False
-    warnings: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # one line each: warnings, what was dropped
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -35,41 +41,167 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _preview(text: str, n: int = 40) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= n else text[: n - 1] + "…")
+
+
 class Session:
-    def __init__(self, model: Model, chain: SamplerChain, *, system: str | None = None, max_tokens: int = 1024, context: int | None = None):
+    def __init__(
+        self,
+        model: Model,
+        chain: SamplerChain,
+        *,
+        system: str | None = None,
+        max_tokens: int = 1024,
+        context: int | None = None,
+        overflow: str = "drop-oldest",
+    ):
+        if overflow not in OVERFLOW_POLICIES:
+            raise LlamachatError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {overflow!r}")
         self.model, self.chain = model, chain
-        self.max_tokens = max_tokens
+        self.max_tokens, self.overflow = max_tokens, overflow
         self.context = min(context or model.config.context_length, model.config.context_length)
-        self.messages: list[Message] = [{"role": "system", "content": system}] if system else []
+        self.messages: list[dict[str, Any]] = []  # role, content, time; replies also stats, interrupted
+        self.dropped: list[dict[str, Any]] = []  # exchanges dropped to fit the context (kept for the transcript)
+        if system:
+            self.messages.append({"role": "system", "content": system, "time": _now()})
         self.cache = model.runner.new_cache(self.context)
         self.ledger: list[int] = []
+        self.totals = {"prompt_new": 0, "prompt_cached": 0, "generated": 0, "replies": 0}
+
+    # -- what the model sees ----------------------------------------------------------------------
+    @property
+    def system(self) -> str | None:
+        return self.messages[0]["content"] if self.messages and self.messages[0]["role"] == "system" else None
+
+    def chat(self, messages: list[dict[str, Any]] | None = None) -> list[dict[str, str]]:
+        """The messages as the template takes them (role and content only)."""
+        return [{"role": m["role"], "content": m["content"]} for m in (self.messages if messages is None else messages)]
+
+    def encode(self, messages: list[dict[str, Any]] | None = None, add_generation_prompt: bool = True) -> list[int]:
+        try:
+            return self.model.template.encode(self.chat(messages), self.model.tokenizer, add_generation_prompt=add_generation_prompt)
+        except TemplateError as e:
+            raise LlamachatError(str(e)) from None
 
     def _sync(self, ids: list[int]) -> list[int]:
-        """Truncate the cache to its longest prefix shared with `ids` (keeping at least the last id
-        to evaluate, whose logits start the reply); return the ids still to evaluate."""
+        """Truncate the cache to its longest prefix shared with `ids`, keeping at least the last id to
+        evaluate (its logits start the reply); return the ids still to evaluate."""
         keep = min(common_prefix(self.ledger, ids), len(ids) - 1)
         self.cache.truncate(keep)
         self.ledger = self.ledger[:keep]
         return ids[keep:]
 
+    def resync(self) -> None:
+        """Give back the cache beyond what the current conversation shares with it."""
+        closed = [m for m in self.messages]
+        if not any(m["role"] == "user" for m in closed):
+            ids: list[int] = []
+        else:
+            ends_with_reply = closed[-1]["role"] == "assistant"
+            ids = self.encode(closed, add_generation_prompt=not ends_with_reply)
+        keep = common_prefix(self.ledger, ids)
+        self.cache.truncate(keep)
+        self.ledger = self.ledger[:keep]
+
+    # -- turns ------------------------------------------------------------------------------------
     def ask(self, text: str, on_text: Callable[[str], None] | None = None) -> Reply:
         """Answer `text`. Ctrl-C (KeyboardInterrupt) during the reply keeps what was generated."""
         if not text.strip():
             raise LlamachatError("empty message: nothing to send")
-        messages = [*self.messages, {"role": "user", "content": text}]
-        try:
-            ids = self.model.template.encode(messages, self.model.tokenizer, add_generation_prompt=True)
-        except TemplateError as e:
-            raise LlamachatError(str(e)) from None
-        if len(ids) + 1 > self.context:
-            raise LlamachatError(f"the conversation ({len(ids)} tokens) does not fit the context ({self.context}); try /reset")
-        warnings = self.model.template.warnings(messages) if hasattr(self.model.template, "warnings") else []
+        if self.messages and self.messages[-1]["role"] == "user":  # an answer was never generated
+            self.messages.pop()
+        candidate = [*self.messages, {"role": "user", "content": text, "time": _now()}]
+        messages, ids, notices = self._fit(candidate)
+        self.messages = messages
+        return self._reply(ids, notices, on_text)
+
+    def retry(self, on_text: Callable[[str], None] | None = None) -> Reply:
+        """Generate the last reply again."""
+        if not self.messages or self.messages[-1]["role"] != "assistant":
+            raise LlamachatError("nothing to retry: there is no reply yet")
+        self.messages.pop()
+        messages, ids, notices = self._fit(self.messages)
+        self.messages = messages
+        return self._reply(ids, notices, on_text)
+
+    def undo(self) -> str:
+        """Drop the last exchange; say what was removed."""
+        if not self.messages or self.messages[-1]["role"] == "system":
+            raise LlamachatError("nothing to undo")
+        removed = []
+        if self.messages[-1]["role"] == "assistant":
+            removed.append(self.messages.pop())
+        if self.messages and self.messages[-1]["role"] == "user":
+            removed.insert(0, self.messages.pop())
+        self.resync()
+        parts = [f"your message {_preview(m['content'])}" if m["role"] == "user" else "its reply" for m in removed]
+        return "removed " + " and ".join(parts)
+
+    def set_system(self, text: str | None) -> None:
+        if self.system is not None:
+            self.messages.pop(0)
+        if text:
+            self.messages.insert(0, {"role": "system", "content": text, "time": _now()})
+        self.resync()
+
+    def reset(self) -> None:
+        """Forget the conversation, keeping the system prompt."""
+        self.messages = self.messages[:1] if self.system is not None else []
+        self.dropped = []
+        self.cache.truncate(0)
+        self.ledger = []
+
+    # -- internals --------------------------------------------------------------------------------
+    def _fits(self, ids: list[int]) -> bool:
+        return len(ids) + self.max_tokens <= self.context
+
+    def _fit(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int], list[str]]:
+        """The messages (oldest exchanges dropped if the policy allows) and their ids, fitting the
+        context with `max_tokens` to spare for the reply."""
+        ids = self.encode(messages)
+        if self._fits(ids):
+            return messages, ids, []
+        head = messages[:1] if messages[0]["role"] == "system" else []
+        newest = messages[-1:]
+        alone = self.encode([*head, *newest])
+        if not self._fits(alone):
+            raise LlamachatError(
+                f"message too long: {len(alone)} tokens with the system prompt, and the context holds {self.context} "
+                f"with {self.max_tokens} kept for the reply (try /set max_tokens, /system, or a larger context); nothing was sent"
+            )
+        if self.overflow == "stop":
+            raise LlamachatError(
+                f"the conversation ({len(ids)} tokens + {self.max_tokens} for the reply) would overflow the context ({self.context}); "
+                "nothing was sent: /undo or /reset to make room, or use a profile with a larger context"
+            )
+        body = messages[len(head) : -1]
+        dropped: list[dict[str, Any]] = []
+        while body:
+            dropped += body[:2]  # the oldest exchange: a user message and its reply
+            body = body[2:]
+            ids = self.encode([*head, *body, *newest])
+            if self._fits(ids):
+                break
+        self.dropped += dropped
+        n = len([m for m in dropped if m["role"] == "user"])
+        notice = (
+            f"context full: dropped the oldest {n} exchange{'s' if n != 1 else ''} ({len(dropped)} messages) to fit {self.context} tokens"
+        )
+        return [*head, *body, *newest], ids, [notice]
+
+    def _reply(self, ids: list[int], notices: list[str], on_text: Callable[[str], None] | None) -> Reply:
+        warnings = getattr(self.model.template, "warnings", lambda _: [])(self.chat())
         new_ids = self._sync(ids)
         stats, history = Stats(), list(ids)
         decoder = self.model.tokenizer.stream_decoder()
         pieces: list[str] = []
         interrupted = False
-        budget = min(self.max_tokens, self.context - len(ids))
         try:
             for token in generate(
                 self.model.runner,
@@ -77,7 +209,7 @@ class Session:
                 new_ids,
                 self.chain,
                 history=history,
-                max_tokens=budget,
+                max_tokens=min(self.max_tokens, self.context - len(ids)),
                 stop_ids=self.model.template.stop_ids(self.model.tokenizer),
                 stats=stats,
             ):
@@ -90,7 +222,13 @@ class Session:
             interrupted = True
             stats.finish_reason = "interrupted"
         pieces.append(decoder.flush())
-        self.ledger = history[: len(self.cache)]
-        reply = "".join(pieces)
-        self.messages = [*messages, {"role": "assistant", "content": reply}]
-        return Reply(reply, stats, interrupted, warnings)
+        self.ledger = history[: len(self.cache)]  # what the cache now holds
+        text = "".join(pieces)
+        self.messages.append(
+            {"role": "assistant", "content": text, "time": _now(), "stats": vars(stats).copy(), "interrupted": interrupted}
+        )
+        self.totals["prompt_new"] += stats.prompt_tokens
+        self.totals["prompt_cached"] += stats.cached_tokens
+        self.totals["generated"] += stats.generated_tokens
+        self.totals["replies"] += 1
+        return Reply(text, stats, interrupted, notices + warnings)

@@ -1,0 +1,264 @@
+"""Transcripts and saved sessions, under `<user data dir>/sessions/`.
+
+A session NAME is three files: `NAME.json` (format version, messages with timestamps and per-reply
+stats, sampler settings, the token ledger, a fingerprint), `NAME.md` (the conversation to read), and
+for /save, `NAME.kv.safetensors` (the KV cache). Nothing is pickled: a session file is data, checked
+on the way in, and never runs code. Every write is atomic (temporary file, fsync, rename), so a crash
+or a kill leaves the previous version whole.
+
+The fingerprint covers what must match for a saved cache to be reused: the model's weights (a sampled
+hash), template, tokenizer, backend, dtype and this format's version. Anything else is re-evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import LlamachatError
+
+FORMAT = "llamachat-session"
+VERSION = 1
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def sessions_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("llamachat")) / "sessions"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise LlamachatError(f"invalid session name {name!r}: use letters, digits, '.', '_' and '-' (up to 100)")
+    return name
+
+
+# -- fingerprint ------------------------------------------------------------------------------------
+
+_HASHES: dict[tuple[str, int, float], str] = {}
+
+
+def weights_hash(path: Path, samples: int = 16, chunk: int = 1 << 16) -> str:
+    """sha256 over the file size and `samples` evenly spaced 64 KiB chunks: cheap for a 13 GB file,
+    and any re-quantized or fine-tuned file differs in it."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime)
+    if key not in _HASHES:
+        h = hashlib.sha256(str(stat.st_size).encode())
+        with open(path, "rb") as f:
+            for i in range(samples):
+                f.seek(max(0, (stat.st_size - chunk) * i // max(1, samples - 1)))
+                h.update(f.read(chunk))
+        _HASHES[key] = "sampled-sha256:" + h.hexdigest()[:32]
+    return _HASHES[key]
+
+
+def fingerprint(model) -> dict[str, Any]:
+    tk = model.tokenizer
+    pieces = hashlib.sha256("\x00".join(tk.piece(i) for i in range(0, tk.vocab_size, 97)).encode()).hexdigest()[:16]
+    source = getattr(model.template, "source", model.template.name)
+    return {
+        "format": VERSION,
+        "model": weights_hash(model.path) if model.path.is_file() else str(model.path),
+        "template": f"{model.template.name}:{hashlib.sha256(source.encode()).hexdigest()[:16]}",
+        "tokenizer": f"{tk.kind}:{tk.vocab_size}:{pieces}",
+        "backend": model.backend,
+        "dtype": model.runner.dtype,
+    }
+
+
+# -- writing ------------------------------------------------------------------------------------------
+
+
+def to_markdown(session) -> str:
+    lines = [f"# Chat with {session.model.config.name}", ""]
+    for m in session.messages:
+        who = {"system": "System", "user": "You", "assistant": "Assistant"}[m["role"]]
+        suffix = " *(interrupted)*" if m.get("interrupted") else ""
+        lines += [f"**{who}** ({m.get('time', '')}){suffix}", "", m["content"], ""]
+    return "\n".join(lines)
+
+
+def session_record(session) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": {"path": str(session.model.path), "name": session.model.config.name},
+        "fingerprint": fingerprint(session.model),
+        "sampler": {"chain": session.chain.chain, "settings": session.chain.settings},
+        "settings": {"max_tokens": session.max_tokens, "context": session.context, "overflow": session.overflow},
+        "messages": session.messages,
+        "dropped": session.dropped,
+        "ledger": session.ledger,
+        "totals": session.totals,
+    }
+
+
+def save(session, name: str, with_cache: bool = True) -> Path:
+    """Write NAME.json, NAME.md and (with_cache) NAME.kv.safetensors; return the JSON's path."""
+    from safetensors.numpy import save as save_tensors
+
+    check_name(name)
+    folder = sessions_dir()
+    record = session_record(session)
+    path = folder / f"{name}.json"
+    try:
+        if with_cache:
+            state = {k: np.ascontiguousarray(v) for k, v in session.cache.state().items()}
+            atomic_write(folder / f"{name}.kv.safetensors", save_tensors(state, metadata={"ledger_length": str(len(session.ledger))}))
+        atomic_write(path, json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8"))
+        atomic_write(folder / f"{name}.md", to_markdown(session).encode("utf-8"))
+    except OSError as e:
+        raise LlamachatError(f"cannot save session {name!r} in {folder}: {e.strerror or e}") from None
+    return path
+
+
+# -- reading -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SavedSession:
+    path: Path
+    record: dict[str, Any]
+    cache_state: dict[str, np.ndarray] | None
+
+
+def resolve(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".json" and path.is_file():
+        return path
+    check_name(name_or_path)
+    path = sessions_dir() / f"{name_or_path}.json"
+    if not path.is_file():
+        known = ", ".join(s["name"] for s in list_sessions()[:10]) or "none yet"
+        raise LlamachatError(f"no saved session {name_or_path!r} (saved: {known})")
+    return path
+
+
+def read(name_or_path: str) -> SavedSession:
+    """A saved session, checked; LlamachatError for anything corrupt or foreign."""
+    path = resolve(name_or_path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise LlamachatError(f"{path}: not a readable llamachat session ({e})") from None
+    _check_record(record, path)
+    cache_path = path.with_name(path.name[: -len(".json")] + ".kv.safetensors")
+    state = None
+    if cache_path.is_file():
+        from safetensors.numpy import load_file
+
+        try:
+            state = load_file(str(cache_path))
+        except Exception as e:  # safetensors raises its own error types for corrupt files
+            raise LlamachatError(f"{cache_path}: corrupt KV cache file ({e})") from None
+        if set(state) != {"k", "v"} or state["k"].shape != state["v"].shape or state["k"].ndim != 4:
+            raise LlamachatError(f"{cache_path}: not a llamachat KV cache")
+    return SavedSession(path, record, state)
+
+
+def _check_record(record: Any, path: Path) -> None:
+    def bad(why: str):
+        raise LlamachatError(f"{path}: not a llamachat session ({why})")
+
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        bad("no llamachat-session format marker")
+    if record.get("version") != VERSION:
+        bad(f"format version {record.get('version')!r}; this llamachat reads version {VERSION}")
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str) for m in messages
+    ):
+        bad("messages must be a list of {role, content}")
+    ledger = record.get("ledger", [])
+    if not isinstance(ledger, list) or not all(isinstance(i, int) and i >= 0 for i in ledger):
+        bad("the ledger must be a list of token ids")
+
+
+def list_sessions() -> list[dict[str, Any]]:
+    """Saved and autosaved sessions, newest first."""
+    folder = sessions_dir()
+    found = []
+    for path in folder.glob("*.json") if folder.is_dir() else []:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            _check_record(record, path)
+        except (OSError, ValueError, LlamachatError):
+            continue
+        users = [m for m in record["messages"] if m["role"] == "user"]
+        found.append(
+            {
+                "name": path.stem,
+                "saved": record.get("saved", ""),
+                "mtime": path.stat().st_mtime,
+                "model": record.get("model", {}).get("name", "?"),
+                "turns": len(users),
+                "first": users[0]["content"][:60] if users else "",
+                "cache": path.with_name(path.stem + ".kv.safetensors").is_file(),
+            }
+        )
+    return sorted(found, key=lambda s: s["mtime"], reverse=True)
+
+
+def delete(name: str) -> list[Path]:
+    path = resolve(name)
+    stem = path.name[: -len(".json")]
+    removed = []
+    for p in (path, path.with_name(stem + ".md"), path.with_name(stem + ".kv.safetensors")):
+        if p.exists():
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def restore(session, saved: SavedSession) -> str:
+    """Put a saved conversation into `session`: with a matching fingerprint and cache, the cache is
+    reused as saved; otherwise the conversation is re-evaluated on the next turn. Returns a notice."""
+    record = saved.record
+    session.messages = [dict(m) for m in record["messages"]]
+    session.dropped = list(record.get("dropped", []))
+    session.cache.truncate(0)
+    session.ledger = []
+    theirs, ours = record.get("fingerprint", {}), fingerprint(session.model)
+    ledger = record.get("ledger", [])
+    if saved.cache_state is not None and theirs == ours and saved.cache_state["k"].shape[2] == len(ledger):
+        try:
+            session.cache.load_state(saved.cache_state)
+            session.ledger = list(ledger)
+            return f"restored {len(session.messages)} messages and {len(ledger)} cached tokens (no re-evaluation)"
+        except ValueError:
+            pass
+    differs = [k for k in ours if theirs.get(k) != ours[k]] if saved.cache_state is not None else []
+    why = f" (saved with a different {', '.join(differs)})" if differs else " (no saved cache)" if saved.cache_state is None else ""
+    return f"restored {len(session.messages)} messages; the conversation will be re-evaluated on the next turn{why}"
