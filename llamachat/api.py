@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .backends import load_runner
-from .checkpoints import open_checkpoint
+from .checkpoints import Checkpoint, open_checkpoint
 from .default_model import default_model
 from .generate import Stats, generate
 from .protocols import Message, ModelConfig, Runner, Template, Tokenizer
@@ -81,7 +81,11 @@ def load(model: str | Path | None = None, backend: str = "numpy", *, template: s
     """Load a model (a path; None: the default model) on a backend. `template` overrides the model's
     own chat template; other options go to the backend (device, dtype, threads, ...)."""
     path = Path(model) if model is not None else default_model()
-    checkpoint = open_checkpoint(path)
+    return load_checkpoint(open_checkpoint(path), backend, template=template, **options)
+
+
+def load_checkpoint(checkpoint: Checkpoint, backend: str = "numpy", *, template: str | None = None, **options: Any) -> Model:
+    """`load` for a checkpoint already opened (the chat opens it first, to fail fast on bad input)."""
     tokenizer = checkpoint.tokenizer
     chat_template = choose_template(template, checkpoint.config.chat_template, tokenizer)
     runner = load_runner(backend, checkpoint.config, checkpoint.weights, **options)

@@ -21,7 +21,7 @@ from typing import Any
 from .errors import LlamachatError
 from .protocols import TemplateError
 
-SUBCOMMANDS = ("plugins", "bench")
+SUBCOMMANDS = ("plugins", "bench", "sessions", "profiles")
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,6 +48,10 @@ def chat_parser() -> Parser:
     p.add_argument("-n", "--max-tokens", dest="max_tokens", metavar="N", help="longest reply in tokens (default 1024)")
     p.add_argument("--device", help="backend device (e.g. cpu, cuda, mps)")
     p.add_argument("--dtype", help="backend dtype (e.g. float32, float16, bfloat16)")
+    p.add_argument("--context", metavar="N", help="context length in tokens (default: the model's)")
+    p.add_argument("-c", "--continue", dest="continue_", action="store_true", help="continue the most recent chat")
+    p.add_argument("--resume", metavar="NAME", help="resume a saved chat (see `llamachat sessions`)")
+    p.add_argument("--no-history", action="store_true", help="keep no input history and do not autosave the chat")
     p.add_argument("-v", "--verbose", action="store_true", help="print timings to stderr")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -101,6 +105,49 @@ def read_stdin() -> str:
     return text.rstrip("\r\n")
 
 
+def settings_from_profile(profile: dict[str, dict[str, Any]], name: str, args: argparse.Namespace | None = None):
+    """ChatSettings from a checked profile, with the command-line flags over it."""
+    from .repl import ChatSettings
+
+    def flag(attr: str) -> Any:
+        return getattr(args, attr, None) if args is not None else None
+
+    chat, model, backend = profile["chat"], profile["model"], profile["backend"]
+    stop = chat.get("stop", [])
+    return ChatSettings(
+        profile=name,
+        model=flag("model") or model.get("path"),
+        backend=flag("backend") or backend.get("name", "numpy"),
+        template=flag("template") or model.get("template"),
+        device=flag("device") or backend.get("device"),
+        dtype=flag("dtype") or backend.get("dtype"),
+        system=flag("system") if flag("system") is not None else chat.get("system"),
+        max_tokens=_int(flag("max_tokens") if flag("max_tokens") is not None else chat.get("max_tokens", 1024), "--max-tokens", 1),
+        context=_int(flag("context"), "--context", 16) if flag("context") is not None else model.get("context"),
+        overflow=chat.get("overflow", "drop-oldest"),
+        markdown=chat.get("markdown", True),
+        stop=[stop] if isinstance(stop, str) else list(stop),
+    )
+
+
+def preflight(settings):
+    """Check what can be checked at once (model file, backend, template), so that bad input fails at
+    start-up with exit 2; returns the opened checkpoint."""
+    from .checkpoints import open_checkpoint
+    from .default_model import default_model
+    from .plugins import registry
+
+    reg = registry()
+    if settings.backend not in reg.backends:
+        raise LlamachatError(f"unknown backend {settings.backend!r} (available: {', '.join(sorted(reg.backends))})")
+    ok, reason = reg.backends[settings.backend].available()
+    if not ok:
+        raise LlamachatError(f"backend {settings.backend!r} cannot run here: {reason}")
+    if settings.template not in (None, "auto") and settings.template not in reg.templates:
+        raise LlamachatError(f"unknown template {settings.template!r} (available: {', '.join(sorted(reg.templates))})")
+    return open_checkpoint(settings.model or default_model())
+
+
 def run_chat(argv: Sequence[str]) -> int:
     args = chat_parser().parse_args(argv)
     from .plugins import registry
@@ -110,10 +157,10 @@ def run_chat(argv: Sequence[str]) -> int:
     for problem in reg.problems:
         print(f"llamachat: {problem}", file=sys.stderr)
     sampler_params = {p.name: p for s in reg.samplers.values() for p in s.params}
-    profile = load_profile(args.profile or "default", sampler_params)
+    profile_name = args.profile or "default"
+    profile = load_profile(profile_name, sampler_params)
     chain = build_chain(args, profile)
-    max_tokens = _int(args.max_tokens if args.max_tokens is not None else profile["chat"].get("max_tokens", 1024), "--max-tokens", 1)
-    system = args.system if args.system is not None else profile["chat"].get("system")
+    settings = settings_from_profile(profile, profile_name, args)
 
     prompt = args.prompt
     if sys.stdin is not None and not sys.stdin.isatty():
@@ -124,22 +171,37 @@ def run_chat(argv: Sequence[str]) -> int:
         elif _stdin_has_data():
             piped = read_stdin()
             prompt += "\n" + piped if piped.strip() else ""
+    checkpoint = preflight(settings)
+    resume = args.resume
+    if args.continue_:
+        from .transcript import list_sessions
 
-    from .api import load
+        sessions = list_sessions()
+        if not sessions:
+            raise LlamachatError("no earlier chat to continue (`llamachat sessions` lists saved ones)")
+        resume = sessions[0]["name"]
+    if resume:
+        from .transcript import read
 
-    model = load(
-        args.model or profile["model"].get("path"),
-        args.backend or profile["backend"].get("name", "numpy"),
-        template=args.template or profile["model"].get("template"),
-        device=args.device or profile["backend"].get("device"),
-        dtype=args.dtype or profile["backend"].get("dtype"),
-    )
+        read(resume)  # a missing or corrupt session fails now, with exit 2
+
+    if prompt is None:
+        from .repl import ChatApp
+
+        app = ChatApp(settings, chain, checkpoint=checkpoint, history=not args.no_history, resume=resume, debug=args.debug)
+        if resume and resume.startswith("chat-"):
+            app.autosave_name = resume
+        return app.run()
+
+    from .api import load_checkpoint
     from .session import Session
 
-    session = Session(model, chain, system=system, max_tokens=max_tokens, context=profile["model"].get("context"))
-    if prompt is not None:
-        return one_shot(session, prompt, args.verbose)
-    return plain_chat(session, args.verbose)
+    model = load_checkpoint(checkpoint, settings.backend, template=settings.template, device=settings.device, dtype=settings.dtype)
+    session = Session(
+        model, chain, system=settings.system, max_tokens=settings.max_tokens, context=settings.context, overflow=settings.overflow
+    )
+    session.stop_strings = settings.stop
+    return one_shot(session, prompt, args.verbose)
 
 
 def _stdin_has_data() -> bool:
@@ -158,7 +220,7 @@ def _write(text: str) -> None:
 
 def one_shot(session, prompt: str, verbose: bool) -> int:
     reply = session.ask(prompt, on_text=_write)
-    for warning in reply.warnings:
+    for warning in reply.notices:
         print(f"llamachat: warning: {warning}", file=sys.stderr)
     _write("\n")
     if verbose:
@@ -168,32 +230,6 @@ def one_shot(session, prompt: str, verbose: bool) -> int:
             file=sys.stderr,
         )
     return 130 if reply.interrupted else 0
-
-
-def plain_chat(session, verbose: bool) -> int:
-    """A plain read-reply loop (the prompt_toolkit REPL replaces it where available)."""
-    m = session.model
-    print(f"Chatting with {m.config.name} on {m.backend} (template {m.template.name}). /quit or Ctrl-D to end.")
-    while True:
-        try:
-            text = input(">>> ")
-        except EOFError:
-            print()
-            return 0
-        except KeyboardInterrupt:
-            print("\n(Ctrl-D or /quit ends the chat)")
-            continue
-        if text.strip() in ("/quit", "/exit", "/bye"):
-            return 0
-        if not text.strip():
-            continue
-        try:
-            reply = session.ask(text, on_text=_write)
-        except LlamachatError as e:
-            print(f"llamachat: {e}")
-            continue
-        print(" [interrupted]" if reply.interrupted else "")
-        print(reply.stats.line(), file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -276,6 +312,40 @@ def run_bench(argv: Sequence[str]) -> int:
     return 0
 
 
+def run_sessions(argv: Sequence[str]) -> int:
+    p = Parser(prog="llamachat sessions", description="Saved and autosaved chats, newest first.")
+    p.add_argument("--delete", metavar="NAME", help="delete a saved chat")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    from . import transcript
+
+    if args.delete:
+        removed = transcript.delete(args.delete)
+        print(f"deleted {args.delete} ({len(removed)} files)")
+        return 0
+    sessions = transcript.list_sessions()
+    if args.json:
+        print(json.dumps(sessions))
+        return 0
+    if not sessions:
+        print(f"no saved chats in {transcript.sessions_dir()}")
+    for s in sessions:
+        cache = ", with KV cache" if s["cache"] else ""
+        print(f"{s['name']:28} {s['saved'][:19]}  {s['model']}  {s['turns']} turns{cache}  {s['first']!r}")
+    return 0
+
+
+def run_profiles(argv: Sequence[str]) -> int:
+    p = Parser(prog="llamachat profiles", description="Profiles: shipped ones, and the user's (which override them).")
+    p.parse_args(argv)
+    from .profiles import available_profiles, user_profile_dir
+
+    for name, origin in available_profiles().items():
+        print(f"{name:20} {origin}")
+    print(f"(your profiles go in {user_profile_dir()})")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------
 
 
@@ -284,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            handler = {"plugins": run_plugins, "bench": run_bench}[argv[0]]
+            handler = {"plugins": run_plugins, "bench": run_bench, "sessions": run_sessions, "profiles": run_profiles}[argv[0]]
             return handler([a for a in argv[1:] if a != "--debug"])
         return run_chat(argv)
     except (LlamachatError, TemplateError) as e:

@@ -41,6 +41,32 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+class StopText:
+    """Cuts a streamed reply at the first stop string, holding back text that may begin one."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = [s for s in stops if s]
+        self.text, self.emitted, self.hit = "", 0, False
+
+    def feed(self, piece: str) -> str:
+        self.text += piece
+        for stop in self.stops:
+            at = self.text.find(stop)
+            if at >= 0:
+                self.hit, self.text = True, self.text[:at]
+                return self._emit(len(self.text))
+        hold = max((k for stop in self.stops for k in range(1, len(stop)) if self.text.endswith(stop[:k])), default=0)
+        return self._emit(len(self.text) - hold)
+
+    def flush(self) -> str:
+        return self._emit(len(self.text))
+
+    def _emit(self, upto: int) -> str:
+        out = self.text[self.emitted : upto] if upto > self.emitted else ""
+        self.emitted = max(self.emitted, upto)
+        return out
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -65,6 +91,7 @@ class Session:
             raise LlamachatError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {overflow!r}")
         self.model, self.chain = model, chain
         self.max_tokens, self.overflow = max_tokens, overflow
+        self.stop_strings: list[str] = []
         self.context = min(context or model.config.context_length, model.config.context_length)
         self.messages: list[dict[str, Any]] = []  # role, content, time; replies also stats, interrupted
         self.dropped: list[dict[str, Any]] = []  # exchanges dropped to fit the context (kept for the transcript)
@@ -97,17 +124,18 @@ class Session:
         self.ledger = self.ledger[:keep]
         return ids[keep:]
 
-    def resync(self) -> None:
-        """Give back the cache beyond what the current conversation shares with it."""
-        closed = [m for m in self.messages]
-        if not any(m["role"] == "user" for m in closed):
-            ids: list[int] = []
-        else:
-            ends_with_reply = closed[-1]["role"] == "assistant"
-            ids = self.encode(closed, add_generation_prompt=not ends_with_reply)
+    def resync(self, evaluate: bool = False) -> None:
+        """Give back the cache beyond what the current conversation shares with it; with `evaluate`,
+        also evaluate the rest of the conversation now (after a backend switch or a load)."""
+        if not any(m["role"] == "user" for m in self.messages):
+            return  # nothing to compare with yet: the next turn's prefix match trims the cache
+        ids = self.encode(add_generation_prompt=self.messages[-1]["role"] == "user")
         keep = common_prefix(self.ledger, ids)
         self.cache.truncate(keep)
         self.ledger = self.ledger[:keep]
+        if evaluate and len(ids) > keep:
+            self.model.runner.forward(ids[keep:], self.cache)
+            self.ledger = list(ids)
 
     # -- turns ------------------------------------------------------------------------------------
     def ask(self, text: str, on_text: Callable[[str], None] | None = None) -> Reply:
@@ -200,8 +228,13 @@ class Session:
         new_ids = self._sync(ids)
         stats, history = Stats(), list(ids)
         decoder = self.model.tokenizer.stream_decoder()
-        pieces: list[str] = []
+        text = StopText(self.stop_strings)
         interrupted = False
+
+        def emit(piece: str) -> None:
+            if piece and on_text:
+                on_text(piece)
+
         try:
             for token in generate(
                 self.model.runner,
@@ -213,22 +246,22 @@ class Session:
                 stop_ids=self.model.template.stop_ids(self.model.tokenizer),
                 stats=stats,
             ):
-                piece = decoder.push(token)
-                if piece:
-                    pieces.append(piece)
-                    if on_text:
-                        on_text(piece)
+                emit(text.feed(decoder.push(token)))
+                if text.hit:
+                    stats.finish_reason = "stop"
+                    break
         except KeyboardInterrupt:
             interrupted = True
             stats.finish_reason = "interrupted"
-        pieces.append(decoder.flush())
+        if not text.hit:
+            emit(text.feed(decoder.flush()))
+        emit(text.flush())
         self.ledger = history[: len(self.cache)]  # what the cache now holds
-        text = "".join(pieces)
         self.messages.append(
-            {"role": "assistant", "content": text, "time": _now(), "stats": vars(stats).copy(), "interrupted": interrupted}
+            {"role": "assistant", "content": text.text, "time": _now(), "stats": vars(stats).copy(), "interrupted": interrupted}
         )
         self.totals["prompt_new"] += stats.prompt_tokens
         self.totals["prompt_cached"] += stats.cached_tokens
         self.totals["generated"] += stats.generated_tokens
         self.totals["replies"] += 1
-        return Reply(text, stats, interrupted, notices + warnings)
+        return Reply(text.text, stats, interrupted, notices + warnings)

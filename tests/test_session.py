@@ -1,0 +1,179 @@
+"""The session: a KV cache that persists across turns and always equals a fresh prefill of its ledger."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import llamachat
+from llamachat.errors import LlamachatError
+from llamachat.plugins import registry
+from llamachat.sampling import SamplerChain
+from llamachat.session import Session
+
+
+def greedy() -> SamplerChain:
+    return SamplerChain(registry().samplers, ["greedy"])
+
+
+def assert_cache_is_fresh_prefill(session: Session) -> None:
+    """The invariant: the cache holds exactly the ledger's tokens, as a fresh prefill computes them."""
+    assert len(session.cache) == len(session.ledger)
+    if not session.ledger:
+        return
+    runner = session.model.runner
+    fresh = runner.new_cache(session.context)
+    runner.forward(session.ledger, fresh)
+    ours, theirs = session.cache.state(), fresh.state()
+    for key in ("k", "v"):
+        np.testing.assert_allclose(ours[key], theirs[key], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_gguf):
+    return llamachat.load(tiny_gguf[2])  # LLaMA-2 vocabulary, so the llama-2 template
+
+
+def test_follow_ups_cost_only_their_new_tokens(default_model):
+    s = Session(default_model, greedy(), max_tokens=24)
+    first = s.ask("What is the capital of France?")
+    assert first.stats.cached_tokens == 0 and "Paris" in first.text
+    for question in ("And of Germany?", "And of Italy?"):
+        before = len(s.ledger)
+        reply_tokens = s.messages[-1]["stats"]["generated_tokens"]
+        message_tokens = len(default_model.tokenizer.encode(question))
+        r = s.ask(question)
+        # at most the previous reply plus the new message and the template's few boundary tokens
+        assert r.stats.prompt_tokens <= reply_tokens + message_tokens + 8
+        assert r.stats.cached_tokens >= before - 1
+        assert_cache_is_fresh_prefill(s)
+
+
+def test_llama2_boundary_tokens_are_re_evaluated(tiny):
+    """LLaMA-2 re-encodes a finished reply with " " + EOS after it: the cache follows the reference ids."""
+    s = Session(tiny, greedy(), max_tokens=6)
+    s.ask("Hello there")
+    s.ask("Tell me more")
+    ids = tiny.template.encode(s.chat()[:2], tiny.tokenizer, add_generation_prompt=False)
+    assert s.ledger[: len(ids)] == ids  # the history in the cache is exactly Meta's encoding
+    assert_cache_is_fresh_prefill(s)
+
+
+def test_undo_retry_system_reset_keep_the_invariant(tiny):
+    s = Session(tiny, greedy(), max_tokens=5, system="Be brief.")
+    s.ask("one")
+    s.ask("two")
+    assert s.undo().startswith("removed your message 'two' and its reply")
+    assert_cache_is_fresh_prefill(s)
+    assert [m["role"] for m in s.messages] == ["system", "user", "assistant"]
+    again = s.retry()
+    assert s.messages[-1]["content"] == again.text
+    assert_cache_is_fresh_prefill(s)
+    s.set_system("Be verbose.")
+    assert s.system == "Be verbose."
+    assert_cache_is_fresh_prefill(s)
+    s.reset()
+    assert [m["role"] for m in s.messages] == ["system"] and len(s.cache) == 0
+    with pytest.raises(LlamachatError, match="nothing to undo"):
+        s.undo()
+    with pytest.raises(LlamachatError, match="nothing to retry"):
+        s.retry()
+
+
+ACTIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("ask"), st.sampled_from(["hi", "tell me a long story about dragons", "why?", "ok " * 12])),
+        st.tuples(st.just("undo"), st.none()),
+        st.tuples(st.just("retry"), st.none()),
+        st.tuples(st.just("system"), st.sampled_from([None, "Be brief.", "You are a pirate."])),
+        st.tuples(st.just("reset"), st.none()),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(actions=ACTIONS, overflow=st.sampled_from(["drop-oldest", "stop"]))
+def test_ledger_and_cache_stay_consistent(tiny, actions, overflow):
+    s = Session(tiny, SamplerChain(registry().samplers, ["temperature"], seed=3), max_tokens=8, context=96, overflow=overflow)
+    for action, arg in actions:
+        try:
+            if action == "ask":
+                s.ask(arg)
+            elif action == "undo":
+                s.undo()
+            elif action == "retry":
+                s.retry()
+            elif action == "system":
+                s.set_system(arg)
+            else:
+                s.reset()
+        except LlamachatError:
+            pass  # nothing to undo/retry, or a message that cannot fit: the state must still hold
+        assert_cache_is_fresh_prefill(s)
+        ids = s.encode(add_generation_prompt=s.messages[-1]["role"] == "user") if any(m["role"] == "user" for m in s.messages) else []
+        assert len(ids) <= s.context
+
+
+def test_overflow_drops_the_oldest_exchanges(tiny):
+    s = Session(tiny, greedy(), max_tokens=8, context=120, system="sys")
+    notices = []
+    for i in range(8):
+        notices += s.ask(f"message number {i} with some words in it").notices
+    assert any(n.startswith("context full: dropped the oldest") for n in notices)
+    assert s.messages[0] == {**s.messages[0], "role": "system", "content": "sys"}  # never the system prompt
+    assert s.messages[-2]["content"] == "message number 7 with some words in it"  # never the newest message
+    assert s.dropped and s.dropped[0]["content"] == "message number 0 with some words in it"
+    assert_cache_is_fresh_prefill(s)
+
+
+def test_overflow_stop_sends_nothing(tiny):
+    s = Session(tiny, greedy(), max_tokens=8, context=80, overflow="stop")
+    with pytest.raises(LlamachatError, match="would overflow the context .* nothing was sent: /undo or /reset"):
+        for i in range(10):
+            s.ask(f"message number {i} with some words in it")
+    assert s.messages[-1]["role"] == "assistant"  # the refused message was not added
+
+
+def test_a_message_longer_than_the_context_is_refused(tiny):
+    s = Session(tiny, greedy(), max_tokens=8, context=64)
+    s.ask("hi")
+    before = list(s.messages)
+    with pytest.raises(LlamachatError, match="message too long: .* nothing was sent"):
+        s.ask("word " * 200)
+    assert s.messages == before
+
+
+def test_ctrl_c_keeps_the_partial_reply(default_model):
+    s = Session(default_model, greedy(), max_tokens=64)
+    seen = []
+
+    def interrupt_after_three(piece: str) -> None:
+        seen.append(piece)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    r = s.ask("Write a short story about a robot.", on_text=interrupt_after_three)
+    assert r.interrupted and r.text == "".join(seen) and r.stats.finish_reason == "interrupted"
+    assert s.messages[-1]["interrupted"] is True and s.messages[-1]["content"] == r.text
+    assert_cache_is_fresh_prefill(s)
+    follow_up = s.ask("Go on.")
+    assert follow_up.stats.cached_tokens > 30
+
+
+def test_stop_strings_cut_the_reply(default_model):
+    s = Session(default_model, greedy(), max_tokens=32)
+    s.stop_strings = [" is"]
+    streamed = []
+    r = s.ask("What is the capital of France?", on_text=streamed.append)
+    assert r.text == "The capital of France" == "".join(streamed)
+    assert r.stats.finish_reason == "stop"
+    assert_cache_is_fresh_prefill(s)
+
+
+def test_empty_message_is_refused(tiny):
+    with pytest.raises(LlamachatError, match="empty message"):
+        Session(tiny, greedy()).ask("   \n")
