@@ -1,0 +1,215 @@
+"""The REPL driven for real: prompt_toolkit's pipe input, and a pseudo-terminal (pexpect)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import threading
+
+import pytest
+from prompt_toolkit.document import Document
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+from rich.console import Console
+
+from llamachat import transcript
+from llamachat.plugins import registry
+from llamachat.repl import ChatApp, ChatSettings, SlashCompleter
+from llamachat.sampling import SamplerChain
+
+ENTER, CTRL_C, CTRL_D, ESC_ENTER = "\r", "\x03", "\x04", "\x1b\r"
+
+
+def chat(model, keys: str, history: bool = True, resume: str | None = None, **settings) -> tuple[int, str, ChatApp]:
+    """Type `keys` into a chat with `model`; return (exit code, everything printed, the app)."""
+    out = io.StringIO()
+    with create_pipe_input() as pipe:
+        # typed from another thread, as a terminal would: a 100 KB paste does not fit the OS pipe buffer
+        typist = threading.Thread(target=pipe.send_text, args=(keys + CTRL_C + CTRL_D,), daemon=True)  # C-c C-d: end of input
+        typist.start()
+        chain = SamplerChain(registry().samplers, seed=0)
+        chain.set("temperature", 0)
+        app = ChatApp(
+            ChatSettings(**settings),
+            chain,
+            model=model,
+            console=Console(file=out, width=200),
+            input=pipe,
+            output=DummyOutput(),
+            history=history,
+            resume=resume,
+        )
+        code = app.run()
+        typist.join(timeout=5)
+    return code, out.getvalue(), app
+
+
+def test_scripted_conversation(default_model):
+    code, out, app = chat(default_model, "What is the capital of France?\rAnd of Germany?\r/quit\r")
+    assert code == 0
+    assert "Paris" in out and "Berlin" in out
+    stats = [line for line in out.splitlines() if " tok/s, first token " in line]
+    assert len(stats) == 2 and stats[1].endswith("cached") and " 0 cached" not in stats[1]
+
+
+def test_commands_confirm_in_words(default_model):
+    keys = "/temp 0.7\r/top_p 0.9\r/top_k 20\r/min_p 0.1\r/seed 5\r/max_tokens 64\r/set temperature 0.3\r/sampler\r/stop END\r/system Be brief.\r/info\r/context\r/bye\r"
+    code, out, app = chat(default_model, keys)
+    for line in (
+        "temperature set to 0.7",
+        "top_p set to 0.9",
+        "top_k set to 20",
+        "min_p set to 0.1",
+        "seed set to 5",
+        "max_tokens set to 64",
+        "temperature set to 0.3",
+        "top_k(top_k=20) -> top_p(top_p=0.9) -> min_p(min_p=0.1) -> temperature(temperature=0.3) -> draw",
+        "stop strings set to ['END']",
+        "system prompt set to 'Be brief.'",
+        "template jinja",
+        "of 8192 tokens used",
+    ):
+        assert line in out, line
+    assert app.session.system == "Be brief." and app.session.max_tokens == 64
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ("/frobnicate\r", "unknown command /frobnicate"),
+        ("/tmep 1\r", "did you mean /temp?"),
+        ("/temp -1\r", "temperature takes a number from 0 to 100, got '-1'"),
+        ("/top_p 2\r", "top_p takes a number from 0 to 1, got '2'"),
+        ("/set tempurature 1\r", "unknown parameter 'tempurature'; did you mean temperature?"),
+        ("/max_tokens 0\r", "max_tokens takes an integer from 1 to"),
+        ("/load nope\r", "no saved session 'nope'"),
+        ("/load ../../etc/passwd\r", "invalid session name"),
+        ("/template llama2\r", "unknown template 'llama2'"),
+        ("/profile nope\r", "unknown profile 'nope'"),
+        ("/backend nope\r", "unknown backend 'nope'"),
+        ("/undo\r", "nothing to undo"),
+        ("/retry\r", "nothing to retry"),
+        ("   \r", "empty message: nothing sent"),
+    ],
+)
+def test_bad_input_is_one_line_and_the_chat_goes_on(default_model, keys, message):
+    code, out, _ = chat(default_model, keys + "/temp 0.5\r")
+    assert code == 0 and message in out and "Traceback" not in out
+    assert "temperature set to 0.5" in out  # the chat went on
+
+
+def test_ctrl_c_at_the_prompt_and_ctrl_d(default_model):
+    code, out, _ = chat(default_model, "half typed" + CTRL_C + CTRL_D)
+    assert code == 0 and "(Ctrl-D or /quit ends the chat)" in out
+
+
+def test_multiline_input(default_model):
+    keys = (
+        '"""\rline one\rline two\r"""\r'
+        + "first"
+        + ESC_ENTER
+        + "second"
+        + ENTER
+        + "\x1b[200~pasted\nas one\x1b[201~"
+        + ENTER
+        + "/history\r/quit\r"
+    )
+    code, out, app = chat(default_model, keys)
+    users = [m["content"] for m in app.session.messages if m["role"] == "user"]
+    assert users == ["line one\nline two", "first\nsecond", "pasted\nas one"]
+
+
+def test_a_huge_paste_is_refused_and_kept(default_model):
+    big = "word " * 20000  # 100 KB
+    code, out, app = chat(default_model, "\x1b[200~" + big + "\x1b[201~" + ENTER + ENTER)
+    # refused, then offered again at the next prompt (Enter sends it again): nothing is lost
+    assert out.count("message too long") == 2 and code == 0
+    assert app.session.messages == []
+
+
+def test_autosave_after_every_turn_and_continue(default_model):
+    code, out, app = chat(default_model, "What is the capital of France?\r/quit\r")
+    saved = transcript.read(app.autosave_name)
+    assert [m["role"] for m in saved.record["messages"]] == ["user", "assistant"]
+    assert saved.cache_state is None  # autosave keeps the transcript; /save adds the cache
+    assert (transcript.sessions_dir() / f"{app.autosave_name}.md").read_text().count("**You**") == 1
+
+
+def test_no_history_keeps_nothing(default_model):
+    chat(default_model, "Hi\r/quit\r", history=False)
+    assert transcript.list_sessions() == []
+
+
+def test_save_and_load_reuse_the_cache(default_model):
+    code, out, app = chat(default_model, "What is the capital of France?\r/save trip\r/quit\r")
+    assert "saved trip -> " in out
+    record = json.loads((transcript.sessions_dir() / "trip.json").read_text())
+    assert record["fingerprint"]["backend"] == "numpy" and record["sampler"]["settings"]["temperature"] == 0
+    assert (transcript.sessions_dir() / "trip.kv.safetensors").is_file()
+    code, out, app = chat(default_model, "/load trip\rAnd of Germany?\r/quit\r")
+    assert "cached tokens (no re-evaluation)" in out
+    last = app.session.messages[-1]["stats"]
+    assert last["cached_tokens"] > 40 and last["prompt_tokens"] < 25
+
+
+def test_resume_with_another_template_re_evaluates(default_model):
+    chat(default_model, "Hi\r/save s1\r/quit\r")
+    code, out, app = chat(default_model, "/template chatml\r/load s1\r/quit\r")
+    assert "will be re-evaluated" in out and "template" in out
+
+
+def test_load_of_a_corrupt_or_foreign_file(default_model):
+    folder = transcript.sessions_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "broken.json").write_text("{not json")
+    (folder / "foreign.json").write_text(json.dumps({"format": "something-else"}))
+    code, out, _ = chat(default_model, "/load broken\r/load foreign\r/temp 0.2\r/quit\r")
+    assert "not a readable llamachat session" in out and "not a llamachat session" in out and "temperature set to 0.2" in out
+
+
+def test_save_where_nothing_can_be_written(default_model, tmp_path, monkeypatch):
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_DATA_HOME", str(blocker))
+    code, out, _ = chat(default_model, "/save x\r/temp 0.2\r/quit\r", history=False)
+    assert "cannot save session 'x'" in out and "temperature set to 0.2" in out
+
+
+def test_completion_of_commands_and_arguments(default_model):
+    _, _, app = chat(default_model, "/quit\r")
+    complete = SlashCompleter(app)
+
+    def options(text):
+        return [c.text for c in complete.get_completions(Document(text), None)]
+
+    assert "/temp" in options("/te") and "/template" in options("/te")
+    assert options("/set top_") == ["top_k", "top_p"]
+    assert options("/backend n") == ["numpy"]
+    assert "llama-2" in options("/template ll")
+    assert "numpy-reference" in options("/profile num")
+    assert options("hello") == []
+
+
+def test_profile_switch(default_model):
+    code, out, app = chat(default_model, "/profile numpy-reference\r/sampler\r/quit\r")
+    assert "profile set to numpy-reference" in out and "logits -> greedy -> draw" in out
+    assert app.session.max_tokens == 512
+
+
+def test_real_terminal(default_model_path):
+    """A pseudo-terminal: the prompt, a streamed Markdown reply, the stats line, /quit."""
+    import pexpect
+
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
+    child = pexpect.spawn(sys.executable, ["-m", "llamachat", "--temp", "0", "--no-history"], env=env, timeout=120, encoding="utf-8")
+    child.expect(">>> ")
+    child.sendline("What is the capital of France?")
+    child.expect("Paris")
+    child.expect("tok/s, first token")
+    child.expect(">>> ")
+    child.sendline("/quit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
