@@ -161,6 +161,19 @@ def run_chat(argv: Sequence[str]) -> int:
     profile = load_profile(profile_name, sampler_params)
     chain = build_chain(args, profile)
     settings = settings_from_profile(profile, profile_name, args)
+    resume = args.resume
+    if args.continue_:
+        from .transcript import list_sessions
+
+        sessions = list_sessions()
+        if not sessions:
+            raise LlamachatError("no earlier chat to continue (`llamachat sessions` lists saved ones)")
+        resume = sessions[0]["name"]
+    saved = None
+    if resume:
+        from .transcript import read
+
+        saved = read(resume)  # a missing or corrupt session fails now, with exit 2
 
     prompt = args.prompt
     if sys.stdin is not None and not sys.stdin.isatty():
@@ -172,18 +185,6 @@ def run_chat(argv: Sequence[str]) -> int:
             piped = read_stdin()
             prompt += "\n" + piped if piped.strip() else ""
     checkpoint = preflight(settings)
-    resume = args.resume
-    if args.continue_:
-        from .transcript import list_sessions
-
-        sessions = list_sessions()
-        if not sessions:
-            raise LlamachatError("no earlier chat to continue (`llamachat sessions` lists saved ones)")
-        resume = sessions[0]["name"]
-    if resume:
-        from .transcript import read
-
-        read(resume)  # a missing or corrupt session fails now, with exit 2
 
     if prompt is None:
         from .repl import ChatApp
@@ -201,6 +202,14 @@ def run_chat(argv: Sequence[str]) -> int:
         model, chain, system=settings.system, max_tokens=settings.max_tokens, context=settings.context, overflow=settings.overflow
     )
     session.stop_strings = settings.stop
+    if saved is not None:
+        from .transcript import restore, save
+
+        restore(session, saved)
+        code = one_shot(session, prompt, args.verbose)
+        if not args.no_history:
+            save(session, saved.path.stem, with_cache=saved.cache_state is not None)
+        return code
     return one_shot(session, prompt, args.verbose)
 
 

@@ -140,3 +140,37 @@ def test_bench_json_is_one_object_on_one_line(tmp_path):
     result = json.loads(lines[0])
     assert {"backend", "model", "pp_tok_s", "tg_tok_s", "roofline_tg_tok_s"} <= set(result)
     assert result["backend"] == "numpy" and result["tg_tok_s"] > 0 and result["roofline_tg_tok_s"] > 0
+
+
+def test_sessions_continue_and_resume(default_model):
+    from llamachat import transcript
+    from llamachat.session import Session
+    from llamachat.sampling import SamplerChain
+    from llamachat.plugins import registry
+
+    s = Session(default_model, SamplerChain(registry().samplers, ["greedy"]), max_tokens=8)
+    s.ask("What is the capital of France?")
+    transcript.save(s, "chat-20260101-000000", with_cache=False)
+    listed = run_cli("sessions")
+    assert listed.returncode == 0 and "chat-20260101-000000" in listed.stdout.decode() and "1 turns" in listed.stdout.decode()
+    assert_one_line_error(run_cli("--resume", "nope"), "no saved session 'nope'")
+    deleted = run_cli("sessions", "--delete", "chat-20260101-000000")
+    assert deleted.returncode == 0 and "deleted" in deleted.stdout.decode()
+    assert_one_line_error(run_cli("-c"), "no earlier chat to continue")
+
+
+def test_one_shot_continues_a_saved_chat(default_model):
+    from llamachat import transcript
+    from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
+
+    s = Session(default_model, SamplerChain(registry().samplers, ["greedy"]), max_tokens=16)
+    s.ask("What is the capital of France?")
+    transcript.save(s, "geo")
+    out = run_cli("--resume", "geo", "-p", "And of Germany?", "--temp", "0", "-v")
+    assert out.returncode == 0, out.stderr
+    assert "Berlin" in out.stdout.decode()
+    assert " new / " in out.stderr.decode() and "/ 0 cached" not in out.stderr.decode()  # the saved cache was reused
+    roles = [m["role"] for m in transcript.read("geo").record["messages"]]
+    assert roles == ["user", "assistant", "user", "assistant"]

@@ -1,0 +1,68 @@
+"""TOML profiles: shipped ones, user overrides, and one clear line for every kind of bad profile."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import run_cli
+
+from llamachat.errors import LlamachatError
+from llamachat.plugins import registry
+from llamachat.profiles import available_profiles, load_profile, parse_profile, user_profile_dir
+
+PARAMS = {p.name: p for s in registry().samplers.values() for p in s.params}
+
+
+@pytest.mark.parametrize("name", ["default", "llama2-7b-chat", "llama2-13b-chat", "torch", "numpy-reference"])
+def test_shipped_profiles_parse(name):
+    profile = load_profile(name, PARAMS)
+    assert set(profile) == {"model", "backend", "sampler", "chat"}
+    assert all(s in registry().samplers for s in profile["sampler"].get("chain", []))
+
+
+def test_llama2_13b_profile_is_mlx_4bit_with_the_llama2_template():
+    p = load_profile("llama2-13b-chat", PARAMS)
+    assert p["backend"]["name"] == "mlx" and p["model"]["template"] == "llama-2" and p["model"]["context"] == 4096
+
+
+def test_user_profile_overrides_a_shipped_one():
+    user_profile_dir().mkdir(parents=True)
+    (user_profile_dir() / "default.toml").write_text('[sampler]\ntemperature = 0.1\n')
+    assert load_profile("default", PARAMS)["sampler"] == {"temperature": 0.1}
+    assert available_profiles()["default"].endswith("default.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[model\npath = 1", r"malformed TOML: .*line 1, column 7"),
+        ("[chat]\nmax_tokens = \n", r"malformed TOML: .*line 2"),
+        ("[sampler]\ntemprature = 0.5\n", r"unknown key 'temprature' in \[sampler\]; did you mean 'temperature'\?"),
+        ("[chatt]\nsystem = 'x'\n", r"unknown section \[chatt\]; did you mean 'chat'\?"),
+        ("[chat]\nmax_tokens = 'many'\n", r"\[chat\] max_tokens must be int, got 'many'"),
+        ("[chat]\noverflow = 'wrap'\n", r"overflow must be one of drop-oldest, stop"),
+        ("[backend]\nthreads = true\n", r"\[backend\] threads must be int, got True"),
+    ],
+)
+def test_bad_profiles(text, message):
+    with pytest.raises(LlamachatError, match=message):
+        parse_profile(text, "my.toml", PARAMS)
+
+
+def test_unknown_profile_suggests_the_closest():
+    with pytest.raises(LlamachatError, match=r"unknown profile 'defualt' .*did you mean 'default'\?"):
+        load_profile("defualt", PARAMS)
+
+
+def test_cli_profile_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sampler]\ntemperature = 'hot'\n")
+    out = run_cli("-p", "hi", "--profile", str(bad))
+    assert out.returncode == 2 and out.stderr.decode().count("\n") == 1
+    assert "temperature takes a number" in out.stderr.decode()
+
+
+def test_profiles_command_lists_them():
+    out = run_cli("profiles")
+    assert out.returncode == 0
+    for name in ("default", "llama2-7b-chat", "llama2-13b-chat", "torch", "numpy-reference"):
+        assert name in out.stdout.decode()
