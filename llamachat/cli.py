@@ -39,7 +39,11 @@ def chat_parser() -> Parser:
     p.add_argument("--profile", help="a profile name or .toml path (default: default)")
     p.add_argument("--template", help="chat template: auto (the model's own), llama-2, chatml, zephyr, llama-3, jinja, none")
     p.add_argument("-s", "--system", help="system prompt")
-    p.add_argument("--samplers", metavar="CHAIN", help="sampler chain, comma-separated, in order (default top_k,top_p,min_p,temperature)")
+    p.add_argument(
+        "--samplers",
+        metavar="CHAIN",
+        help="sampler chain, comma-separated, in order (default repetition_penalty,top_k,top_p,min_p,temperature)",
+    )
     p.add_argument("--temp", "--temperature", dest="temperature", metavar="T", help="temperature (0 = greedy; default 0.8)")
     p.add_argument("--top-k", dest="top_k", metavar="K", help="keep the K likeliest tokens (0 = off; default 40)")
     p.add_argument("--top-p", dest="top_p", metavar="P", help="nucleus sampling mass (1 = off; default 0.95)")

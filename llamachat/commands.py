@@ -65,8 +65,11 @@ def _set(name: str) -> Callable[[ChatLike, str], None]:
 
 
 def set_param(chat: ChatLike, name: str, arg: str) -> None:
+    params = chat.session.chain.params
+    if name not in params:
+        raise LlamachatError(f"no sampler plugin provides {name!r} here (see `llamachat plugins`)")
     if not arg:
-        raise LlamachatError(f"usage: /{name} VALUE ({chat.session.chain.params[name].describe_range()})")
+        raise LlamachatError(f"usage: /{name} VALUE ({params[name].describe_range()})")
     value = chat.session.chain.set(name, arg)
     chat.say(f"{name} set to {value}")
 

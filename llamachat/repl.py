@@ -133,6 +133,8 @@ class ChatApp:
                 model = load_checkpoint(self._checkpoint, s.backend, template=s.template, device=s.device, dtype=s.dtype)
             else:
                 model = load(s.model, s.backend, template=s.template, device=s.device, dtype=s.dtype)
+            # the first forward pass pays one-time costs (~1 s here): pay them while the user types
+            model.runner.forward([model.config.bos_id or 0] * 8, model.runner.new_cache(8))
             self._start(model)
         except BaseException as e:  # surfaced in the main thread
             self._load_error = e

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import LlamachatError
 from .protocols import Param, Sampler, SamplingContext
 
-DEFAULT_CHAIN = ("top_k", "top_p", "min_p", "temperature")
+DEFAULT_CHAIN = ("repetition_penalty", "top_k", "top_p", "min_p", "temperature")
 
 
 class SamplerChain:

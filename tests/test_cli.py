@@ -144,9 +144,9 @@ def test_bench_json_is_one_object_on_one_line(tmp_path):
 
 def test_sessions_continue_and_resume(default_model):
     from llamachat import transcript
-    from llamachat.session import Session
-    from llamachat.sampling import SamplerChain
     from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
 
     s = Session(default_model, SamplerChain(registry().samplers, ["greedy"]), max_tokens=8)
     s.ask("What is the capital of France?")

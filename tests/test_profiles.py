@@ -26,7 +26,7 @@ def test_llama2_13b_profile_is_mlx_4bit_with_the_llama2_template():
 
 def test_user_profile_overrides_a_shipped_one():
     user_profile_dir().mkdir(parents=True)
-    (user_profile_dir() / "default.toml").write_text('[sampler]\ntemperature = 0.1\n')
+    (user_profile_dir() / "default.toml").write_text("[sampler]\ntemperature = 0.1\n")
     assert load_profile("default", PARAMS)["sampler"] == {"temperature": 0.1}
     assert available_profiles()["default"].endswith("default.toml")
 

@@ -55,9 +55,10 @@ def test_scripted_conversation(default_model):
 
 
 def test_commands_confirm_in_words(default_model):
-    keys = "/temp 0.7\r/top_p 0.9\r/top_k 20\r/min_p 0.1\r/seed 5\r/max_tokens 64\r/set temperature 0.3\r/sampler\r/stop END\r/system Be brief.\r/info\r/context\r/bye\r"
+    keys = "/repeat_penalty 1.1\r/temp 0.7\r/top_p 0.9\r/top_k 20\r/min_p 0.1\r/seed 5\r/max_tokens 64\r/set temperature 0.3\r/sampler\r/stop END\r/system Be brief.\r/info\r/context\r/bye\r"
     code, out, app = chat(default_model, keys)
     for line in (
+        "repeat_penalty set to 1.1",
         "temperature set to 0.7",
         "top_p set to 0.9",
         "top_k set to 20",
@@ -65,7 +66,7 @@ def test_commands_confirm_in_words(default_model):
         "seed set to 5",
         "max_tokens set to 64",
         "temperature set to 0.3",
-        "top_k(top_k=20) -> top_p(top_p=0.9) -> min_p(min_p=0.1) -> temperature(temperature=0.3) -> draw",
+        "-> top_k(top_k=20) -> top_p(top_p=0.9) -> min_p(min_p=0.1) -> temperature(temperature=0.3) -> draw",
         "stop strings set to ['END']",
         "system prompt set to 'Be brief.'",
         "template jinja",

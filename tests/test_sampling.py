@@ -85,4 +85,19 @@ def test_parameter_validation():
 
 def test_chain_is_described_in_order():
     chain = SamplerChain(registry().samplers)
-    assert chain.describe() == "logits -> top_k(top_k=40) -> top_p(top_p=0.95) -> min_p(min_p=0.05) -> temperature(temperature=0.8) -> draw"
+    assert chain.describe() == (
+        "logits -> repetition_penalty(repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, repeat_last_n=64)"
+        " -> top_k(top_k=40) -> top_p(top_p=0.95) -> min_p(min_p=0.05) -> temperature(temperature=0.8) -> draw"
+    )
+
+
+def test_penalties_touch_exactly_the_recent_tokens():
+    s = registry().samplers["repetition_penalty"]
+    logits = np.array([2.0, -2.0, 2.0, 1.0, 0.5], dtype=np.float32)
+    c = ctx(repeat_penalty=2.0, repeat_last_n=3)
+    c.history = [2, 0, 1, 1, 3]  # the last 3: 1, 1, 3 (prompt tokens count too)
+    np.testing.assert_allclose(s.apply(logits, c), [2.0, -4.0, 2.0, 0.5, 0.5])
+    c = ctx(frequency_penalty=0.5, presence_penalty=0.25, repeat_last_n=64)
+    c.history = [4, 4, 0]
+    np.testing.assert_allclose(s.apply(logits, c), [2.0 - 0.75, -2.0, 2.0, 1.0, 0.5 - 1.25])
+    assert s.apply(logits, ctx()) is logits  # all off: untouched

@@ -136,9 +136,11 @@ class NumpyModel:
             raise ValueError(f"{end} tokens do not fit the cache ({cache.capacity})")
         x = self.embed(ids)  # [T, D]
         cis = self.cis[start:end, None]  # [T, 1, Dh/2] complex
+        # causal mask: new token t (at position start + t) sees positions up to its own
+        mask = np.triu(np.full((len(ids), end), -np.inf, dtype=f32), start + 1) if len(ids) > 1 else None  # [T, S]
         with np.errstate(over="ignore"):  # exp(-g) of a very negative gate is inf: silu is then 0, as it should be
             for i, layer in enumerate(self.layers):
-                x += self.attention(layer, self.rms_norm(x), cache, i, start, cis)
+                x += self.attention(layer, self.rms_norm(x), cache, i, start, cis, mask)
                 x += self.feed_forward(layer, self.rms_norm(x))
         cache.length = end
         if not all_logits:
@@ -155,7 +157,9 @@ class NumpyModel:
         """x / rms(x); the weight is folded into the next matrix."""
         return x / np.sqrt(np.add.reduce(x * x, axis=-1, keepdims=True) / x.shape[-1] + self.eps)
 
-    def attention(self, layer: Layer, x: np.ndarray, cache: KVCache, i: int, start: int, cis: np.ndarray) -> np.ndarray:
+    def attention(
+        self, layer: Layer, x: np.ndarray, cache: KVCache, i: int, start: int, cis: np.ndarray, mask: np.ndarray | None
+    ) -> np.ndarray:
         c = self.config
         T, H, K, Dh = len(x), c.n_heads, c.n_kv_heads, c.head_dim
         R, S = H // K, start + len(x)
@@ -169,8 +173,8 @@ class NumpyModel:
         # Query head h reads kv head h // R: group the R heads of each kv head, with their T rows.
         q = q.reshape(T, K, R, Dh).transpose(1, 2, 0, 3).reshape(K, R * T, Dh)
         scores = q @ keys.transpose(0, 2, 1)  # [K, R*T, S]  (q carries 1/sqrt(Dh))
-        if T > 1:  # causal: new token t (at position start + t) sees positions up to its own
-            scores.reshape(K, R, T, S)[...] += np.triu(np.full((T, S), -np.inf, dtype=f32), start + 1)
+        if mask is not None:
+            scores.reshape(K, R, T, S)[...] += mask
         scores -= scores.max(axis=-1, keepdims=True)
         probs = np.exp(scores, out=scores)
         probs /= probs.sum(axis=-1, keepdims=True)

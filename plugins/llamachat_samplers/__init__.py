@@ -19,6 +19,34 @@ def keep_only(logits: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return np.where(keep, logits, NEG_INF)
 
 
+class RepetitionPenalty:
+    """llama.cpp's penalties over the last `repeat_last_n` tokens of the history, prompt included
+    (mlx-lm counts only generated tokens: its bug #1773). A seen token's logit is divided by
+    `repeat_penalty` if positive, multiplied if negative; then `frequency_penalty` per occurrence and
+    `presence_penalty` once are subtracted."""
+
+    name = "repetition_penalty"
+    params = (
+        Param("repeat_penalty", float, 1.0, "penalise tokens seen in the last repeat_last_n; 1 = off", 0.0, 10.0),
+        Param("presence_penalty", float, 0.0, "subtract from the logit of every token seen; 0 = off", -10.0, 10.0),
+        Param("frequency_penalty", float, 0.0, "subtract per occurrence of a seen token; 0 = off", -10.0, 10.0),
+        Param("repeat_last_n", int, 64, "how many recent tokens the penalties look at (prompt included); 0 = none", 0, None),
+    )
+
+    def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
+        st = ctx.settings
+        n = st["repeat_last_n"]
+        if n <= 0 or not ctx.history or (st["repeat_penalty"] == 1.0 and st["presence_penalty"] == 0 and st["frequency_penalty"] == 0):
+            return logits
+        tokens, counts = np.unique(np.asarray(ctx.history[-n:]), return_counts=True)
+        out = logits.copy()
+        seen = out[tokens]
+        penalty = np.float32(st["repeat_penalty"])
+        seen = np.where(seen > 0, seen / penalty, seen * penalty)
+        out[tokens] = seen - np.float32(st["frequency_penalty"]) * counts - np.float32(st["presence_penalty"])
+        return out
+
+
 class Greedy:
     name = "greedy"
     params: tuple[Param, ...] = ()
@@ -95,5 +123,5 @@ class MinP:
 
 @hookimpl
 def register_samplers(register):
-    for sampler in (TopK(), TopP(), MinP(), Temperature(), Greedy()):
+    for sampler in (RepetitionPenalty(), TopK(), TopP(), MinP(), Temperature(), Greedy()):
         register(sampler)
