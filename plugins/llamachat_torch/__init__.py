@@ -1,0 +1,95 @@
+"""The PyTorch backend: MPS on Apple silicon, else CUDA, else the CPU.
+
+Options: `device` ("auto", "cpu", "mps", "cuda", "cuda:1"), `dtype` ("float32"/"fp32",
+"float16"/"fp16", "bfloat16"/"bf16"; default: fp32 on the CPU, so parity with the NumPy reference holds
+out of the box, fp16 on MPS, bf16 on CUDA) and `threads` (CPU threads). torch is imported only when
+this backend is used; no fallback to another device unless asked for with "auto".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from llamachat.hookspecs import hookimpl
+from llamachat.protocols import ModelConfig, Tensor
+
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
+DEFAULT_DTYPE = {"cpu": "float32", "mps": "float16", "cuda": "bfloat16"}
+INSTALL = "pip install 'llamachat[torch]'"
+
+
+def pick_device(requested: str | None) -> str:
+    """The device to run on, or ValueError saying what is available here."""
+    import torch
+
+    mps = torch.backends.mps.is_available()
+    cuda = torch.cuda.is_available()
+    here = ["cpu"] + (["mps"] if mps else []) + ([f"cuda (cuda:0..{torch.cuda.device_count() - 1})"] if cuda else [])
+    requested = (requested or "auto").lower()
+    if requested == "auto":
+        return "mps" if mps else "cuda" if cuda else "cpu"
+    if requested == "cpu":
+        return "cpu"
+    if requested == "mps":
+        if not mps:
+            raise ValueError(f"device 'mps' is not available here (it needs Apple silicon and macOS 12.3+); available: {', '.join(here)}")
+        return "mps"
+    if requested == "cuda" or requested.startswith("cuda:"):
+        if not cuda:
+            raise ValueError(f"device {requested!r} is not available: no CUDA GPU is visible to PyTorch; available: {', '.join(here)}")
+        index = requested.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise ValueError(f"device {requested!r} does not exist; available: {', '.join(here)}")
+        return requested
+    raise ValueError(f"unknown device {requested!r}; accepted: auto, cpu, mps, cuda, cuda:N")
+
+
+def pick_dtype(requested: str | None, device: str) -> str:
+    if requested in (None, "auto"):
+        return DEFAULT_DTYPE[device.partition(":")[0]]
+    if requested.lower() not in DTYPES:
+        raise ValueError(f"unknown dtype {requested!r}; accepted: float32 (fp32), float16 (fp16), bfloat16 (bf16)")
+    dtype = DTYPES[requested.lower()]
+    if device == "mps" and dtype == "bfloat16":
+        import torch
+
+        if not torch.backends.mps.is_macos_or_newer(14, 0):
+            raise ValueError("bfloat16 on MPS needs macOS 14 or newer; use float16 or float32")
+    return dtype
+
+
+class TorchBackend:
+    name = "torch"
+    description = "PyTorch: MPS, CUDA or CPU; float32, float16 or bfloat16"
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return False, f"PyTorch is not installed ({INSTALL})"
+        return True, ""
+
+    def load(self, config: ModelConfig, weights: Mapping[str, Tensor], **options: Any):
+        import torch
+
+        from .model import TorchModel
+
+        device = pick_device(options.get("device"))
+        dtype = pick_dtype(options.get("dtype"), device)
+        if options.get("threads"):
+            torch.set_num_threads(int(options["threads"]))
+        return TorchModel(config, weights, torch.device(device), getattr(torch, dtype))
+
+
+@hookimpl
+def register_backends(register):
+    register(TorchBackend())

@@ -1,0 +1,117 @@
+"""The PyTorch backend against the NumPy reference (and transformers through it), device selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+from tiny_models import TinySpec, canonical_weights, hf_logits, hf_model, write_gguf
+
+import llamachat
+from llamachat.errors import LlamachatError
+from llamachat.generate import generate
+from llamachat.plugins import registry
+from llamachat.sampling import SamplerChain
+
+IDS = [1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889] * 3
+SPECS = {"gqa": TinySpec(n_heads=4, n_kv_heads=2), "mha-tied": TinySpec(n_heads=4, n_kv_heads=4, tied=True, rope_theta=50000.0)}
+
+
+@pytest.fixture(scope="module", params=sorted(SPECS))
+def pair(request, tmp_path_factory):
+    spec = SPECS[request.param]
+    hf = hf_model(spec)
+    path = write_gguf(tmp_path_factory.mktemp("t") / "m.gguf", spec, canonical_weights(hf, spec))
+    return llamachat.load(path, "numpy"), llamachat.load(path, "torch", device="cpu"), hf
+
+
+def test_prefill_matches_numpy_and_transformers(pair):
+    reference, model, hf = pair
+    logits = model.logits(IDS)
+    assert logits.dtype == np.float32 and model.runner.dtype == "float32"
+    assert np.abs(logits - reference.logits(IDS)).max() < 1e-4
+    assert np.abs(logits - hf_logits(hf, IDS)).max() < 1e-4
+
+
+def test_cached_decode_step_matches_numpy(pair):
+    reference, model, _ = pair
+    steps = []
+    for m in (reference, model):
+        cache = m.runner.new_cache(64)
+        m.runner.forward(IDS[:20], cache)
+        steps.append(np.stack([m.runner.forward([t], cache) for t in IDS[20:24]]))
+    assert np.abs(steps[0] - steps[1]).max() < 1e-4
+
+
+def test_cache_state_round_trip_and_truncate(pair):
+    _, model, _ = pair
+    runner = model.runner
+    fresh = runner.forward(IDS[:10] + [999], runner.new_cache(64))
+    cache = runner.new_cache(64)
+    runner.forward(IDS, cache)
+    cache.truncate(10)
+    state = cache.state()
+    assert state["k"].dtype == np.float32 and state["k"].shape[2] == 10
+    restored = runner.new_cache(64)
+    restored.load_state(state)
+    np.testing.assert_allclose(runner.forward([999], restored), fresh, atol=1e-5)
+    np.testing.assert_allclose(runner.forward([999], cache), fresh, atol=1e-5)
+
+
+def test_bf16_stays_close(pair):
+    reference, _, _ = pair
+    path = reference.path
+    bf16 = llamachat.load(path, "torch", device="cpu", dtype="bf16")
+    assert bf16.runner.dtype == "bfloat16" and bf16.runner.weight_bytes < reference.runner.weight_bytes
+    a, b = bf16.logits(IDS), reference.logits(IDS)
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+
+
+def test_default_model_greedy_tokens_equal_numpy(default_model, default_model_path):
+    model = llamachat.load(default_model_path, "torch")
+    ids = default_model.encode_prompt("Write a short story about a robot who learns to paint.")
+    out = []
+    for m in (default_model, model):
+        chain = SamplerChain(registry().samplers, ["greedy"])
+        out.append(list(generate(m.runner, m.runner.new_cache(128), ids, chain, history=list(ids), max_tokens=32, stop_ids=())))
+    assert out[0] == out[1] and len(out[0]) == 32
+
+
+def test_device_selection(monkeypatch):
+    from llamachat_torch import pick_device, pick_dtype
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu" and pick_dtype(None, "cpu") == "float32"
+    with pytest.raises(ValueError, match="device 'mps' is not available here .* available: cpu"):
+        pick_device("mps")
+    with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+        pick_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("auto") == "cuda" and pick_dtype(None, "cuda") == "bfloat16" and pick_device("cuda:1") == "cuda:1"
+    with pytest.raises(ValueError, match="does not exist"):
+        pick_device("cuda:2")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)  # macOS on Apple silicon
+    assert pick_device("auto") == "mps" and pick_dtype(None, "mps") == "float16"
+    with pytest.raises(ValueError, match="accepted: float32 .fp32., float16 .fp16., bfloat16 .bf16."):
+        pick_dtype("float64", "cpu")
+    with pytest.raises(ValueError, match="accepted: auto, cpu, mps, cuda, cuda:N"):
+        pick_device("tpu")
+
+
+def test_bad_device_is_one_line_at_start_up(tiny_gguf):
+    for args, fragment in (
+        (("--device", "mps"), "device 'mps' is not available here"),
+        (("--device", "cuda"), "no CUDA GPU is visible"),
+        (("--dtype", "float64"), "unknown dtype 'float64'"),
+    ):
+        out = run_cli("-p", "hi", "-m", str(tiny_gguf[2]), "--backend", "torch", *args)
+        err = out.stderr.decode()
+        assert out.returncode == 2 and err.count("\n") == 1 and fragment in err and "Traceback" not in err
+
+
+def test_load_errors_name_the_backend(tiny_gguf):
+    with pytest.raises(LlamachatError, match="backend 'torch': unknown dtype"):
+        llamachat.load(tiny_gguf[2], "torch", dtype="int3")
