@@ -31,6 +31,10 @@ class Model:
         self.runner, self.backend = runner, backend
         self.last_stats: Stats | None = None
 
+    def with_template(self, template: Template) -> Model:
+        """The same loaded model behind another chat template (the runner is shared, not copied)."""
+        return Model(self.path, self.config, self.tokenizer, template, self.runner, self.backend)
+
     def __repr__(self) -> str:
         return f"<llamachat.Model {self.config.name!r} on {self.backend}, template {self.template.name}>"
 

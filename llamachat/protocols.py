@@ -25,7 +25,7 @@ every backend implements one RoPE: rotation of consecutive pairs (x[2i], x[2i+1]
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -285,7 +285,8 @@ class Cache(Protocol):
         ...
 
     def state(self) -> dict[str, np.ndarray]:
-        """The cached keys and values as arrays (for saved sessions)."""
+        """The cached keys and values for saved sessions: {"k", "v"}, float32 NumPy arrays of shape
+        [n_layers, n_kv_heads, len(), head_dim], the layout every backend exports and imports."""
         ...
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None: ...
@@ -302,7 +303,9 @@ class Runner(Protocol):
     def new_cache(self, capacity: int | None = None) -> Cache: ...
     def forward(self, ids: Sequence[int], cache: Cache, all_logits: bool = False) -> np.ndarray:
         """Evaluate `ids` after the cache's tokens and append them to it. Returns float32 logits,
-        (vocab,) for the last position, or (len(ids), vocab) with `all_logits`."""
+        (vocab,) for the last position, or (len(ids), vocab) with `all_logits`. The cache's length
+        changes only when the whole call succeeds, so an interrupted forward (Ctrl-C) leaves the
+        cache holding exactly what it held before."""
         ...
 
 
@@ -315,8 +318,3 @@ class Backend(Protocol):
 
     def available(self) -> tuple[bool, str]: ...
     def load(self, config: ModelConfig, weights: Mapping[str, Tensor], **options: Any) -> Runner: ...
-
-
-def iter_layers(config: ModelConfig) -> Iterator[str]:
-    """The weight-name prefixes of the transformer blocks, in order."""
-    return (f"blk.{i}." for i in range(config.n_layers))

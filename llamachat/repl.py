@@ -206,11 +206,11 @@ class ChatApp:
 
         session = self.session
         template = get_template(name, session.model.config.chat_template)
-        old, session.model.template = session.model.template, template
+        old, session.model = session.model, session.model.with_template(template)
         try:
             session.resync()
         except LlamachatError:
-            session.model.template = old
+            session.model = old
             raise
         self.settings.template = name
         self.say(f"template set to {name}")
