@@ -48,6 +48,14 @@ def chat_parser() -> Parser:
     p.add_argument("--top-k", dest="top_k", metavar="K", help="keep the K likeliest tokens (0 = off; default 40)")
     p.add_argument("--top-p", dest="top_p", metavar="P", help="nucleus sampling mass (1 = off; default 0.95)")
     p.add_argument("--min-p", dest="min_p", metavar="P", help="minimum probability relative to the likeliest (0 = off; default 0.05)")
+    p.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any sampler parameter (repeatable; see `llamachat plugins`)",
+    )
     p.add_argument("--seed", metavar="N", help="seed for a reproducible reply")
     p.add_argument("-n", "--max-tokens", dest="max_tokens", metavar="N", help="longest reply in tokens (default 1024)")
     p.add_argument("--device", help="backend device (e.g. cpu, cuda, mps)")
@@ -93,6 +101,11 @@ def build_chain(args: argparse.Namespace, profile: dict[str, dict[str, Any]]):
     seed = args.seed if args.seed is not None else sampler.pop("seed", None)
     chain.update(sampler)
     chain.update({name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "min_p")})
+    for option in args.option:
+        name, eq, value = option.partition("=")
+        if not eq:
+            raise LlamachatError(f"-o takes NAME=VALUE, got {option!r}")
+        chain.set(name.strip(), value.strip())
     if seed is not None:
         chain.seed(_int(seed, "--seed"))
     return chain
@@ -160,7 +173,9 @@ def run_chat(argv: Sequence[str]) -> int:
     reg = registry()
     for problem in reg.problems:
         print(f"llamachat: {problem}", file=sys.stderr)
-    sampler_params = {p.name: p for s in reg.samplers.values() for p in s.params}
+    from .sampling import SamplerChain
+
+    sampler_params = SamplerChain(reg.samplers, []).params  # qualified where names clash
     profile_name = args.profile or "default"
     profile = load_profile(profile_name, sampler_params)
     chain = build_chain(args, profile)

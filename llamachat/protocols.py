@@ -253,6 +253,7 @@ class SamplingContext:
     history: list[int]  # prompt and generated ids so far
     rng: np.random.Generator  # the session's one seeded generator
     settings: Mapping[str, Any]  # parameter values by name
+    state: dict[str, Any] = field(default_factory=dict)  # per-chain memory of stateful samplers (mirostat's mu)
 
 
 @runtime_checkable
@@ -260,7 +261,10 @@ class Sampler(Protocol):
     """One step of the chain: logits in, logits out (filtered candidates set to -inf).
 
     The chain's final draw (softmax and one seeded categorical draw, or the only candidate left)
-    is the chain's own job, so every sampler stays a pure logits transform.
+    is the chain's own job, so every sampler stays a logits transform. Optional extras: a method
+    `observe(token, ctx)` that the chain calls with the drawn token (for samplers with state), and a
+    `replaces` tuple of sampler names with `active(settings) -> bool`: while active, the sampler
+    takes the place of those in the chain (as mirostat replaces top_k ... temperature).
     """
 
     name: str

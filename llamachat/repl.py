@@ -396,7 +396,9 @@ class SlashCompleter(Completer):
         from .plugins import registry
 
         if kind == "param":
-            params = {p.name for s in registry().samplers.values() for p in s.params}
+            params = (
+                set(self.app._session.chain.params) if self.app.loaded else {p.name for s in registry().samplers.values() for p in s.params}
+            )
             return sorted(params | {"max_tokens"})
         if kind == "backend":
             return sorted(registry().backends)

@@ -8,6 +8,7 @@ reproduces its replies).
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from .errors import LlamachatError
 from .protocols import Param, Sampler, SamplingContext
 
-DEFAULT_CHAIN = ("repetition_penalty", "top_k", "top_p", "min_p", "temperature")
+DEFAULT_CHAIN = ("repetition_penalty", "top_k", "typical_p", "top_p", "min_p", "xtc", "temperature")
 
 
 class SamplerChain:
@@ -26,9 +27,34 @@ class SamplerChain:
         if unknown:
             raise LlamachatError(f"unknown sampler {unknown[0]!r} (available: {', '.join(sorted(self.available))})")
         self.chain = list(chain)
-        self.params: dict[str, Param] = {p.name: p for s in self.available.values() for p in s.params}
-        self.settings: dict[str, Any] = {name: p.default for name, p in self.params.items()}
+        # Parameter names are unique: a name already taken (built-ins register first) is reachable as
+        # "sampler.param"; each sampler still reads its own values under its plain names.
+        self.params: dict[str, Param] = {}
+        self.keys: dict[str, dict[str, str]] = {}  # sampler -> {its param name -> settings key}
+        for sampler in self.available.values():
+            self.keys[sampler.name] = {}
+            for p in sampler.params:
+                key = p.name if p.name not in self.params else f"{sampler.name}.{p.name}"
+                self.params[key] = p
+                self.keys[sampler.name][p.name] = key
+        self.settings: dict[str, Any] = {key: p.default for key, p in self.params.items()}
         self.rng = np.random.default_rng(seed)
+        self.state: dict[str, Any] = {}
+
+    def effective(self) -> list[str]:
+        """The chain as it runs: an active sampler with `replaces` stands in for those it replaces."""
+        steps = list(self.chain)
+        for name, sampler in self.available.items():
+            replaced = getattr(sampler, "replaces", ())
+            if not replaced:
+                continue
+            if not sampler.active(self.settings):
+                steps = [step for step in steps if step != name]
+                continue
+            # it takes the place of the first step it replaces (or its own place, or the end)
+            at = next((i for i, step in enumerate(steps) if step in replaced or step == name), len(steps))
+            steps = steps[:at] + [name] + [step for step in steps[at:] if step not in replaced and step != name]
+        return steps
 
     def set(self, name: str, value: Any) -> Any:
         """Set a parameter from text or a TOML value; LlamachatError with what is accepted otherwise."""
@@ -47,19 +73,35 @@ class SamplerChain:
 
     def seed(self, seed: int | None) -> None:
         self.rng = np.random.default_rng(seed)
+        self.state = {}
+
+    def settings_for(self, name: str) -> Mapping[str, Any]:
+        """The settings as sampler `name` sees them: its own parameters under their plain names."""
+        keys = self.keys[name]
+        if all(param == key for param, key in keys.items()):
+            return self.settings
+        return ChainMap({param: self.settings[key] for param, key in keys.items()}, self.settings)
 
     def sample(self, logits: np.ndarray, history: Iterable[int]) -> int:
-        ctx = SamplingContext(history=list(history), rng=self.rng, settings=self.settings)
+        history = list(history)
         logits = np.asarray(logits, dtype=np.float32)
-        for name in self.chain:
-            logits = self.available[name].apply(logits, ctx)
-        return draw(logits, self.rng)
+        steps = [(self.available[name], self._context(name, history)) for name in self.effective()]
+        for sampler, ctx in steps:
+            logits = sampler.apply(logits, ctx)
+        token = draw(logits, self.rng)
+        for sampler, ctx in steps:
+            if hasattr(sampler, "observe"):
+                sampler.observe(token, ctx)
+        return token
+
+    def _context(self, name: str, history: list[int]) -> SamplingContext:
+        return SamplingContext(history=history, rng=self.rng, settings=self.settings_for(name), state=self.state)
 
     def describe(self) -> str:
-        """The chain in order with its parameter values, e.g. `top_k(top_k=40) -> ... -> draw`."""
+        """The chain as it runs, with its parameter values: `top_k(top_k=40) -> ... -> draw`."""
         steps = []
-        for name in self.chain:
-            values = ", ".join(f"{p.name}={self.settings[p.name]}" for p in self.available[name].params)
+        for name in self.effective():
+            values = ", ".join(f"{key}={self.settings[key]}" for key in self.keys[name].values())
             steps.append(f"{name}({values})" if values else name)
         return "logits -> " + " -> ".join(steps + ["draw"])
 

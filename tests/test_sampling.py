@@ -87,7 +87,8 @@ def test_chain_is_described_in_order():
     chain = SamplerChain(registry().samplers)
     assert chain.describe() == (
         "logits -> repetition_penalty(repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, repeat_last_n=64)"
-        " -> top_k(top_k=40) -> top_p(top_p=0.95) -> min_p(min_p=0.05) -> temperature(temperature=0.8) -> draw"
+        " -> top_k(top_k=40) -> typical_p(typical_p=1.0) -> top_p(top_p=0.95) -> min_p(min_p=0.05)"
+        " -> xtc(xtc_probability=0.0, xtc_threshold=0.1) -> temperature(temperature=0.8) -> draw"
     )
 
 
@@ -101,3 +102,39 @@ def test_penalties_touch_exactly_the_recent_tokens():
     c.history = [4, 4, 0]
     np.testing.assert_allclose(s.apply(logits, c), [2.0 - 0.75, -2.0, 2.0, 1.0, 0.5 - 1.25])
     assert s.apply(logits, ctx()) is logits  # all off: untouched
+
+
+def test_typical_p_keeps_tokens_of_typical_surprise():
+    s = registry().samplers["typical_p"]
+    # entropy 1.333 nats; surprises 0.693, 1.609, 1.897, 2.303, 2.996 nats; |surprise - entropy|
+    # 0.640, 0.276, 0.564, 0.970, 1.663: most typical first is 1, 2, 0, 3, 4 (mass 0.2, 0.35, 0.85, ...)
+    assert kept(s.apply(LOGITS, ctx(typical_p=0.15))) == {1}  # not the likeliest token
+    assert kept(s.apply(LOGITS, ctx(typical_p=0.3))) == {1, 2}
+    assert kept(s.apply(LOGITS, ctx(typical_p=0.5))) == {0, 1, 2}
+    assert kept(s.apply(LOGITS, ctx(typical_p=1.0))) == set(range(5))
+
+
+def test_xtc_drops_the_top_choices_but_the_least_likely():
+    s = registry().samplers["xtc"]
+    assert kept(s.apply(LOGITS, ctx(xtc_probability=1.0, xtc_threshold=0.12))) == {2, 3, 4}  # 0.5, 0.2 go; 0.15 stays
+    assert kept(s.apply(LOGITS, ctx(xtc_probability=1.0, xtc_threshold=0.6))) == set(range(5))  # fewer than two top choices
+    assert kept(s.apply(LOGITS, ctx(xtc_probability=0.0, xtc_threshold=0.12))) == set(range(5))
+
+
+def test_mirostat_replaces_the_truncation_samplers_and_tracks_its_target():
+    chain = SamplerChain(registry().samplers, seed=0)
+    assert "mirostat" not in chain.effective()
+    chain.set("mirostat", 2)
+    assert chain.effective() == ["repetition_penalty", "mirostat"]
+    assert (
+        chain.describe().startswith("logits -> repetition_penalty(")
+        and "-> mirostat(mirostat=2, mirostat_tau=5.0, mirostat_eta=0.1) -> draw" in chain.describe()
+    )
+    logits = np.random.default_rng(1).standard_normal(5000).astype(np.float32) * 3
+    surprises = []
+    for _ in range(400):
+        token = chain.sample(logits, [])
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        surprises.append(-np.log2(p[token]))
+    assert abs(np.mean(surprises[100:]) - 5.0) < 0.5  # the observed surprise settles near tau

@@ -109,6 +109,87 @@ class TopP:
         return keep_only(logits, keep)
 
 
+class TypicalP:
+    """Locally typical sampling: keep the tokens whose surprise is closest to the entropy, up to
+    `typical_p` of the probability mass."""
+
+    name = "typical_p"
+    params = (Param("typical_p", float, 1.0, "keep tokens of typical surprise up to this mass; 1 = off", 0.0, 1.0),)
+
+    def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
+        mass = ctx.settings["typical_p"]
+        if mass >= 1.0:
+            return logits
+        p = softmax(logits)
+        finite = p > 0
+        surprise = np.full(len(p), np.inf)
+        surprise[finite] = -np.log(p[finite])
+        entropy = float((p[finite] * surprise[finite]).sum())
+        order = np.argsort(np.abs(surprise - entropy), kind="stable")
+        n = int(np.searchsorted(np.cumsum(p[order]), mass, side="left")) + 1
+        keep = np.zeros(len(p), dtype=bool)
+        keep[order[: max(1, n)]] = True
+        return keep_only(logits, keep)
+
+
+class XTC:
+    """Exclude Top Choices: with probability `xtc_probability`, drop every token at or above
+    `xtc_threshold` except the least likely of them (when at least two are there)."""
+
+    name = "xtc"
+    params = (
+        Param("xtc_probability", float, 0.0, "chance per token of excluding the top choices; 0 = off", 0.0, 1.0),
+        Param("xtc_threshold", float, 0.1, "probability from which a token counts as a top choice", 0.0, 1.0),
+    )
+
+    def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
+        chance = ctx.settings["xtc_probability"]
+        if chance <= 0 or ctx.rng.random() >= chance:
+            return logits
+        p = softmax(logits)
+        top = np.flatnonzero(p >= ctx.settings["xtc_threshold"])
+        if len(top) < 2:
+            return logits
+        keep = np.ones(len(p), dtype=bool)
+        keep[top] = False
+        keep[top[np.argmin(p[top])]] = True
+        return keep_only(logits, keep)
+
+
+class Mirostat:
+    """Mirostat 2.0: keep the surprise of the text near `mirostat_tau` by truncating the tokens more
+    surprising than mu (in bits) and nudging mu after each draw. While on, it replaces top_k ...
+    temperature in the chain."""
+
+    name = "mirostat"
+    params = (
+        Param("mirostat", int, 0, "0 = off, 2 = Mirostat 2.0 (replaces top_k ... temperature)", 0, 2),
+        Param("mirostat_tau", float, 5.0, "target surprise in bits", 0.0, 100.0),
+        Param("mirostat_eta", float, 0.1, "learning rate of mu", 0.0, 1.0),
+    )
+    replaces = ("top_k", "typical_p", "top_p", "min_p", "xtc", "temperature")
+
+    def active(self, settings) -> bool:
+        return settings["mirostat"] != 0
+
+    def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
+        mu = ctx.state.setdefault("mirostat_mu", 2 * ctx.settings["mirostat_tau"])
+        p = softmax(logits)
+        surprise = np.full(len(p), np.inf)
+        surprise[p > 0] = -np.log2(p[p > 0])
+        keep = surprise <= mu
+        keep[int(np.argmax(p))] = True  # never an empty set
+        ctx.state["mirostat_p"] = p
+        return keep_only(logits, keep)
+
+    def observe(self, token: int, ctx: SamplingContext) -> None:
+        p = ctx.state.pop("mirostat_p", None)
+        if p is None or p[token] <= 0:
+            return
+        error = -np.log2(p[token]) - ctx.settings["mirostat_tau"]
+        ctx.state["mirostat_mu"] -= ctx.settings["mirostat_eta"] * error
+
+
 class MinP:
     name = "min_p"
     params = (Param("min_p", float, 0.05, "drop tokens less likely than min_p times the likeliest; 0 = off", 0.0, 1.0),)
@@ -123,5 +204,5 @@ class MinP:
 
 @hookimpl
 def register_samplers(register):
-    for sampler in (RepetitionPenalty(), TopK(), TopP(), MinP(), Temperature(), Greedy()):
+    for sampler in (RepetitionPenalty(), TopK(), TypicalP(), TopP(), MinP(), XTC(), Temperature(), Mirostat(), Greedy()):
         register(sampler)
