@@ -30,8 +30,8 @@ test: $(VENV)/.installed-dev
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check llamachat plugins tests benchmarks
-	$(VENV)/bin/ruff format --check llamachat plugins tests benchmarks
+	$(VENV)/bin/ruff check llamachat plugins tests benchmarks examples
+	$(VENV)/bin/ruff format --check llamachat plugins tests benchmarks examples
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/llamachat bench

@@ -289,10 +289,9 @@ class ChatApp:
         if not self.loaded:
             return f" {self.settings.model or 'default model'} · loading on {self.settings.backend} ..."
         s = self._session
-        used = len(s.ledger)
         return (
             f" {s.model.config.name} · {s.model.backend} · {s.model.template.name} · temp {s.chain.settings.get('temperature')}"
-            f" · context {used}/{s.context} · cached {len(s.ledger)} "
+            f" · context {s.used}/{s.context} · cached {len(s.ledger)} "
         )
 
     def read(self) -> str:

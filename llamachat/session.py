@@ -99,6 +99,7 @@ class Session:
             self.messages.append({"role": "system", "content": system, "time": _now()})
         self.cache = model.runner.new_cache(self.context)
         self.ledger: list[int] = []
+        self.used = 0  # tokens the conversation took at the last turn (prompt and reply)
         self.totals = {"prompt_new": 0, "prompt_cached": 0, "generated": 0, "replies": 0}
 
     # -- what the model sees ----------------------------------------------------------------------
@@ -257,6 +258,7 @@ class Session:
             emit(text.feed(decoder.flush()))
         emit(text.flush())
         self.ledger = history[: len(self.cache)]  # what the cache now holds
+        self.used = len(history)
         self.messages.append(
             {"role": "assistant", "content": text.text, "time": _now(), "stats": vars(stats).copy(), "interrupted": interrupted}
         )

@@ -49,6 +49,9 @@ def chat(model, keys: str, history: bool = True, resume: str | None = None, **se
 def test_scripted_conversation(default_model):
     code, out, app = chat(default_model, "What is the capital of France?\rAnd of Germany?\r/quit\r")
     assert code == 0
+    toolbar = app.toolbar()
+    assert "numpy · jinja · temp 0" in toolbar and f"context {app.session.used}/8192 · cached {len(app.session.ledger)}" in toolbar
+    assert app.session.used > len(app.session.ledger) - 2 > 50
     assert "Paris" in out and "Berlin" in out
     stats = [line for line in out.splitlines() if " tok/s, first token " in line]
     assert len(stats) == 2 and stats[1].endswith("cached") and " 0 cached" not in stats[1]
@@ -215,3 +218,11 @@ def test_real_terminal(default_model_path):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_backend_switch_re_evaluates_the_conversation(default_model):
+    code, out, app = chat(default_model, "What is the capital of France?\r/backend torch\rAnd of Germany?\r/info\r/quit\r")
+    assert "backend set to torch; the conversation was re-evaluated" in out
+    assert app.session.model.backend == "torch" and "Berlin" in out and "backend  torch (float32" in out
+    last = app.session.messages[-1]["stats"]
+    assert last["cached_tokens"] > 40  # the re-evaluated history was reused for the next turn
