@@ -296,6 +296,22 @@ class Cache(Protocol):
     def load_state(self, state: Mapping[str, np.ndarray]) -> None: ...
 
 
+class CacheLength:
+    """The bookkeeping every cache shares: `length` tokens held of `capacity`, and truncation that
+    keeps the first n. Backends subclass it for their storage (the contract, not a code path)."""
+
+    capacity: int
+    length: int = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def truncate(self, n: int) -> None:
+        if not 0 <= n <= self.length:
+            raise ValueError(f"cannot truncate a cache of {self.length} tokens to {n}")
+        self.length = n
+
+
 @runtime_checkable
 class Runner(Protocol):
     """A model loaded on a backend."""

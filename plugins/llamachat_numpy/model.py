@@ -26,12 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llamachat.protocols import ModelConfig, Tensor, as_float32
+from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32
 
 f32 = np.float32
 
 
-class KVCache:
+class KVCache(CacheLength):
     """Keys and values of every layer, preallocated to `capacity` tokens.
 
     Layout (the one `state()` exports, shared by every backend): k, v [n_layers, K, capacity, Dh].
@@ -43,14 +43,6 @@ class KVCache:
         self.v = np.zeros(shape, f32)
         self.capacity = capacity
         self.length = 0
-
-    def __len__(self) -> int:
-        return self.length
-
-    def truncate(self, n: int) -> None:
-        if not 0 <= n <= self.length:
-            raise ValueError(f"cannot truncate a cache of {self.length} tokens to {n}")
-        self.length = n
 
     def state(self) -> dict[str, np.ndarray]:
         n = self.length

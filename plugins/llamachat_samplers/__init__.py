@@ -83,6 +83,14 @@ class TopK:
         return keep_only(logits, keep)
 
 
+def keep_mass(logits: np.ndarray, p: np.ndarray, order: np.ndarray, mass: float) -> np.ndarray:
+    """Keep the shortest prefix of `order` whose probability reaches `mass` (at least one token)."""
+    n = int(np.searchsorted(np.cumsum(p[order]), mass, side="left")) + 1
+    keep = np.zeros(len(p), dtype=bool)
+    keep[order[: max(1, n)]] = True
+    return keep_only(logits, keep)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     finite = np.isfinite(logits)
     p = np.zeros(len(logits), dtype=np.float64)
@@ -101,12 +109,7 @@ class TopP:
         if top_p >= 1.0:
             return logits
         p = softmax(logits)
-        order = np.argsort(-p, kind="stable")
-        mass = np.cumsum(p[order])
-        n = int(np.searchsorted(mass, top_p, side="left")) + 1  # first prefix whose mass reaches p
-        keep = np.zeros(len(logits), dtype=bool)
-        keep[order[: max(1, n)]] = True
-        return keep_only(logits, keep)
+        return keep_mass(logits, p, np.argsort(-p, kind="stable"), top_p)
 
 
 class TypicalP:
@@ -125,11 +128,7 @@ class TypicalP:
         surprise = np.full(len(p), np.inf)
         surprise[finite] = -np.log(p[finite])
         entropy = float((p[finite] * surprise[finite]).sum())
-        order = np.argsort(np.abs(surprise - entropy), kind="stable")
-        n = int(np.searchsorted(np.cumsum(p[order]), mass, side="left")) + 1
-        keep = np.zeros(len(p), dtype=bool)
-        keep[order[: max(1, n)]] = True
-        return keep_only(logits, keep)
+        return keep_mass(logits, p, np.argsort(np.abs(surprise - entropy), kind="stable"), mass)
 
 
 class XTC:

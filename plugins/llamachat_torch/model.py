@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llamachat.protocols import ModelConfig, Tensor, as_float32
+from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32
 
 
-class TorchKVCache:
+class TorchKVCache(CacheLength):
     """k, v [n_layers, K, capacity, Dh] on the model's device; `state()` exports float32 NumPy arrays
     in the layout every backend shares."""
 
@@ -30,14 +30,6 @@ class TorchKVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.capacity, self.length = capacity, 0
-
-    def __len__(self) -> int:
-        return self.length
-
-    def truncate(self, n: int) -> None:
-        if not 0 <= n <= self.length:
-            raise ValueError(f"cannot truncate a cache of {self.length} tokens to {n}")
-        self.length = n
 
     def state(self) -> dict[str, np.ndarray]:
         n = self.length
