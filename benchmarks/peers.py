@@ -1,6 +1,6 @@
 """llamachat's backends and HF transformers on the same weights, measured in one run.
 
-    .venv/bin/python benchmarks/peers.py [--model PATH] [--backends numpy] [--n-gen 128] [--reps 3]
+    .venv/bin/python benchmarks/peers.py [--model PATH] [--backends numpy,torch,torch:bfloat16] [--n-gen 128] [--reps 3]
 
 Prints a Markdown table: decode tok/s (tg), prompt tok/s (pp512) and the decode ceiling of this
 machine for the weights as each system holds them. transformers runs `generate()` greedily in fp32
@@ -47,7 +47,7 @@ def transformers_speed(path, n_prompt: int, n_gen: int, reps: int) -> tuple[floa
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="a GGUF file (default: the default model)")
-    p.add_argument("--backends", default="numpy", help="comma-separated llamachat backends")
+    p.add_argument("--backends", default="numpy", help="comma-separated llamachat backends, each NAME or NAME:DTYPE (torch:bfloat16)")
     p.add_argument("--n-prompt", type=int, default=512)
     p.add_argument("--n-gen", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
@@ -56,11 +56,12 @@ def main() -> None:
 
     rows = []
     path = None
-    for backend in args.backends.split(","):
-        model = load(args.model, backend)
+    for spec in args.backends.split(","):
+        backend, _, dtype = spec.partition(":")
+        model = load(args.model, backend, dtype=dtype or None)
         path = model.path
         r = run_bench(model.runner, backend, path.name, args.n_prompt, args.n_gen, args.reps, log=lambda m: None)
-        rows.append((f"llamachat {backend}", r.weight_bytes, r.tg_tok_s, r.pp_tok_s))
+        rows.append((f"llamachat {backend} {model.runner.dtype}", r.weight_bytes, r.tg_tok_s, r.pp_tok_s))
         del model
     if not args.no_transformers:
         pp, tg, nbytes = transformers_speed(path, args.n_prompt, args.n_gen, args.reps)

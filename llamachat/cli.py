@@ -94,11 +94,11 @@ def build_chain(args: argparse.Namespace, profile: dict[str, dict[str, Any]]):
     from .plugins import registry
     from .sampling import DEFAULT_CHAIN, SamplerChain
 
-    sampler = dict(profile["sampler"])
+    sampler = dict(profile["sampler"])  # the chain, the seed, and parameter values
+    profile_chain, profile_seed = sampler.pop("chain", None), sampler.pop("seed", None)
     names = [n.strip() for n in args.samplers.split(",") if n.strip()] if args.samplers else None
-    chain = SamplerChain(registry().samplers, names or sampler.pop("chain", None) or DEFAULT_CHAIN)
-    sampler.pop("chain", None)
-    seed = args.seed if args.seed is not None else sampler.pop("seed", None)
+    chain = SamplerChain(registry().samplers, names or profile_chain or DEFAULT_CHAIN)
+    seed = args.seed if args.seed is not None else profile_seed
     chain.update(sampler)
     chain.update({name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "min_p")})
     for option in args.option:
