@@ -3,8 +3,10 @@
 The same model as the NumPy reference (and checked against it), written the PyTorch way:
 `scaled_dot_product_attention` with GQA, RoPE as a complex multiply on interleaved pairs (computed in
 float32 whatever the weights' dtype, as Meta does), RMSNorm in float32, and a preallocated KV cache
-written in place. Matrices are fused (q/k/v, gate/up) and stored [in, out] so a step is `x @ W`:
-on the CPU that is ~1.5x faster than `F.linear`'s [out, in] for matrix-vector products.
+written in place. Matrices are fused (q/k/v, gate/up). Their layout follows what is fast where they
+run (measured on this project's CPU): float32 on the CPU stores them [in, out] for `x @ W` (~1.5x
+faster matrix-vector products than `F.linear`), while bfloat16/float16, and every GPU, keep PyTorch's
+[out, in] for `F.linear` (bf16 `x @ W` with [in, out] took 15-19x longer on the CPU).
 
 Shapes: T new tokens, S cached + new, D dim, H heads, K kv heads, Dh head dim, F ffn dim, V vocab.
 """
@@ -57,8 +59,10 @@ class TorchModel:
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 return torch.from_numpy(np.ascontiguousarray(as_float32(weights[name])))
 
-        def put(t: torch.Tensor) -> torch.Tensor:
-            return t.to(device=device, dtype=dtype).contiguous()
+        self.in_out = device.type == "cpu" and dtype == torch.float32  # see the module docstring
+
+        def put(t: torch.Tensor) -> torch.Tensor:  # a Linear weight [out, in], stored as this model multiplies it
+            return (t.T if self.in_out else t).to(device=device, dtype=dtype).contiguous()
 
         self.layers = []
         for i in range(config.n_layers):
@@ -66,16 +70,18 @@ class TorchModel:
             self.layers.append(
                 {
                     "attn_norm": w(b + "attn_norm").to(device),  # norms stay float32
-                    "wqkv": put(torch.cat([w(b + "attn_q"), w(b + "attn_k"), w(b + "attn_v")]).T),  # [D, (H+2K)*Dh]
-                    "wo": put(w(b + "attn_output").T),  # [H*Dh, D]
+                    "wqkv": put(torch.cat([w(b + "attn_q"), w(b + "attn_k"), w(b + "attn_v")])),  # [(H+2K)*Dh, D]
+                    "wo": put(w(b + "attn_output")),  # [D, H*Dh]
                     "ffn_norm": w(b + "ffn_norm").to(device),
-                    "wgate_up": put(torch.cat([w(b + "ffn_gate"), w(b + "ffn_up")]).T),  # [D, 2F]
-                    "wdown": put(w(b + "ffn_down").T),  # [F, D]
+                    "wgate_up": put(torch.cat([w(b + "ffn_gate"), w(b + "ffn_up")])),  # [2F, D]
+                    "wdown": put(w(b + "ffn_down")),  # [D, F]
                 }
             )
         self.output_norm = w("output_norm").to(device)
-        self.embedding = put(w("token_embd"))  # [V, D]
-        self.head = self.embedding.T if config.tied_embeddings else put(w("output").T)  # [D, V]
+        self.embedding = w("token_embd").to(device=device, dtype=dtype)  # [V, D]
+        self.head = self.embedding if config.tied_embeddings else put(w("output"))  # a Linear weight [V, D]
+        if config.tied_embeddings and self.in_out:
+            self.head = self.embedding.T  # a view: the tied head is no second copy
         inv_freq = config.rope_theta ** -(torch.arange(0, config.head_dim, 2, dtype=torch.float64) / config.head_dim)
         if config.rope_scaling is not None and config.rope_scaling.kind == "linear":
             inv_freq = inv_freq / config.rope_scaling.factor
@@ -91,6 +97,9 @@ class TorchModel:
     def new_cache(self, capacity: int | None = None) -> TorchKVCache:
         capacity = min(capacity or self.config.context_length, self.config.context_length)
         return TorchKVCache(self.config, capacity, self.device, self.torch_dtype)
+
+    def linear(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return x @ w if self.in_out else F.linear(x, w)
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
@@ -115,7 +124,7 @@ class TorchModel:
         if T > 1:
             mask = torch.ones(T, end, dtype=torch.bool, device=self.device).tril(start)
         for i, layer in enumerate(self.layers):
-            qkv = self.rms_norm(x, layer["attn_norm"]) @ layer["wqkv"]  # [T, (H+2K)*Dh]
+            qkv = self.linear(self.rms_norm(x, layer["attn_norm"]), layer["wqkv"])  # [T, (H+2K)*Dh]
             q = self.rope(qkv[:, : H * Dh].view(T, H, Dh), cis)
             k = self.rope(qkv[:, H * Dh : (H + K) * Dh].view(T, K, Dh), cis)
             v = qkv[:, (H + K) * Dh :].view(T, K, Dh)
@@ -128,11 +137,11 @@ class TorchModel:
                 attn_mask=mask,
                 enable_gqa=True,  # query head h reads kv head h // (H // K)
             )
-            x = x + out[0].transpose(0, 1).reshape(T, H * Dh) @ layer["wo"]
-            gate, up = (self.rms_norm(x, layer["ffn_norm"]) @ layer["wgate_up"]).chunk(2, dim=-1)
-            x = x + (F.silu(gate) * up) @ layer["wdown"]
+            x = x + self.linear(out[0].transpose(0, 1).reshape(T, H * Dh), layer["wo"])
+            gate, up = self.linear(self.rms_norm(x, layer["ffn_norm"]), layer["wgate_up"]).chunk(2, dim=-1)
+            x = x + self.linear(F.silu(gate) * up, layer["wdown"])
         cache.length = end
         if not all_logits:
             x = x[-1:]
-        logits = (self.rms_norm(x, self.output_norm) @ self.head).float().cpu().numpy()  # [T, V]
+        logits = self.linear(self.rms_norm(x, self.output_norm), self.head).float().cpu().numpy()  # [T, V]
         return logits if all_logits else logits[0]
