@@ -16,7 +16,7 @@ from .protocols import Message, ModelConfig, Runner, Template, Tokenizer
 from .sampling import DEFAULT_CHAIN, SamplerChain
 from .templates import choose_template
 
-# generate() options that are sampler parameters (the rest are generation options)
+# generate() options that are not sampler parameters (every other option is one)
 GENERATION_OPTIONS = ("max_tokens", "seed", "system", "chain", "stop_ids")
 
 

@@ -94,20 +94,18 @@ def build_chain(args: argparse.Namespace, profile: dict[str, dict[str, Any]]):
     from .plugins import registry
     from .sampling import DEFAULT_CHAIN, SamplerChain
 
-    sampler = dict(profile["sampler"])  # the chain, the seed, and parameter values
-    profile_chain, profile_seed = sampler.pop("chain", None), sampler.pop("seed", None)
-    names = [n.strip() for n in args.samplers.split(",") if n.strip()] if args.samplers else None
-    chain = SamplerChain(registry().samplers, names or profile_chain or DEFAULT_CHAIN)
-    seed = args.seed if args.seed is not None else profile_seed
-    chain.update(sampler)
+    chain = SamplerChain(registry().samplers, DEFAULT_CHAIN)
+    chain.configure(profile["sampler"])  # the profile's chain, seed and values; flags override them
+    if args.samplers:
+        chain.set_chain([n.strip() for n in args.samplers.split(",") if n.strip()])
     chain.update({name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "min_p")})
     for option in args.option:
         name, eq, value = option.partition("=")
         if not eq:
             raise LlamachatError(f"-o takes NAME=VALUE, got {option!r}")
         chain.set(name.strip(), value.strip())
-    if seed is not None:
-        chain.seed(_int(seed, "--seed"))
+    if args.seed is not None:
+        chain.seed(_int(args.seed, "--seed"))
     return chain
 
 

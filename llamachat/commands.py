@@ -123,11 +123,8 @@ def cmd_stop(chat: ChatLike, arg: str) -> None:
 def cmd_sampler(chat: ChatLike, arg: str) -> None:
     chain = chat.session.chain
     if arg:
-        names = [n.strip() for n in arg.replace(",", " ").split()]
-        unknown = [n for n in names if n not in chain.available]
-        if unknown:
-            raise LlamachatError(f"unknown sampler {unknown[0]!r} (available: {', '.join(sorted(chain.available))})")
-        chain.chain = names
+        names = arg.replace(",", " ").split()
+        chain.set_chain(names)
         chat.say(f"sampler chain set to {' -> '.join(names)}")
         return
     chat.say(chain.describe())

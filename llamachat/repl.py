@@ -202,10 +202,10 @@ class ChatApp:
         self.say(f"backend set to {name}; the conversation was re-evaluated ({len(self.session.ledger)} tokens)")
 
     def switch_template(self, name: str) -> None:
-        from .templates import get_template
+        from .templates import choose_template
 
         session = self.session
-        template = get_template(name, session.model.config.chat_template)
+        template = choose_template(name, session.model.config.chat_template, session.model.tokenizer)
         old, session.model = session.model, session.model.with_template(template)
         try:
             session.resync()
@@ -213,7 +213,7 @@ class ChatApp:
             session.model = old
             raise
         self.settings.template = name
-        self.say(f"template set to {name}")
+        self.say(f"template set to {template.name}" if name in (template.name, None) else f"template set to {name} ({template.name})")
 
     def switch_profile(self, name: str) -> None:
         from .cli import settings_from_profile
@@ -236,9 +236,7 @@ class ChatApp:
         elif new.template != self.settings.template:
             self.switch_template(new.template or "auto")
         session = self.session
-        session.chain.update({k: v for k, v in profile["sampler"].items() if k not in ("chain", "seed")})
-        if profile["sampler"].get("chain"):
-            session.chain.chain = list(profile["sampler"]["chain"])
+        session.chain.configure(profile["sampler"])
         session.max_tokens, session.overflow = new.max_tokens, new.overflow
         if new.system != session.system:
             session.set_system(new.system)

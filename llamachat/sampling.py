@@ -23,10 +23,7 @@ DEFAULT_CHAIN = ("repetition_penalty", "top_k", "typical_p", "top_p", "min_p", "
 class SamplerChain:
     def __init__(self, samplers: Mapping[str, Sampler], chain: Sequence[str] = DEFAULT_CHAIN, seed: int | None = None):
         self.available = dict(samplers)
-        unknown = [n for n in chain if n not in self.available]
-        if unknown:
-            raise LlamachatError(f"unknown sampler {unknown[0]!r} (available: {', '.join(sorted(self.available))})")
-        self.chain = list(chain)
+        self.set_chain(chain)
         # Parameter names are unique: a name already taken (built-ins register first) is reachable as
         # "sampler.param"; each sampler still reads its own values under its plain names.
         self.params: dict[str, Param] = {}
@@ -40,6 +37,23 @@ class SamplerChain:
         self.settings: dict[str, Any] = {key: p.default for key, p in self.params.items()}
         self.rng = np.random.default_rng(seed)
         self.state: dict[str, Any] = {}
+
+    def set_chain(self, names: Sequence[str]) -> None:
+        """The samplers to run, in order; LlamachatError naming the available ones otherwise."""
+        unknown = [n for n in names if n not in self.available]
+        if unknown:
+            raise LlamachatError(f"unknown sampler {unknown[0]!r} (available: {', '.join(sorted(self.available))})")
+        self.chain = list(names)
+
+    def configure(self, section: Mapping[str, Any]) -> None:
+        """Apply a profile's [sampler] section: `chain`, `seed` and parameter values."""
+        values = dict(section)
+        chain, seed = values.pop("chain", None), values.pop("seed", None)
+        if chain:
+            self.set_chain(chain)
+        if seed is not None:
+            self.seed(seed)
+        self.update(values)
 
     def effective(self) -> list[str]:
         """The chain as it runs: an active sampler with `replaces` stands in for those it replaces."""

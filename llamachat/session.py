@@ -117,12 +117,16 @@ class Session:
         except TemplateError as e:
             raise LlamachatError(str(e)) from None
 
+    def keep(self, n: int) -> None:
+        """Keep the first `n` tokens of the cache and of the ledger, together."""
+        self.cache.truncate(n)
+        self.ledger = self.ledger[:n]
+
     def _sync(self, ids: list[int]) -> list[int]:
         """Truncate the cache to its longest prefix shared with `ids`, keeping at least the last id to
         evaluate (its logits start the reply); return the ids still to evaluate."""
         keep = min(common_prefix(self.ledger, ids), len(ids) - 1)
-        self.cache.truncate(keep)
-        self.ledger = self.ledger[:keep]
+        self.keep(keep)
         return ids[keep:]
 
     def resync(self, evaluate: bool = False) -> None:
@@ -132,8 +136,7 @@ class Session:
             return  # nothing to compare with yet: the next turn's prefix match trims the cache
         ids = self.encode(add_generation_prompt=self.messages[-1]["role"] == "user")
         keep = common_prefix(self.ledger, ids)
-        self.cache.truncate(keep)
-        self.ledger = self.ledger[:keep]
+        self.keep(keep)
         if evaluate and len(ids) > keep:
             self.model.runner.forward(ids[keep:], self.cache)
             self.ledger = list(ids)
@@ -183,8 +186,7 @@ class Session:
         """Forget the conversation, keeping the system prompt."""
         self.messages = self.messages[:1] if self.system is not None else []
         self.dropped = []
-        self.cache.truncate(0)
-        self.ledger = []
+        self.keep(0)
 
     # -- internals --------------------------------------------------------------------------------
     def _fits(self, ids: list[int]) -> bool:

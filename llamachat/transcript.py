@@ -248,8 +248,7 @@ def restore(session, saved: SavedSession) -> str:
     record = saved.record
     session.messages = [dict(m) for m in record["messages"]]
     session.dropped = list(record.get("dropped", []))
-    session.cache.truncate(0)
-    session.ledger = []
+    session.keep(0)
     theirs, ours = record.get("fingerprint", {}), fingerprint(session.model)
     ledger = record.get("ledger", [])
     if saved.cache_state is not None and theirs == ours and saved.cache_state["k"].shape[2] == len(ledger):

@@ -226,3 +226,9 @@ def test_backend_switch_re_evaluates_the_conversation(default_model):
     assert app.session.model.backend == "torch" and "Berlin" in out and "backend  torch (float32" in out
     last = app.session.messages[-1]["stats"]
     assert last["cached_tokens"] > 40  # the re-evaluated history was reused for the next turn
+
+
+def test_template_auto_goes_back_to_the_models_own(default_model):
+    code, out, app = chat(default_model, "/template chatml\r/template auto\r/quit\r")
+    assert "template set to chatml" in out and "template set to auto (jinja)" in out
+    assert app.session.model.template.name == "jinja"
