@@ -91,6 +91,7 @@ class SentencePieceTokenizer(BaseTokenizer):
 
         self.sp = spm.SentencePieceProcessor()
         self.sp.LoadFromSerializedProto(proto)
+        self.proto = proto
         n = self.sp.get_piece_size()
         bos, eos = self.sp.bos_id(), self.sp.eos_id()
         super().__init__(bos if bos >= 0 else None, eos if eos >= 0 else None, eot_ids, n)
@@ -122,6 +123,11 @@ class SentencePieceTokenizer(BaseTokenizer):
 
     def is_special(self, token_id: int) -> bool:
         return bool(self.sp.is_control(token_id))
+
+    def save(self, directory: Path) -> None:
+        """tokenizer.model (+ tokenizer_config.json), as Hugging Face and mlx-lm expect them."""
+        (directory / "tokenizer.model").write_bytes(self.proto)
+        _write_tokenizer_config(directory, self, "LlamaTokenizer")
 
 
 def _adds_dummy_prefix(proto: bytes) -> bool:
@@ -189,6 +195,23 @@ class BPETokenizer(BaseTokenizer):
 
     def is_special(self, token_id: int) -> bool:
         return token_id in self._special
+
+    def save(self, directory: Path) -> None:
+        """tokenizer.json with the special tokens marked (+ tokenizer_config.json)."""
+        from tokenizers import AddedToken, Tokenizer
+
+        tk = Tokenizer.from_str(self.tk.to_str())
+        tk.add_special_tokens([AddedToken(self._tokens[i], special=True, normalized=False) for i in sorted(self._special)])
+        tk.save(str(directory / "tokenizer.json"))
+        _write_tokenizer_config(directory, self, "PreTrainedTokenizerFast")
+
+
+def _write_tokenizer_config(directory: Path, tokenizer: BaseTokenizer, cls: str) -> None:
+    config: dict[str, Any] = {"tokenizer_class": cls, "add_bos_token": tokenizer.kind == "sentencepiece"}
+    for key, i in (("bos_token", tokenizer.bos_id), ("eos_token", tokenizer.eos_id)):
+        if i is not None:
+            config[key] = tokenizer.piece(i)
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -202,3 +202,131 @@ def hf_logits(model, ids: list[int]) -> np.ndarray:
 
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].numpy()
+
+
+# -------------------------------------------------------------------------------------------------
+# The same tiny model in every checkpoint format, written the way each format's own tools write it
+
+_META = {
+    "token_embd": "tok_embeddings",
+    "output_norm": "norm",
+    "output": "output",
+    "attn_norm": "attention_norm",
+    "attn_q": "attention.wq",
+    "attn_k": "attention.wk",
+    "attn_v": "attention.wv",
+    "attn_output": "attention.wo",
+    "ffn_norm": "ffn_norm",
+    "ffn_gate": "feed_forward.w1",
+    "ffn_up": "feed_forward.w3",
+    "ffn_down": "feed_forward.w2",
+}
+
+
+def meta_names(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Canonical (GGUF-named, interleaved q/k) weights under Meta's names: no permutation needed."""
+    out = {}
+    for name, w in weights.items():
+        base = name.removesuffix(".weight")
+        if base.startswith("blk."):
+            _, i, part = base.split(".", 2)
+            out[f"layers.{i}.{_META[part]}.weight"] = w
+        else:
+            out[f"{_META[base]}.weight"] = w
+    return out
+
+
+def params_json(spec: TinySpec, vocab_size: int = -1) -> dict:
+    """A params.json whose ffn_dim_multiplier and multiple_of give exactly `spec.ffn` through Meta's
+    formula (int(m * 8 * dim / 3) rounded up to a multiple of ffn)."""
+    multiplier = round(spec.ffn / int(8 * spec.dim / 3) * 0.9, 3)
+    return {
+        "dim": spec.dim,
+        "n_layers": spec.n_layers,
+        "n_heads": spec.n_heads,
+        "n_kv_heads": spec.n_kv_heads,
+        "multiple_of": spec.ffn,
+        "ffn_dim_multiplier": multiplier,
+        "norm_eps": 1e-5,
+        "rope_theta": spec.rope_theta,
+        "vocab_size": vocab_size,
+    }
+
+
+def write_tokenizer_model(directory: Path) -> None:
+    """The LLaMA-2 tokenizer.model (rebuilt from the vocabulary fixture) and its tokenizer_config."""
+    from llamachat.tokenizer import load_tokenizer
+
+    load_tokenizer(LLAMA2_VOCAB).save(directory)
+
+
+def write_meta(directory: Path, spec: TinySpec, weights: dict[str, np.ndarray], n_shards: int = 1, dtype=None) -> Path:
+    """consolidated.NN.pth split as fairscale's model parallelism splits them (formats.md 2(a)), plus
+    params.json and tokenizer.model. Written with torch.save, the way Meta's files were."""
+    import json
+
+    import torch
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = meta_names(weights)
+    state["rope.freqs"] = np.ones(spec.head_dim // 2, np.float32)  # Meta saves this buffer; loaders ignore it
+    shards: list[dict] = [{} for _ in range(n_shards)]
+    for name, w in state.items():
+        t = torch.from_numpy(np.ascontiguousarray(w)).to(dtype or torch.float32)
+        if t.ndim == 1:
+            parts = [t.clone() for _ in range(n_shards)]
+        else:
+            row_parallel = any(k in name for k in ("tok_embeddings", "attention.wo", "feed_forward.w2"))
+            parts = [p.clone() for p in torch.chunk(t, n_shards, dim=1 if row_parallel else 0)]
+        for shard, p in zip(shards, parts):
+            shard[name] = p
+    for i, shard in enumerate(shards):
+        torch.save(shard, directory / f"consolidated.{i:02d}.pth")
+    (directory / "params.json").write_text(json.dumps(params_json(spec)))
+    write_tokenizer_model(directory)
+    return directory
+
+
+def write_hf(directory: Path, model, sharded: bool = False) -> Path:
+    """transformers' own save_pretrained (safetensors; several files and an index when sharded)."""
+    model.save_pretrained(directory, max_shard_size="100KB" if sharded else "10GB")
+    write_tokenizer_model(directory)
+    return directory
+
+
+def write_mlx_npz(directory: Path, spec: TinySpec, weights: dict[str, np.ndarray], bits: int | None = None, group_size: int = 64) -> Path:
+    """mlx-examples' llms/llama/convert.py output: Meta names, weights.npz written by mx.savez, and
+    with `bits` every Linear and the Embedding quantized by mx.quantize (as nn.quantize does)."""
+    import json
+
+    import mlx.core as mx
+
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for name, w in meta_names(weights).items():
+        if bits and w.ndim == 2:
+            q, s, b = mx.quantize(mx.array(w), group_size=group_size, bits=bits)
+            base = name.removesuffix(".weight")
+            arrays |= {name: q, base + ".scales": s, base + ".biases": b}
+        else:
+            arrays[name] = mx.array(w)
+    mx.savez(str(directory / "weights.npz"), **arrays)
+    config = params_json(spec) | {"model_type": "llama", "rope_traditional": True}
+    if bits:
+        config["quantization"] = {"group_size": group_size, "bits": bits}
+    (directory / "config.json").write_text(json.dumps(config))
+    write_tokenizer_model(directory)
+    return directory
+
+
+def mlx_dequantized(weights: dict[str, np.ndarray], bits: int, group_size: int = 64) -> dict[str, np.ndarray]:
+    """What a reader of a quantized MLX model should see: mx.dequantize(mx.quantize(w))."""
+    import mlx.core as mx
+
+    out = {}
+    for name, w in weights.items():
+        if w.ndim == 2:
+            q, s, b = mx.quantize(mx.array(w), group_size=group_size, bits=bits)
+            w = np.array(mx.dequantize(q, s, b, group_size=group_size, bits=bits))
+        out[name] = w
+    return out

@@ -1,26 +1,37 @@
 """Opening a model from whatever shape it comes in. Each format lives in its own module and yields the
-same `Checkpoint`: a ModelConfig, canonical weights (see llamachat.protocols) and a tokenizer."""
+same `Checkpoint`: a ModelConfig, canonical weights (see llamachat.protocols) and a tokenizer.
+
+    gguf.py     llama.cpp's GGUF (one file)
+    meta.py     Meta's consolidated.NN.pth + params.json (+ tokenizer.model here or one level up)
+    hf.py       Hugging Face config.json + safetensors, and mlx-lm's (4/8-bit) variant of it
+    mlx.py      mlx-examples' weights.npz + config.json (fp16/fp32 or 4/8-bit)
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 from ..errors import LlamachatError
 from ..protocols import ModelConfig, Tensor, Tokenizer
 
-FORMATS = "a GGUF file (.gguf) or a directory holding one"
+FORMATS = (
+    "a GGUF file, or a directory with Meta's params.json + consolidated.NN.pth, "
+    "Hugging Face / mlx-lm config.json + *.safetensors, or mlx-examples config.json + weights.npz"
+)
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 
 
 @dataclass
 class Checkpoint:
     path: Path
-    format: str
+    format: str  # gguf, meta, hf, mlx
     config: ModelConfig
     weights: Mapping[str, Tensor]
     load_tokenizer: Callable[[], Tokenizer] = field(repr=False)
+    notes: list[str] = field(default_factory=list)
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
@@ -32,26 +43,48 @@ class Checkpoint:
         return tokenizer
 
 
-def open_checkpoint(path: str | Path) -> Checkpoint:
-    """The checkpoint at `path` (a file or a model directory); LlamachatError if there is none."""
-    path = Path(path).expanduser()
+def detect_format(path: Path) -> tuple[str, Path]:
+    """(format, the file or directory to read) for a user-given path."""
     if not path.exists():
         raise LlamachatError(f"{path}: no such file or directory (expected {FORMATS})")
-    if path.is_dir():
-        ggufs = sorted(path.glob("*.gguf"))
-        if len(ggufs) == 1:
-            path = ggufs[0]
-        elif ggufs:
-            raise LlamachatError(f"{path}: holds {len(ggufs)} GGUF files; name one of them ({', '.join(g.name for g in ggufs)})")
-        else:
-            raise LlamachatError(f"{path}: no model in this directory (expected {FORMATS})")
-    if path.suffix.lower() == ".gguf":
-        return _open_gguf(path)
+    if path.is_file():
+        if path.suffix.lower() == ".gguf" or _magic(path) == b"GGUF":
+            return "gguf", path
+        if path.suffix == ".pth" or path.name == "params.json":
+            return "meta", path.parent
+        if path.suffix == ".npz":
+            return "mlx", path.parent
+        if path.suffix == ".safetensors" or path.name in ("config.json", "model.safetensors.index.json"):
+            return detect_format(path.parent)
+        raise LlamachatError(f"{path}: not a model file llamachat reads (expected {FORMATS})")
+    if (path / "params.json").is_file() and any(path.glob("*.pth")):
+        return "meta", path
+    if (path / "config.json").is_file():
+        if any(path.glob("weights*.npz")):
+            return "mlx", path
+        if any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file():
+            return "hf", path
+    ggufs = sorted(path.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return "gguf", ggufs[0]
+    if ggufs:
+        raise LlamachatError(f"{path}: holds {len(ggufs)} GGUF files; name one of them ({', '.join(g.name for g in ggufs)})")
+    raise LlamachatError(f"{path}: no model in this directory (expected {FORMATS})")
+
+
+def _magic(path: Path) -> bytes:
     with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic == b"GGUF":
+        return f.read(4)
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """The checkpoint at `path` (a file or a model directory); LlamachatError if there is none."""
+    kind, path = detect_format(Path(path).expanduser())
+    if kind == "gguf":
         return _open_gguf(path)
-    raise LlamachatError(f"{path}: not a model file llamachat reads (expected {FORMATS})")
+    if kind == "hf":
+        return _open_hf(path)
+    return _open_meta_style(path, kind)
 
 
 def _open_gguf(path: Path) -> Checkpoint:
@@ -67,3 +100,63 @@ def _open_gguf(path: Path) -> Checkpoint:
         return tokenizer_from_gguf(gf.metadata, str(path))
 
     return Checkpoint(path, "gguf", config, weights, load_tokenizer)
+
+
+def find_tokenizer(directory: Path) -> Path | None:
+    """tokenizer.model / tokenizer.json beside the weights, or one level up (Meta's download keeps
+    tokenizer.model beside the llama-2-7b-chat/ directories)."""
+    for d in (directory, directory.parent):
+        for name in TOKENIZER_FILES:
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+def _tokenizer_loader(directory: Path) -> Callable[[], Tokenizer]:
+    def load() -> Tokenizer:
+        from ..tokenizer import load_tokenizer
+
+        found = find_tokenizer(directory)
+        if found is None:
+            raise LlamachatError(f"{directory}: no tokenizer (put tokenizer.model or tokenizer.json beside the weights)")
+        return load_tokenizer(found)
+
+    return load
+
+
+def _open_hf(directory: Path) -> Checkpoint:
+    from .hf import read_hf
+
+    config, weights = read_hf(directory)
+    config = replace(config, chat_template=_hf_chat_template(directory))
+    return Checkpoint(directory, "hf", config, weights, _tokenizer_loader(directory))
+
+
+def _hf_chat_template(directory: Path) -> str | None:
+    from .hf import read_json
+
+    if (directory / "chat_template.jinja").is_file():
+        return (directory / "chat_template.jinja").read_text(encoding="utf-8")
+    if (directory / "tokenizer_config.json").is_file():
+        template = read_json(directory / "tokenizer_config.json").get("chat_template")
+        return template if isinstance(template, str) else None
+    return None
+
+
+def _open_meta_style(directory: Path, kind: str) -> Checkpoint:
+    """Meta and mlx-examples directories: params.json-style configs whose vocabulary size and special
+    ids come from the tokenizer."""
+    from .meta import read_meta
+    from .mlx import read_mlx
+
+    load_tokenizer = _tokenizer_loader(directory)
+    tokenizer = load_tokenizer() if find_tokenizer(directory) else None
+    vocab = tokenizer.vocab_size if tokenizer else None
+    config, weights, notes = (read_meta if kind == "meta" else read_mlx)(directory, vocab)
+    if tokenizer is not None:
+        config = replace(config, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, eot_ids=tuple(tokenizer.eot_ids))
+        if tokenizer.vocab_size != config.vocab_size:
+            raise LlamachatError(
+                f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the embedding {config.vocab_size} rows; they must match"
+            )
+    return Checkpoint(directory, kind, config, weights, (lambda: tokenizer) if tokenizer else load_tokenizer, notes)

@@ -1,0 +1,132 @@
+"""Hugging Face checkpoints (`config.json` + safetensors), including mlx-lm's, which are HF-named and
+HF-laid-out with 4/8-bit affine weights (`.weight` uint32, `.scales`, `.biases`) and a
+`quantization` entry in config.json. No torch needed: the files are memory-mapped."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LlamachatError
+from ..protocols import ModelConfig, RopeScaling, Tensor
+from .layouts import HF, to_canonical, with_tied
+from .safetensors_file import read_safetensors
+
+INDEX = "model.safetensors.index.json"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise LlamachatError(f"{path}: cannot read ({e.strerror})") from None
+    except ValueError as e:
+        raise LlamachatError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise LlamachatError(f"{path}: expected a JSON object")
+    return data
+
+
+def _int(cfg: dict[str, Any], key: str, source: Path, default: Any = None) -> int:
+    value = cfg.get(key, default)
+    if value is None:
+        raise LlamachatError(f"{source}: config.json lacks {key!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise LlamachatError(f"{source}: {key!r} must be an integer, got {value!r}") from None
+
+
+def _first(value: Any) -> int | None:
+    if isinstance(value, list):
+        return int(value[0]) if value else None
+    return None if value is None else int(value)
+
+
+def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """ModelConfig from an HF `config.json`, and the rope extras (llama3 scaling) and quantization."""
+    cfg = read_json(path)
+    model_type = cfg.get("model_type", "llama")
+    if model_type != "llama":
+        raise LlamachatError(f"{path}: a {model_type!r} model; llamachat runs the 'llama' architecture only")
+    dim = _int(cfg, "hidden_size", path)
+    n_heads = _int(cfg, "num_attention_heads", path)
+    rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})  # transformers 5 | 4
+    theta = float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    scaling, extras = None, {"quantization": cfg.get("quantization")}
+    if kind == "linear":
+        scaling = RopeScaling("linear", float(rope["factor"]))
+    elif kind == "llama3":
+        extras["llama3_rope"] = rope
+    elif kind != "default":
+        raise LlamachatError(f"{path}: RoPE scaling {kind!r} is not supported (supported: default, linear, llama3)")
+    eos = cfg.get("eos_token_id")
+    eot = tuple(int(e) for e in eos) if isinstance(eos, list) else ((int(eos),) if eos is not None else ())
+    config = ModelConfig(
+        dim=dim,
+        n_layers=_int(cfg, "num_hidden_layers", path),
+        n_heads=n_heads,
+        n_kv_heads=_int(cfg, "num_key_value_heads", path, n_heads),
+        head_dim=_int(cfg, "head_dim", path, dim // n_heads),
+        ffn_dim=_int(cfg, "intermediate_size", path),
+        vocab_size=_int(cfg, "vocab_size", path),
+        norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
+        rope_theta=theta,
+        rope_scaling=scaling,
+        context_length=_int(cfg, "max_position_embeddings", path, 4096),
+        tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        bos_id=_first(cfg.get("bos_token_id")),
+        eos_id=_first(eos),
+        eot_ids=eot,
+        name=path.parent.name,
+    )
+    return config, extras
+
+
+def llama3_rope_divisors(head_dim: int, theta: float, rope: dict[str, Any]) -> np.ndarray:
+    """Llama-3.1's frequency scaling as the per-frequency divisors GGUF stores in `rope_freqs`
+    (formats.md 3; HF `_compute_llama3_parameters`)."""
+    factor, low, high = float(rope["factor"]), float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
+    old = float(rope.get("original_max_position_embeddings", 8192))
+    inv = theta ** -(np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    wavelen = 2 * math.pi / inv
+    smooth = np.clip((old / wavelen - low) / (high - low), 0.0, 1.0)
+    scaled = (1 - smooth) * inv / factor + smooth * inv
+    scaled = np.where(wavelen < old / high, inv, np.where(wavelen > old / low, inv / factor, scaled))
+    return (inv / scaled).astype(np.float32)
+
+
+def safetensors_files(directory: Path) -> list[Path]:
+    """The weight files of an HF/mlx-lm directory: the index's, or every *.safetensors."""
+    index = directory / INDEX
+    if index.is_file():
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise LlamachatError(f"{index}: no 'weight_map'")
+        files = [directory / name for name in dict.fromkeys(weight_map.values())]
+        for f in files:
+            if not f.is_file():
+                raise LlamachatError(f"{index}: names {f.name}, which is missing")
+        return files
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise LlamachatError(f"{directory}: config.json but no *.safetensors weights")
+    return files
+
+
+def read_hf(directory: Path) -> tuple[ModelConfig, dict[str, Tensor]]:
+    config, extras = read_hf_config(directory / "config.json")
+    tensors: dict[str, Tensor] = {}
+    for f in safetensors_files(directory):
+        tensors |= read_safetensors(f)
+    tensors = {k.removeprefix("language_model."): v for k, v in tensors.items()}
+    config = with_tied(config, tensors, HF)
+    if "llama3_rope" in extras:
+        tensors["rope_freqs"] = llama3_rope_divisors(config.head_dim, config.rope_theta, extras["llama3_rope"])
+    weights = to_canonical(tensors, config, HF, str(directory), hf_qk=True, quantization=extras["quantization"])
+    return config, weights
