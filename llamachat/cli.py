@@ -21,7 +21,7 @@ from typing import Any
 from .errors import LlamachatError
 from .protocols import TemplateError
 
-SUBCOMMANDS = ("plugins", "bench", "sessions", "profiles")
+SUBCOMMANDS = ("plugins", "bench", "sessions", "profiles", "info", "convert")
 
 
 class Parser(argparse.ArgumentParser):
@@ -375,12 +375,30 @@ def run_profiles(argv: Sequence[str]) -> int:
 # ------------------------------------------------------------------------------------------------
 
 
+def _lazy(module: str):
+    """The `run(argv)` of a subcommand that lives in its own module."""
+
+    def run(argv: Sequence[str]) -> int:
+        import importlib
+
+        return importlib.import_module(f"llamachat.{module}").run(argv)
+
+    return run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            handler = {"plugins": run_plugins, "bench": run_bench, "sessions": run_sessions, "profiles": run_profiles}[argv[0]]
+            handler = {
+                "plugins": run_plugins,
+                "bench": run_bench,
+                "sessions": run_sessions,
+                "profiles": run_profiles,
+                "info": _lazy("info"),
+                "convert": _lazy("convert"),
+            }[argv[0]]
             return handler([a for a in argv[1:] if a != "--debug"])
         return run_chat(argv)
     except (LlamachatError, TemplateError) as e:

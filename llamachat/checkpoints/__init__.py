@@ -160,3 +160,51 @@ def _open_meta_style(directory: Path, kind: str) -> Checkpoint:
                 f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the embedding {config.vocab_size} rows; they must match"
             )
     return Checkpoint(directory, kind, config, weights, (lambda: tokenizer) if tokenizer else load_tokenizer, notes)
+
+
+# -------------------------------------------------------------------------------------------------
+# The config alone (for `llamachat info`): no weights read, a params.json or config.json is enough
+
+
+@dataclass
+class ConfigOnly:
+    config: ModelConfig
+    format: str
+    notes: list[str]
+    weight_files: list[Path]
+
+
+def read_config_only(path: str | Path) -> ConfigOnly:
+    """A model's ModelConfig from its config file (or GGUF header), without reading weights."""
+    from .hf import read_hf_config, read_json
+    from .meta import config_from_params
+
+    path = Path(path).expanduser()
+    if path.is_dir() and not any(path.glob("*.gguf")):  # a directory with only a config file is enough
+        path = next((path / n for n in ("params.json", "config.json") if (path / n).is_file()), path)
+    if path.is_file() and path.suffix == ".json" and path.name != "model.safetensors.index.json":
+        directory, config_file = path.parent, path
+    else:
+        kind, target = detect_format(path)
+        if kind == "gguf":
+            from .gguf import GGUFFile, read_config
+
+            return ConfigOnly(read_config(GGUFFile(target)), "gguf", [], [target])
+        directory = target
+        config_file = directory / ("params.json" if kind == "meta" else "config.json")
+    raw = read_json(config_file)
+    weight_files = [p for p in directory.iterdir() if p.suffix in (".pth", ".safetensors", ".npz")] if directory.is_dir() else []
+    if "hidden_size" in raw:
+        config, extras = read_hf_config(config_file)
+        fmt = "mlx-lm" if extras.get("quantization") else "hf"
+        return ConfigOnly(config, fmt, [], weight_files)
+    tokenizer_file = find_tokenizer(directory)
+    vocab = None
+    if int(raw.get("vocab_size", -1)) <= 0 and tokenizer_file is not None:
+        from ..tokenizer import load_tokenizer
+
+        vocab = load_tokenizer(tokenizer_file).vocab_size
+    config, notes = config_from_params(raw, str(config_file), vocab, directory.name)
+    if "hidden_dim" not in raw and "multiple_of" not in raw:
+        notes.append("no multiple_of or hidden_dim: the FFN size assumes multiple_of 256")
+    return ConfigOnly(config, "meta" if config_file.name == "params.json" else "mlx", notes, weight_files)

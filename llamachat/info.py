@@ -1,0 +1,197 @@
+"""`llamachat info`: what a model costs before it is loaded.
+
+Parameters are counted from the config (formats.md 4.1):
+    embedding   vocab * dim
+    attention   n_layers * (dim * q_dim + 2 * dim * kv_dim + q_dim * dim)
+    ffn         n_layers * 3 * dim * ffn_dim
+    norms       n_layers * 2 * dim + dim
+    output      vocab * dim, unless tied to the embedding
+Weight memory is parameters x bits per weight / 8 for each storage format (a block format's bits
+include its scales: Q8_0 keeps one fp16 scale per 32 weights, 8.5 bits). The KV cache holds keys and
+values of every layer: 2 * n_layers * kv_dim elements per token. FLOPs per generated token at context
+n are 2 * params (one multiply-add per weight, as LLaMA write-ups count) plus attention's
+4 * n_layers * n * q_dim (scores and weighted sum). Decoding reads every weight once per token, so
+tokens/s <= memory bandwidth / weight bytes: the ceiling printed for this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .protocols import ModelConfig
+
+GIB, GB = 1 << 30, 1e9
+
+# (name, bits per weight): dense dtypes, then GGUF blocks, then MLX affine (fp16 scale + bias per group)
+STORAGE_FORMATS: tuple[tuple[str, float], ...] = (
+    ("fp32", 32.0),
+    ("fp16/bf16", 16.0),
+    ("Q8_0 (int8)", 8.5),
+    ("MLX 8-bit g64", 8.5),
+    ("Q4_1", 5.0),
+    ("MLX 4-bit g32", 5.0),
+    ("Q4_0", 4.5),
+    ("MLX 4-bit g64", 4.5),
+)
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    embedding: int
+    attention: int
+    ffn: int
+    norms: int
+    output: int
+
+    @property
+    def total(self) -> int:
+        return self.embedding + self.attention + self.ffn + self.norms + self.output
+
+
+def param_counts(c: ModelConfig) -> ParamCounts:
+    return ParamCounts(
+        embedding=c.vocab_size * c.dim,
+        attention=c.n_layers * (2 * c.dim * c.q_dim + 2 * c.dim * c.kv_dim),
+        ffn=c.n_layers * 3 * c.dim * c.ffn_dim,
+        norms=c.n_layers * 2 * c.dim + c.dim,
+        output=0 if c.tied_embeddings else c.vocab_size * c.dim,
+    )
+
+
+def kv_bytes_per_token(c: ModelConfig, bytes_per_element: int = 2) -> int:
+    return 2 * c.n_layers * c.kv_dim * bytes_per_element
+
+
+def flops_per_token(c: ModelConfig, context: int) -> int:
+    """FLOPs to generate one token with `context` tokens already in the cache."""
+    return 2 * param_counts(c).total + 4 * c.n_layers * context * c.q_dim
+
+
+def report(c: ModelConfig, bandwidth: float | None = None) -> dict[str, Any]:
+    """Everything `info` prints, as plain JSON-ready values (bytes and FLOPs as integers)."""
+    counts = param_counts(c)
+    total = counts.total
+    memory = {}
+    for name, bits in STORAGE_FORMATS:
+        nbytes = round(total * bits / 8)
+        memory[name] = {"bits_per_weight": bits, "bytes": nbytes, "GiB": round(nbytes / GIB, 3), "GB": round(nbytes / GB, 3)}
+        if bandwidth:
+            memory[name]["decode_ceiling_tok_s"] = round(bandwidth / nbytes, 2)
+    kv16 = kv_bytes_per_token(c, 2)
+    return {
+        "name": c.name,
+        "architecture": {
+            "dim": c.dim,
+            "n_layers": c.n_layers,
+            "n_heads": c.n_heads,
+            "n_kv_heads": c.n_kv_heads,
+            "head_dim": c.head_dim,
+            "ffn_dim": c.ffn_dim,
+            "vocab_size": c.vocab_size,
+            "context_length": c.context_length,
+            "rope_theta": c.rope_theta,
+            "norm_eps": c.norm_eps,
+            "tied_embeddings": c.tied_embeddings,
+        },
+        "params": {
+            "embedding": counts.embedding,
+            "attention": counts.attention,
+            "ffn": counts.ffn,
+            "norms": counts.norms,
+            "output": counts.output,
+        },
+        "total_params": total,
+        "memory": memory,
+        "kv_cache": {
+            "bytes_per_token_fp16": kv16,
+            "bytes_per_token_fp32": 2 * kv16,
+            "bytes_at_context_fp16": kv16 * c.context_length,
+        },
+        "flops_per_token": {"at_1": flops_per_token(c, 1), f"at_{c.context_length}": flops_per_token(c, c.context_length)},
+        "bandwidth_GB_s": round(bandwidth / GB, 1) if bandwidth else None,
+    }
+
+
+# -------------------------------------------------------------------------------------------------
+# The command
+
+
+def _size(nbytes: float) -> str:
+    return (
+        f"{nbytes / GIB:,.2f} GiB ({nbytes / GB:,.2f} GB)" if nbytes >= 1e8 else f"{nbytes / (1 << 20):,.2f} MiB ({nbytes / 1e6:,.2f} MB)"
+    )
+
+
+def print_report(r: dict[str, Any], source: str, fmt: str, notes: Sequence[str], on_disk: int | None, measured: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{r['name']}[/bold]  ({fmt}: {source})", highlight=False, soft_wrap=True)
+    arch = Table("architecture", "", show_header=False)
+    for key, value in r["architecture"].items():
+        arch.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+    console.print(arch)
+    params = Table("parameters", "count", "share", title_justify="left")
+    total = r["total_params"]
+    for key, value in r["params"].items():
+        params.add_row(key, f"{value:,}", f"{100 * value / total:.1f}%")
+    params.add_row("total", f"{total:,}", "100%", style="bold")
+    console.print(params)
+    memory = Table("weights as", "bits/weight", "memory", *(["decode ceiling"] if r["bandwidth_GB_s"] else []), title_justify="left")
+    for name, m in r["memory"].items():
+        ceiling = [f"{m['decode_ceiling_tok_s']:,.1f} tok/s"] if r["bandwidth_GB_s"] else []
+        memory.add_row(name, f"{m['bits_per_weight']:g}", _size(m["bytes"]), *ceiling)
+    console.print(memory)
+    kv, ctx = r["kv_cache"], r["architecture"]["context_length"]
+    flops = r["flops_per_token"]
+    console.print(
+        f"KV cache: {kv['bytes_per_token_fp16'] / 1024:,.1f} KiB per token in fp16 (fp32: twice), {_size(kv['bytes_at_context_fp16'])} at {ctx:,} tokens"
+    )
+    console.print(
+        f"FLOPs per generated token: {flops['at_1'] / 1e9:,.2f} GFLOP at position 1, {flops[f'at_{ctx}'] / 1e9:,.2f} GFLOP at {ctx:,}"
+    )
+    if r["bandwidth_GB_s"]:
+        how = "measured on this machine" if measured else "as given"
+        console.print(f"decode ceiling = memory bandwidth {r['bandwidth_GB_s']} GB/s ({how}) / weight bytes")
+    if on_disk:
+        console.print(f"weights on disk: {_size(on_disk)}, {8 * on_disk / r['total_params']:.2f} bits per weight")
+    for note in notes:
+        console.print(f"note: {note}", style="yellow")
+
+
+def run(argv: Sequence[str]) -> int:
+    from .checkpoints import read_config_only
+    from .cli import Parser
+
+    p = Parser(prog="llamachat info", description="Parameters, memory, KV cache, FLOPs and the decode ceiling of a model.")
+    p.add_argument("path", nargs="?", help="a model file or directory, or just its params.json / config.json (default: the default model)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--bandwidth", type=float, metavar="GB/S", help="use this memory bandwidth instead of measuring it")
+    p.add_argument("--no-measure", action="store_true", help="skip the bandwidth measurement (no ceiling)")
+    args = p.parse_args(argv)
+    if args.path is None:
+        from .default_model import default_model
+
+        args.path = str(default_model())
+    found = read_config_only(args.path)
+    bandwidth = None
+    if args.bandwidth:
+        bandwidth = args.bandwidth * GB
+    elif not args.no_measure:
+        from .bench import memory_bandwidth
+
+        bandwidth = memory_bandwidth()
+    r = report(found.config, bandwidth)
+    on_disk = sum(f.stat().st_size for f in found.weight_files) or None
+    if args.json:
+        print(json.dumps(r | {"format": found.format, "notes": found.notes, "bytes_on_disk": on_disk}))
+    else:
+        print_report(r, str(Path(args.path)), found.format, found.notes, on_disk, measured=not args.bandwidth)
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,80 @@
+"""`llamachat info`: exact parameter counts for LLaMA-2 7B/13B/70B (from params.json alone) and the
+default model, the memory and FLOP arithmetic, and the CLI in both its forms."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+from test_cli import assert_one_line_error
+from tiny_models import TinySpec, hf_model, write_hf
+
+from llamachat.checkpoints import read_config_only
+from llamachat.info import flops_per_token, kv_bytes_per_token, param_counts, report
+
+# Meta's params.json files as published (formats.md 2(a)); the totals are the widely quoted ones
+LLAMA2 = {
+    "7B": ({"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-05, "vocab_size": -1}, 6_738_415_616),
+    "13B": ({"dim": 5120, "multiple_of": 256, "n_heads": 40, "n_layers": 40, "norm_eps": 1e-05, "vocab_size": -1}, 13_015_864_320),
+    "70B": (
+        {
+            "dim": 8192,
+            "multiple_of": 4096,
+            "ffn_dim_multiplier": 1.3,
+            "n_heads": 64,
+            "n_kv_heads": 8,
+            "n_layers": 80,
+            "norm_eps": 1e-05,
+            "vocab_size": -1,
+        },
+        68_976_648_192,
+    ),
+}
+
+
+@pytest.mark.parametrize("size", list(LLAMA2))
+def test_llama2_totals_from_params_json(tmp_path, size):
+    params, total = LLAMA2[size]
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    found = read_config_only(tmp_path / "params.json")
+    assert param_counts(found.config).total == total
+    assert found.config.vocab_size == 32000 and "assumed LLaMA-2's 32,000" in found.notes[0]
+
+
+def test_7b_memory_kv_and_flops(tmp_path):
+    (tmp_path / "params.json").write_text(json.dumps(LLAMA2["7B"][0]))
+    c = read_config_only(tmp_path).config
+    r = report(c, bandwidth=28.9e9)
+    assert r["memory"]["fp32"]["bytes"] == 4 * 6_738_415_616  # 25,705 MiB
+    assert round(r["memory"]["fp32"]["bytes"] / 2**20) == 25_705
+    assert r["memory"]["Q4_0"]["bytes"] == 6_738_415_616 * 9 // 16  # 4.5 bits
+    assert kv_bytes_per_token(c) == 2 * 32 * 4096 * 2  # 0.5 MiB per token in fp16
+    assert r["kv_cache"]["bytes_at_context_fp16"] == 2 * 2**30  # 2 GiB at 4096
+    assert flops_per_token(c, 4096) == 2 * 6_738_415_616 + 4 * 32 * 4096 * 4096
+    assert r["memory"]["fp32"]["decode_ceiling_tok_s"] == round(28.9e9 / (4 * 6_738_415_616), 2)
+
+
+def test_default_model_json(default_model_path):
+    out = run_cli("info", str(default_model_path), "--json", "--bandwidth", "20")
+    assert out.returncode == 0, out.stderr.decode()
+    r = json.loads(out.stdout)
+    assert r["total_params"] == 134_515_008 and isinstance(r["total_params"], int)
+    assert r["params"]["output"] == 0  # tied
+    assert r["format"] == "gguf" and r["bandwidth_GB_s"] == 20.0
+
+
+def test_hf_config_json_alone_and_table(tmp_path):
+    spec = TinySpec()
+    write_hf(tmp_path, hf_model(spec))
+    out = run_cli("info", str(tmp_path / "config.json"), "--no-measure")
+    assert out.returncode == 0, out.stderr.decode()
+    text = out.stdout.decode()
+    total = param_counts(read_config_only(tmp_path).config).total
+    assert f"{total:,}" in text and "MiB" in text and "KV cache" in text and "32.00 bits per weight" in text
+
+
+def test_bad_path(tmp_path):
+    assert_one_line_error(run_cli("info", str(tmp_path / "nope")), "no such file or directory")
+    (tmp_path / "config.json").write_text("{not json")
+    assert_one_line_error(run_cli("info", str(tmp_path / "config.json")), "not valid JSON")
