@@ -123,6 +123,10 @@ class QuantizedTensor:
     dequantizer: Callable[[QuantizedTensor], np.ndarray] | None = field(default=None, repr=False)
 
     @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.data, self.scales, self.biases) if a is not None)
 

@@ -124,6 +124,25 @@ class SentencePieceTokenizer(BaseTokenizer):
     def is_special(self, token_id: int) -> bool:
         return bool(self.sp.is_control(token_id))
 
+    def gguf_fields(self) -> dict[str, Any]:
+        """The `tokenizer.ggml.*` fields of a GGUF `llama` vocabulary (token types are SentencePiece's
+        piece types: GGUF numbers them the same way)."""
+        from sentencepiece import sentencepiece_model_pb2 as pb
+
+        m = pb.ModelProto()
+        m.ParseFromString(self.proto)
+        fields: dict[str, Any] = {
+            "tokenizer.ggml.model": "llama",
+            "tokenizer.ggml.tokens": [p.piece for p in m.pieces],
+            "tokenizer.ggml.scores": [p.score for p in m.pieces],
+            "tokenizer.ggml.token_type": [int(p.type) for p in m.pieces],
+            "tokenizer.ggml.add_space_prefix": m.normalizer_spec.add_dummy_prefix,
+        }
+        for key, i in (("bos", self.bos_id), ("eos", self.eos_id), ("unknown", self.sp.unk_id())):
+            if i is not None and i >= 0:
+                fields[f"tokenizer.ggml.{key}_token_id"] = i
+        return fields
+
     def save(self, directory: Path) -> None:
         """tokenizer.model (+ tokenizer_config.json), as Hugging Face and mlx-lm expect them."""
         (directory / "tokenizer.model").write_bytes(self.proto)
@@ -173,6 +192,7 @@ class BPETokenizer(BaseTokenizer):
 
     def __init__(self, tk: Any, tokens: Sequence[str], special: set[int], bos_id, eos_id, eot_ids=(), byte_level=True):
         self.tk = tk
+        self.pre: str | None = None  # the GGUF pre-tokenizer type, when built from a GGUF vocabulary
         # Special tokens (if the tokenizer knows them as added tokens) are encoded as plain text.
         self.tk.encode_special_tokens = True
         super().__init__(bos_id, eos_id, eot_ids, len(tokens))
@@ -195,6 +215,26 @@ class BPETokenizer(BaseTokenizer):
 
     def is_special(self, token_id: int) -> bool:
         return token_id in self._special
+
+    def gguf_fields(self) -> dict[str, Any]:
+        """The `tokenizer.ggml.*` fields of a GGUF `gpt2` vocabulary. Only a tokenizer that came from a
+        GGUF file knows its pre-tokenizer type; a tokenizer.json's regexes are not mapped back."""
+        if self.pre is None:
+            raise LlamachatError(
+                "a tokenizer.json vocabulary cannot be written to GGUF yet (convert from a GGUF file or a tokenizer.model)"
+            )
+        merges = json.loads(self.tk.to_str())["model"]["merges"]
+        fields: dict[str, Any] = {
+            "tokenizer.ggml.model": "gpt2",
+            "tokenizer.ggml.pre": self.pre,
+            "tokenizer.ggml.tokens": list(self._tokens),
+            "tokenizer.ggml.token_type": [CONTROL if i in self._special else NORMAL for i in range(len(self._tokens))],
+            "tokenizer.ggml.merges": [m if isinstance(m, str) else " ".join(m) for m in merges],
+        }
+        for key, i in (("bos", self.bos_id), ("eos", self.eos_id)):
+            if i is not None:
+                fields[f"tokenizer.ggml.{key}_token_id"] = i
+        return fields
 
     def save(self, directory: Path) -> None:
         """tokenizer.json with the special tokens marked (+ tokenizer_config.json)."""
@@ -271,7 +311,9 @@ def bpe_from_gguf(meta: dict[str, Any], source: str = "GGUF") -> BPETokenizer:
     tk.decoder = decoders.ByteLevel()
     special = {i for i, ty in enumerate(types) if int(ty) in (CONTROL, UNUSED)} if types is not None else set()
     bos, eos = meta.get("tokenizer.ggml.bos_token_id"), meta.get("tokenizer.ggml.eos_token_id")
-    return BPETokenizer(tk, tokens, special, _opt_int(bos), _opt_int(eos), _gguf_eot_ids(meta))
+    tokenizer = BPETokenizer(tk, tokens, special, _opt_int(bos), _opt_int(eos), _gguf_eot_ids(meta))
+    tokenizer.pre = pre
+    return tokenizer
 
 
 def _opt_int(v: Any) -> int | None:

@@ -249,3 +249,52 @@ def read_weights(gf: GGUFFile, config: ModelConfig) -> dict[str, Tensor]:
     if "rope_freqs.weight" in gf.tensors:  # Llama-3.1 style frequency divisors
         weights["rope_freqs"] = gf.tensor("rope_freqs.weight")
     return weights
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing (llamachat convert --to gguf), with gguf's own GGUFWriter
+
+
+def write_gguf(path: Path, config: ModelConfig, tensors: dict[str, Tensor], tokenizer_fields: dict[str, Any]) -> None:
+    """A llama GGUF of canonical `tensors`: float32/float16 arrays as F32/F16, `bf16` as BF16 and
+    `gguf:*` QuantizedTensors as their raw blocks. The caller makes the write atomic."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(config.name)
+    w.add_context_length(config.context_length)
+    w.add_embedding_length(config.dim)
+    w.add_block_count(config.n_layers)
+    w.add_feed_forward_length(config.ffn_dim)
+    w.add_head_count(config.n_heads)
+    w.add_head_count_kv(config.n_kv_heads)
+    w.add_key_length(config.head_dim)
+    w.add_value_length(config.head_dim)
+    w.add_layer_norm_rms_eps(config.norm_eps)
+    w.add_rope_freq_base(config.rope_theta)
+    w.add_rope_dimension_count(config.head_dim)
+    w.add_vocab_size(config.vocab_size)
+    if config.rope_scaling is not None:
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(config.rope_scaling.factor)
+    for key, value in tokenizer_fields.items():
+        if isinstance(value, bool):
+            w.add_bool(key, value)
+        elif isinstance(value, int):
+            w.add_uint32(key, value)
+        elif isinstance(value, str):
+            w.add_string(key, value)
+        else:
+            w.add_array(key, list(value))
+    if config.chat_template:
+        w.add_chat_template(config.chat_template)
+    for name, t in tensors.items():
+        if isinstance(t, QuantizedTensor):
+            kind = "BF16" if t.scheme == "bf16" else t.scheme.removeprefix("gguf:")
+            w.add_tensor(name + ".weight", t.data, raw_dtype=gguf.GGMLQuantizationType[kind])
+        else:
+            w.add_tensor(name + ".weight", np.ascontiguousarray(t))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()

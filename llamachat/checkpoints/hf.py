@@ -130,3 +130,65 @@ def read_hf(directory: Path) -> tuple[ModelConfig, dict[str, Tensor]]:
         tensors["rope_freqs"] = llama3_rope_divisors(config.head_dim, config.rope_theta, extras["llama3_rope"])
     weights = to_canonical(tensors, config, HF, str(directory), hf_qk=True, quantization=extras["quantization"])
     return config, weights
+
+
+# -------------------------------------------------------------------------------------------------
+# Writing (llamachat convert --to hf / --to mlx: mlx-lm's layout is HF's plus packed weights)
+
+
+def hf_config(config: ModelConfig, dtype: str, quantization: dict[str, int] | None = None) -> dict[str, Any]:
+    """config.json as transformers 4 wrote it (top-level rope_theta), which transformers 5 and mlx-lm
+    both read; mlx-lm's `quantization` (and transformers' copy of it) when packed."""
+    out: dict[str, Any] = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": config.dim,
+        "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads,
+        "num_key_value_heads": config.n_kv_heads,
+        "head_dim": config.head_dim,
+        "intermediate_size": config.ffn_dim,
+        "vocab_size": config.vocab_size,
+        "rms_norm_eps": config.norm_eps,
+        "rope_theta": config.rope_theta,
+        "max_position_embeddings": config.context_length,
+        "tie_word_embeddings": config.tied_embeddings,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "mlp_bias": False,
+        "torch_dtype": dtype,
+    }
+    if config.rope_scaling is not None:
+        out["rope_scaling"] = {
+            "type": config.rope_scaling.kind,
+            "rope_type": config.rope_scaling.kind,
+            "factor": config.rope_scaling.factor,
+        }
+    if config.bos_id is not None:
+        out["bos_token_id"] = config.bos_id
+    if config.eos_id is not None:
+        out["eos_token_id"] = config.eos_id
+    if quantization:
+        out["quantization"] = out["quantization_config"] = dict(quantization)
+    return out
+
+
+def hf_tensors(config: ModelConfig, weights: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Canonical weights under HF names with q/k permuted to HF's order; packed affine weights split
+    into `.weight`, `.scales` and `.biases` as mlx-lm stores them."""
+    from ..protocols import QuantizedTensor
+    from .layouts import interleaved_to_hf, source_names
+
+    names = source_names(config.n_layers, HF)
+    out: dict[str, Tensor] = {}
+    for canon, t in weights.items():
+        if canon == "rope_freqs":
+            raise LlamachatError("a model with Llama-3.1 rope_freqs cannot be written in the HF layout yet (write GGUF)")
+        if canon.endswith(("attn_q", "attn_k")):
+            t = interleaved_to_hf(t, config.n_heads if canon.endswith("attn_q") else config.n_kv_heads)
+        module = names[canon]
+        if isinstance(t, QuantizedTensor) and t.scheme == "affine":
+            out |= {module + ".weight": t.data, module + ".scales": t.scales, module + ".biases": t.biases}
+        else:
+            out[module + ".weight"] = t
+    return out

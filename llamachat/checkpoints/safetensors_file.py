@@ -1,7 +1,7 @@
 """safetensors files, memory-mapped: an 8-byte header length, a JSON header, raw little-endian data.
 
-The `safetensors` package writes them (convert) and is the oracle the reader is tested against; it
-is not used to read because its numpy loader copies every tensor and refuses bfloat16, the dtype
+The `safetensors` package is the oracle the reader and the writer are tested against; it is not used
+because its numpy loader copies every tensor and refuses bfloat16, the dtype
 most LLaMA checkpoints are stored in. Here a tensor is a view of the file (bfloat16 ones handed over
 as `bf16` QuantizedTensors of their raw bits).
 """
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import LlamachatError
-from ..protocols import Tensor
+from ..protocols import QuantizedTensor, Tensor
 from ..quantize import bf16_tensor
 
 DTYPES = {
@@ -63,8 +64,35 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
     return tensors
 
 
-def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
-    """Write with the `safetensors` package (the format's owner); the caller makes it atomic."""
-    from safetensors.numpy import save_file
+_WRITE_DTYPES = {
+    np.dtype(np.float32): "F32",
+    np.dtype(np.float16): "F16",
+    np.dtype(np.uint32): "U32",
+    np.dtype(np.int8): "I8",
+    np.dtype(np.uint8): "U8",
+}
 
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
+
+def write_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write a .safetensors file one tensor at a time (bfloat16 ones from their raw bits), so a large
+    model is never held in memory twice. The caller makes the write atomic."""
+    entries, offset = {}, 0
+    for name, t in tensors.items():
+        if isinstance(t, QuantizedTensor):
+            assert t.scheme == "bf16", t.scheme
+            dtype, nbytes = "BF16", t.data.nbytes
+        else:
+            dtype, nbytes = _WRITE_DTYPES[np.dtype(t.dtype)], t.nbytes
+        entries[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    if metadata:
+        entries["__metadata__"] = metadata
+    header = json.dumps(entries, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+        for t in tensors.values():
+            data = t.data if isinstance(t, QuantizedTensor) else t
+            f.write(np.ascontiguousarray(data).tobytes())
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,0 +1,237 @@
+"""`llamachat convert SRC DST`: any checkpoint llamachat reads, written as mlx-lm, GGUF or HF.
+
+    --to mlx   mlx-lm's layout: config.json (+ `quantization`) and model.safetensors with HF names and
+               q/k order; `-q 4|8` packs every Linear and the embedding as MLX affine (nn.quantize's
+               choice) in groups of --group-size (default 64). `mlx_lm.load` opens it.
+    --to gguf  F32/F16/BF16 as the source has them, or with `-q 8|4` Q8_0/Q4_0 (GGUF's own blocks of
+               32; norms stay F32 as llama.cpp wants). llamachat and transformers open it.
+    --to hf    float safetensors that transformers opens; `-q` is refused.
+
+Without -q the source's dtype is kept: fp32/fp16/bf16 stay, GGUF Q4_0/Q4_1/Q8_0 become MLX affine
+(bit-identical, group 32) for --to mlx and stay themselves for --to gguf; other packed weights are
+dequantized to --dtype (default fp16). Output goes to a temporary name beside DST, is fsynced, and
+renamed only when complete; an interruption removes it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoints import Checkpoint, open_checkpoint
+from .errors import LlamachatError
+from .protocols import ModelConfig, QuantizedTensor, Tensor, as_float32
+from .quantize import AFFINE_GROUP_SIZES, bf16_tensor, gguf_to_affine, quantize_affine
+
+TARGETS = ("mlx", "gguf", "hf")
+DTYPES = {"f32": np.float32, "f16": np.float16, "bf16": "bf16"}
+_GGUF_QUANT = {8: "Q8_0", 4: "Q4_0"}
+_AFFINE_FROM_GGUF = ("gguf:Q4_0", "gguf:Q4_1", "gguf:Q8_0")
+
+
+def _dense(t: Tensor, dtype: object) -> Tensor:
+    """`t` as a dense float array of `dtype` (bf16 as raw-bit QuantizedTensor)."""
+    if dtype == "bf16":
+        if isinstance(t, QuantizedTensor) and t.scheme == "bf16":
+            return t
+        bits = as_float32(t).view(np.uint32)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)  # round to nearest even
+        return bf16_tensor(rounded)
+    return as_float32(t).astype(dtype) if not (isinstance(t, np.ndarray) and t.dtype == dtype) else t
+
+
+def _kept(t: Tensor, fallback: object) -> Tensor:
+    """The source's own dense form, or `fallback` dtype for packed weights."""
+    if isinstance(t, np.ndarray) or (isinstance(t, QuantizedTensor) and t.scheme == "bf16"):
+        return t
+    return _dense(t, fallback)
+
+
+def plan_tensor(t: Tensor, to: str, bits: int | None, group_size: int, dtype: object | None) -> Tensor:
+    """What one canonical weight becomes in the target format."""
+    if t.ndim == 1:  # norms (and rope_freqs): float32 in GGUF, the model's dtype elsewhere
+        if to == "gguf":
+            return _dense(t, np.float32)
+        return _kept(t, np.float16) if dtype is None else _dense(t, dtype)
+    if bits:
+        if to == "mlx":
+            if isinstance(t, QuantizedTensor) and t.scheme == "affine" and (t.bits, t.group_size) == (bits, group_size):
+                return t
+            from .quantize import affine_tensor
+
+            data, scales, biases = quantize_affine(as_float32(t), bits, group_size)
+            # scales and biases in the weight's own precision, as nn.quantize leaves them
+            scale_dtype = np.float32 if isinstance(t, np.ndarray) and t.dtype == np.float32 else np.float16
+            return affine_tensor(data, scales.astype(scale_dtype), biases.astype(scale_dtype), bits, group_size)
+        import gguf
+
+        kind = _GGUF_QUANT[bits]
+        if isinstance(t, QuantizedTensor) and t.scheme == f"gguf:{kind}":
+            return t
+        raw = gguf.quants.quantize(as_float32(t), gguf.GGMLQuantizationType[kind])
+        return QuantizedTensor(f"gguf:{kind}", tuple(t.shape), bits, 32, raw)
+    if dtype is not None:
+        return _dense(t, dtype)
+    if isinstance(t, QuantizedTensor):
+        if to == "mlx" and t.scheme in _AFFINE_FROM_GGUF:
+            return gguf_to_affine(t)
+        if to == "mlx" and t.scheme == "affine":
+            return t
+        if to == "gguf" and t.scheme.startswith("gguf:"):
+            return t
+    return _kept(t, np.float16)
+
+
+def _quantization(tensors: dict[str, Tensor], config: ModelConfig) -> dict | None:
+    """mlx-lm's `quantization` entry: the commonest (bits, group) and per-module exceptions."""
+    from .checkpoints.layouts import HF, source_names
+
+    packed = {k: t for k, t in tensors.items() if isinstance(t, QuantizedTensor) and t.scheme == "affine"}
+    if not packed:
+        return None
+    (bits, group), _ = Counter((t.bits, t.group_size) for t in packed.values()).most_common(1)[0]
+    names = source_names(config.n_layers, HF)
+    quantization: dict = {"group_size": group, "bits": bits, "mode": "affine"}
+    for k, t in packed.items():
+        if (t.bits, t.group_size) != (bits, group):
+            quantization[names[k]] = {"group_size": t.group_size, "bits": t.bits}
+    return quantization
+
+
+def _dtype_name(tensors: dict[str, Tensor]) -> str:
+    for t in tensors.values():
+        if isinstance(t, np.ndarray) and t.ndim == 2:
+            return {np.float32: "float32", np.float16: "float16"}.get(t.dtype.type, "float32")
+        if isinstance(t, QuantizedTensor) and t.scheme == "bf16":
+            return "bfloat16"
+    return "float16"
+
+
+# -------------------------------------------------------------------------------------------------
+# Writing, atomically
+
+
+def _write(checkpoint: Checkpoint, tensors: dict[str, Tensor], to: str, out: Path) -> None:
+    config = checkpoint.config
+    if to == "gguf":
+        from .checkpoints.gguf import write_gguf
+
+        write_gguf(out, config, tensors, checkpoint.tokenizer.gguf_fields())
+        return
+    import json
+
+    from .checkpoints.hf import hf_config, hf_tensors
+    from .checkpoints.safetensors_file import write_safetensors
+
+    out.mkdir()
+    config_json = hf_config(config, _dtype_name(tensors), _quantization(tensors, config))
+    write_safetensors(out / "model.safetensors", hf_tensors(config, tensors), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
+    checkpoint.tokenizer.save(out)
+    if config.chat_template:
+        (out / "chat_template.jinja").write_text(config.chat_template, encoding="utf-8")
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def convert(
+    src: str | Path,
+    dst: str | Path,
+    to: str,
+    bits: int | None = None,
+    group_size: int = 64,
+    dtype: str | None = None,
+    force: bool = False,
+    progress: Callable[[str, int], None] | None = None,
+) -> Path:
+    """Write `src` as `to` at `dst`; returns `dst`. LlamachatError for anything it cannot do."""
+    dst = Path(dst).expanduser()
+    if to not in TARGETS:
+        raise LlamachatError(f"unknown target {to!r} (accepted: {', '.join(TARGETS)})")
+    if bits and to == "hf":
+        raise LlamachatError("--to hf writes float weights; -q is for --to mlx or --to gguf")
+    if bits not in (None, 4, 8):
+        raise LlamachatError(f"-q takes 4 or 8, got {bits}")
+    if to == "gguf" and bits and group_size not in (32, 64):  # 64 is only the default
+        raise LlamachatError("GGUF Q4_0 and Q8_0 use blocks of 32; --group-size does not apply")
+    if group_size not in AFFINE_GROUP_SIZES:
+        raise LlamachatError(f"--group-size takes {', '.join(map(str, AFFINE_GROUP_SIZES))}, got {group_size}")
+    if dtype is not None and dtype not in DTYPES:
+        raise LlamachatError(f"--dtype takes {', '.join(DTYPES)}, got {dtype!r}")
+    if dst.exists() and not force:
+        raise LlamachatError(f"{dst} exists; choose another name or pass --force to replace it")
+    checkpoint = open_checkpoint(src)
+    checkpoint.tokenizer  # fail on a bad tokenizer before any work  # noqa: B018
+    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
+    try:
+        tensors = {}
+        for name, t in checkpoint.weights.items():
+            try:
+                tensors[name] = plan_tensor(t, to, bits, group_size, DTYPES.get(dtype) if dtype else None)
+            except ValueError as e:
+                raise LlamachatError(f"{name}: {e}") from None
+            if progress:
+                progress(name, len(checkpoint.weights))
+        _write(checkpoint, tensors, to, tmp)
+        _fsync_tree(tmp)
+        if dst.exists():
+            shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+        os.replace(tmp, dst)
+    except KeyboardInterrupt:
+        raise LlamachatError(f"convert interrupted; nothing was written to {dst}") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    return dst
+
+
+def run(argv: Sequence[str]) -> int:
+    from rich.progress import Progress
+
+    from .cli import Parser
+
+    p = Parser(prog="llamachat convert", description="Write a model as mlx-lm, GGUF or Hugging Face files.")
+    p.add_argument("src", help="any model llamachat reads (file or directory)")
+    p.add_argument("dst", help="the output directory (mlx, hf) or .gguf file")
+    p.add_argument("--to", choices=TARGETS, help="output format (default: gguf for a .gguf DST, else mlx)")
+    p.add_argument("-q", "--q-bits", type=int, choices=(4, 8), help="quantize: MLX affine (mlx) or Q4_0/Q8_0 (gguf)")
+    p.add_argument("--group-size", type=int, default=64, choices=AFFINE_GROUP_SIZES, help="MLX quantization group (default 64)")
+    p.add_argument("--dtype", choices=list(DTYPES), help="float type of unquantized weights (default: the source's)")
+    p.add_argument("--force", action="store_true", help="replace DST if it exists")
+    args = p.parse_args(argv)
+    to = args.to or ("gguf" if args.dst.endswith(".gguf") else "mlx")
+    with Progress(transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task("converting", total=None)
+        result = convert(
+            args.src,
+            args.dst,
+            to,
+            args.q_bits,
+            args.group_size,
+            args.dtype,
+            args.force,
+            progress=lambda _, n: bar.update(task, total=n, advance=1),
+        )
+    size = sum(f.stat().st_size for f in result.rglob("*")) if result.is_dir() else result.stat().st_size
+    print(f"wrote {result} ({to}{f', {args.q_bits}-bit' if args.q_bits else ''}, {size / 1e6:,.1f} MB)")
+    sys.stdout.flush()
+    return 0
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)

@@ -1,0 +1,125 @@
+"""`llamachat convert`: every target opened by the tool that owns the format (transformers, mlx-lm),
+quantized targets against their own dequantized weights, and the ways a conversion can go wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from test_cli import assert_one_line_error
+from tiny_models import TinySpec, canonical_weights, hf_logits, hf_model, write_meta
+
+import llamachat
+from llamachat.convert import convert
+from llamachat.errors import LlamachatError
+
+IDS = [1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A 2-shard Meta checkpoint (so conversion also exercises the merge) and its HF twin."""
+    spec = TinySpec()
+    model = hf_model(spec, seed=5)
+    tmp = tmp_path_factory.mktemp("convert")
+    return write_meta(tmp / "meta", spec, canonical_weights(model, spec), n_shards=2), model, tmp
+
+
+def mlx_lm_logits(path) -> np.ndarray:
+    import mlx.core as mx
+    import mlx_lm
+
+    model, _ = mlx_lm.load(str(path))
+    return np.array(model(mx.array([IDS]))[0].astype(mx.float32))
+
+
+def transformers_logits(path) -> np.ndarray:
+    import torch
+    from transformers import LlamaForCausalLM
+
+    if path.suffix == ".gguf":  # transformers dequantizes GGUF blocks itself, to float32
+        model = LlamaForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    else:
+        model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return hf_logits(model.eval(), IDS)
+
+
+def assert_same(ours: np.ndarray, theirs: np.ndarray, bound: float = 1e-4) -> None:
+    assert np.abs(ours - theirs).max() < bound
+    assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+
+
+@pytest.mark.parametrize(
+    ("to", "bits", "owner"),
+    [
+        ("hf", None, transformers_logits),
+        ("mlx", None, mlx_lm_logits),
+        ("mlx", 4, mlx_lm_logits),
+        ("mlx", 8, mlx_lm_logits),
+        ("gguf", None, transformers_logits),
+        ("gguf", 8, transformers_logits),
+        ("gguf", 4, transformers_logits),
+    ],
+)
+def test_targets_open_in_their_own_tools(source, to, bits, owner):
+    src, model, tmp = source
+    dst = tmp / f"{to}-{bits}{'.gguf' if to == 'gguf' else ''}"
+    convert(src, dst, to, bits, group_size=32)
+    ours = llamachat.load(dst).logits(IDS)
+    assert_same(ours, owner(dst))  # quantized: the owner dequantizes the same packed weights
+    if bits is None:
+        assert_same(ours, hf_logits(model, IDS))  # unquantized: the original model, exactly
+
+
+def test_gguf_q4_1_to_mlx_is_lossless(default_model_path, tmp_path):
+    """The default model's Q4_1 blocks become MLX affine group-32 weights with the same values."""
+    from llamachat.checkpoints import open_checkpoint
+
+    dst = convert(default_model_path, tmp_path / "smol-mlx", "mlx")
+    src, out = open_checkpoint(default_model_path), open_checkpoint(dst)
+    q = out.weights["blk.3.ffn_up"]
+    assert (q.scheme, q.bits, q.group_size) == ("affine", 4, 32)
+    np.testing.assert_array_equal(q.dequantize(), src.weights["blk.3.ffn_up"].dequantize())
+    assert out.tokenizer.encode("Hello, world!") == src.tokenizer.encode("Hello, world!")
+    ids = src.tokenizer.encode("The capital of France is")
+    theirs = mlx_lm_logits_for(dst, ids)
+    ours = llamachat.load(dst).logits(ids)
+    assert np.abs(ours - theirs).max() < 1e-3 and (ours.argmax(-1) == theirs.argmax(-1)).all()
+
+
+def mlx_lm_logits_for(path, ids) -> np.ndarray:
+    import mlx.core as mx
+    import mlx_lm
+
+    model, tokenizer = mlx_lm.load(str(path))
+    assert tokenizer.encode("Hello, world!", add_special_tokens=False) == llamachat.load(path).tokenizer.encode("Hello, world!")
+    return np.array(model(mx.array([ids]))[0].astype(mx.float32))
+
+
+def test_cli_convert(source):
+    src, model, tmp = source
+    out = run_cli("convert", str(src), str(tmp / "cli.gguf"), "-q", "8")
+    assert out.returncode == 0, out.stderr.decode()
+    assert b"wrote" in out.stdout and b"gguf, 8-bit" in out.stdout
+    assert_one_line_error(run_cli("convert", str(src), str(tmp / "cli.gguf"), "-q", "8"), "exists", "--force")
+    assert_one_line_error(run_cli("convert", str(src), str(tmp / "x"), "--to", "hf", "-q", "4"), "-q is for --to mlx or --to gguf")
+    assert_one_line_error(run_cli("convert", str(src), str(tmp / "y"), "-q", "4"), "rows of 96 are not whole groups of 64")
+    assert not (tmp / "y").exists() and not list(tmp.glob(".y.partial-*"))
+
+
+def test_interrupted_convert_leaves_nothing(source, monkeypatch):
+    import llamachat.convert as module
+
+    src, model, tmp = source
+    real, calls = module.plan_tensor, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "plan_tensor", interrupted)
+    with pytest.raises(LlamachatError, match="convert interrupted; nothing was written"):
+        convert(src, tmp / "cut", "mlx", 4, group_size=32)
+    assert not (tmp / "cut").exists() and not list(tmp.glob(".cut.partial-*"))
