@@ -25,7 +25,11 @@ def load_runner(name: str, config: ModelConfig, weights: Mapping[str, Tensor], *
     ok, reason = backend.available()
     if not ok:
         raise LlamachatError(f"backend {name!r} cannot run here: {reason}")
+    from .memory import check_fits
+
+    options = {k: v for k, v in options.items() if v is not None}
     try:
-        return backend.load(config, weights, **{k: v for k, v in options.items() if v is not None})
+        check_fits(backend, config, weights, options)
+        return backend.load(config, weights, **options)
     except (ValueError, TypeError) as e:
         raise LlamachatError(f"backend {name!r}: {e}") from None

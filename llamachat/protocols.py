@@ -342,3 +342,6 @@ class Backend(Protocol):
 
     def available(self) -> tuple[bool, str]: ...
     def load(self, config: ModelConfig, weights: Mapping[str, Tensor], **options: Any) -> Runner: ...
+
+    # Optional: `memory_needed(config, weights, **options) -> int`, the bytes the loaded weights will
+    # take (checked against the memory available before loading); without it, 4 bytes a parameter.

@@ -222,3 +222,9 @@ def test_cli_runs_a_meta_checkpoint(tiny):
     out = run_cli("-p", "hi", "-m", str(directory / "params.json"), "--temp", "0", "-n", "4", "-v")
     assert out.returncode == 0, out.stderr.decode()
     assert b"tok/s" in out.stderr
+
+
+@pytest.mark.parametrize(("backend", "fragment"), [("numpy", "about 0.5 GiB on the numpy backend"), ("torch", "on the torch backend")])
+def test_model_that_does_not_fit(default_model_path, backend, fragment):
+    out = run_cli("-p", "hi", "-m", str(default_model_path), "--backend", backend, env={"LLAMACHAT_MEMORY_LIMIT": "100M"})
+    assert_one_line_error(out, fragment, "only 0.1 GiB is available", "-q 4")

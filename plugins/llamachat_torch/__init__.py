@@ -78,6 +78,16 @@ class TorchBackend:
             return False, f"PyTorch is not installed ({INSTALL})"
         return True, ""
 
+    def memory_needed(self, config: ModelConfig, weights: Mapping[str, Tensor], **options: Any) -> int:
+        """Host memory for the weights at the chosen dtype (a CUDA GPU's own memory is not host memory)."""
+        from llamachat.info import param_counts
+
+        device = pick_device(options.get("device"))
+        if device.startswith("cuda"):
+            return 0
+        size = {"float32": 4, "float16": 2, "bfloat16": 2}[pick_dtype(options.get("dtype"), device)]
+        return size * param_counts(config).total
+
     def load(self, config: ModelConfig, weights: Mapping[str, Tensor], **options: Any):
         import torch
 
