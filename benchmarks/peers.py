@@ -1,11 +1,14 @@
 """llamachat's backends and HF transformers on the same weights, measured in one run.
 
-    .venv/bin/python benchmarks/peers.py [--model PATH] [--backends numpy,torch,torch:bfloat16] [--n-gen 128] [--reps 3]
+    .venv/bin/python benchmarks/peers.py [--model PATH] [--backends numpy,torch,torch:bfloat16,mlx]
+                                         [--peers transformers,mlx-lm] [--n-gen 128] [--reps 3]
 
 Prints a Markdown table: decode tok/s (tg), prompt tok/s (pp512) and the decode ceiling of this
 machine for the weights as each system holds them. transformers runs `generate()` greedily in fp32
-(eager attention, 2 threads), loading the same GGUF file (it dequantizes to fp32). Compare ratios
-measured side by side: these machines are shared and noisy.
+(eager attention, 2 threads) on the same file (a GGUF is dequantized to fp32 by transformers).
+mlx-lm runs `stream_generate` greedily on the same directory, which must be in MLX/HF layout: make
+one with `llamachat convert MODEL DIR --to mlx [--dtype f32 | -q 4]`. Compare ratios measured side by
+side: these machines are shared and noisy.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ def transformers_speed(path, n_prompt: int, n_gen: int, reps: int) -> tuple[floa
     from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(2)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    if path.is_dir():
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
     prompt = torch.randint(3, model.config.vocab_size, (1, n_prompt))
     short = prompt[:, :4]
     pp, tg = [], []
@@ -44,6 +50,29 @@ def transformers_speed(path, n_prompt: int, n_gen: int, reps: int) -> tuple[floa
     return statistics.median(pp), statistics.median(tg), weight_bytes
 
 
+def mlx_lm_speed(path, n_prompt: int, n_gen: int, reps: int) -> tuple[float, float, int]:
+    import mlx.core as mx
+    import mlx_lm
+    import numpy as np
+    from mlx.utils import tree_flatten
+
+    model, tokenizer = mlx_lm.load(str(path))
+    prompt = [int(i) for i in np.random.default_rng(0).integers(3, 1000, n_prompt)]
+    sampler = lambda logits: mx.argmax(logits, axis=-1)  # noqa: E731  greedy, as the others
+    list(mlx_lm.stream_generate(model, tokenizer, prompt[:32], max_tokens=8, sampler=sampler))  # warm-up
+    pp, tg = [], []
+    for _ in range(reps):
+        last = None
+        for last in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=1, sampler=sampler):
+            pass
+        pp.append(last.prompt_tps)
+        for last in mlx_lm.stream_generate(model, tokenizer, prompt[:4], max_tokens=n_gen, sampler=sampler):
+            pass
+        tg.append(last.generation_tps)
+    weight_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    return statistics.median(pp), statistics.median(tg), weight_bytes
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="a GGUF file (default: the default model)")
@@ -51,7 +80,7 @@ def main() -> None:
     p.add_argument("--n-prompt", type=int, default=512)
     p.add_argument("--n-gen", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--no-transformers", action="store_true")
+    p.add_argument("--peers", default="transformers", help="comma-separated: transformers, mlx-lm (or empty)")
     args = p.parse_args()
 
     rows = []
@@ -63,9 +92,11 @@ def main() -> None:
         r = run_bench(model.runner, backend, path.name, args.n_prompt, args.n_gen, args.reps, log=lambda m: None)
         rows.append((f"llamachat {backend} {model.runner.dtype}", r.weight_bytes, r.tg_tok_s, r.pp_tok_s))
         del model
-    if not args.no_transformers:
-        pp, tg, nbytes = transformers_speed(path, args.n_prompt, args.n_gen, args.reps)
-        rows.append(("transformers generate() fp32", nbytes, tg, pp))
+    peers = {"transformers": ("transformers generate() fp32", transformers_speed), "mlx-lm": ("mlx-lm stream_generate()", mlx_lm_speed)}
+    for peer in filter(None, args.peers.split(",")):
+        name, measure = peers[peer]
+        pp, tg, nbytes = measure(path, args.n_prompt, args.n_gen, args.reps)
+        rows.append((name, nbytes, tg, pp))
     bandwidth = memory_bandwidth(args.reps)
     print(f"model {path.name}; memory bandwidth {bandwidth / 1e9:.1f} GB/s; median of {args.reps}\n")
     print(f"| system | weights in memory | tg{args.n_gen} tok/s | ceiling tok/s | % of ceiling | pp{args.n_prompt} tok/s |")

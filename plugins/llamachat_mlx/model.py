@@ -1,0 +1,192 @@
+"""A LLaMA forward pass in MLX: Metal on Apple silicon, CUDA with an mlx-cuda build, else the CPU.
+
+The same model as the NumPy reference (and checked against it), written the MLX way: 4/8-bit affine
+weights stay packed and run through `mx.quantized_matmul` (MLX-format weights as they are, GGUF
+Q4_0/Q4_1/Q8_0 re-packed onto MLX's layout without requantizing: llamachat.quantize.gguf_to_affine),
+`mx.fast.rms_norm`, `mx.fast.rope` with traditional=True (the interleaved pairs of the canonical
+layout), `mx.fast.scaled_dot_product_attention` with GQA, and a KV cache that grows in steps.
+
+Shapes: T new tokens, S cached + new, D dim, H heads, K kv heads, Dh head dim, V vocab.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import mlx.core as mx
+import numpy as np
+
+from llamachat.protocols import CacheLength, ModelConfig, QuantizedTensor, Tensor, as_float32
+from llamachat.quantize import gguf_to_affine
+
+CACHE_STEP = 256  # the cache grows by this many positions at a time, not by one concatenation a token
+PACKABLE_GGUF = ("gguf:Q4_0", "gguf:Q4_1", "gguf:Q8_0")
+
+
+class Linear:
+    """y = x @ W.T for a dense or an affine-packed W [out, in]."""
+
+    def __init__(self, t: Tensor, dtype: mx.Dtype):
+        if isinstance(t, QuantizedTensor) and t.scheme in PACKABLE_GGUF:
+            t = gguf_to_affine(t)
+        if isinstance(t, QuantizedTensor) and t.scheme == "affine" and t.bits in (2, 3, 4, 5, 6, 8):
+            self.weight = mx.array(t.data)
+            self.scales = mx.array(_floats(t.scales)).astype(dtype)
+            self.biases = mx.array(_floats(t.biases)).astype(dtype)
+            self.bits, self.group_size = t.bits, t.group_size
+        else:
+            self.weight = mx.array(as_float32(t)).astype(dtype)
+            self.bits = 0
+        self.shape = tuple(t.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in ([self.weight, self.scales, self.biases] if self.bits else [self.weight]))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if self.bits:
+            return mx.quantized_matmul(x, self.weight, self.scales, self.biases, transpose=True, group_size=self.group_size, bits=self.bits)
+        return x @ self.weight.T
+
+    def rows(self, ids: mx.array) -> mx.array:
+        """Rows `ids` as dense values (the embedding lookup, which a packed embedding allows too)."""
+        if self.bits:
+            return mx.dequantize(self.weight[ids], self.scales[ids], self.biases[ids], group_size=self.group_size, bits=self.bits)
+        return self.weight[ids]
+
+
+def _floats(a: np.ndarray | None) -> np.ndarray:
+    from llamachat.quantize import bf16_to_float32
+
+    assert a is not None
+    return bf16_to_float32(a) if a.dtype == np.uint16 else a.astype(np.float32)
+
+
+class MlxKVCache(CacheLength):
+    """Per layer k, v [1, K, allocated, Dh]; `allocated` grows by CACHE_STEP as tokens arrive."""
+
+    def __init__(self, config: ModelConfig, capacity: int, dtype: mx.Dtype):
+        self.config, self.capacity, self.dtype, self.length = config, capacity, dtype, 0
+        self.k: list[mx.array] = []
+        self.v: list[mx.array] = []
+
+    def reserve(self, end: int) -> None:
+        allocated = self.k[0].shape[2] if self.k else 0
+        if end <= allocated:
+            return
+        grown = min(self.capacity, -(-end // CACHE_STEP) * CACHE_STEP) - allocated
+        c = self.config
+
+        def block() -> mx.array:  # one array each: slice assignment updates an array in place
+            return mx.zeros((1, c.n_kv_heads, grown, c.head_dim), dtype=self.dtype)
+
+        if not self.k:
+            self.k = [block() for _ in range(c.n_layers)]
+            self.v = [block() for _ in range(c.n_layers)]
+        else:
+            self.k = [mx.concatenate([k, block()], axis=2) for k in self.k]
+            self.v = [mx.concatenate([v, block()], axis=2) for v in self.v]
+
+    def state(self) -> dict[str, np.ndarray]:
+        c, n = self.config, self.length
+        if not n:
+            empty = np.zeros((c.n_layers, c.n_kv_heads, 0, c.head_dim), np.float32)
+            return {"k": empty, "v": empty.copy()}
+        return {
+            name: np.array(mx.stack([a[0, :, :n] for a in arrays]).astype(mx.float32)) for name, arrays in (("k", self.k), ("v", self.v))
+        }
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        c = self.config
+        k, v = np.asarray(state["k"], np.float32), np.asarray(state["v"], np.float32)
+        n = k.shape[2]
+        if k.shape != v.shape or k.shape[:2] + k.shape[3:] != (c.n_layers, c.n_kv_heads, c.head_dim) or n > self.capacity:
+            raise ValueError(f"cache state of shape {k.shape} does not fit this model's cache")
+        self.k, self.v, self.length = [], [], 0
+        self.reserve(n)
+        for i in range(c.n_layers):
+            self.k[i][0, :, :n] = mx.array(k[i]).astype(self.dtype)
+            self.v[i][0, :, :n] = mx.array(v[i]).astype(self.dtype)
+        mx.eval(self.k, self.v)
+        self.length = n
+
+
+class MlxModel:
+    """A Runner (see llamachat.protocols) on MLX."""
+
+    def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor], dtype: mx.Dtype):
+        self.config, self.mx_dtype = config, dtype
+        self.dtype = str(dtype).removeprefix("mlx.core.")
+
+        def norm(name: str) -> mx.array:
+            return mx.array(as_float32(weights[name])).astype(dtype)
+
+        self.layers = []
+        for i in range(config.n_layers):
+            b = f"blk.{i}."
+            self.layers.append(
+                {
+                    "attn_norm": norm(b + "attn_norm"),
+                    **{
+                        k: Linear(weights[b + k], dtype)
+                        for k in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+                    },
+                    "ffn_norm": norm(b + "ffn_norm"),
+                }
+            )
+        self.output_norm = norm("output_norm")
+        self.embedding = Linear(weights["token_embd"], dtype)  # [V, D]
+        self.head = self.embedding if config.tied_embeddings else Linear(weights["output"], dtype)
+        # mx.fast.rope takes per-pair periods (1 / inverse frequency) when they are not base ** (2i / Dh)
+        self.rope_scale = 1.0 / config.rope_scaling.factor if config.rope_scaling and config.rope_scaling.kind == "linear" else 1.0
+        self.rope_periods = None
+        if "rope_freqs" in weights:
+            periods = config.rope_theta ** (np.arange(0, config.head_dim, 2) / config.head_dim) * as_float32(weights["rope_freqs"])
+            self.rope_periods = mx.array(periods.astype(np.float32))
+        linears = [lin for layer in self.layers for lin in layer.values() if isinstance(lin, Linear)]
+        linears += [self.embedding] + ([] if config.tied_embeddings else [self.head])
+        mx.eval([lin.weight for lin in linears])
+        self.weight_bytes = sum(lin.nbytes for lin in linears) + (2 * config.n_layers + 1) * config.dim * dtype.size
+
+    def new_cache(self, capacity: int | None = None) -> MlxKVCache:
+        capacity = min(capacity or self.config.context_length, self.config.context_length)
+        return MlxKVCache(self.config, capacity, self.mx_dtype)
+
+    def rope(self, x: mx.array, offset: int) -> mx.array:
+        """Rotate consecutive pairs (traditional=True) of x [1, N, T, Dh] at positions offset.."""
+        c = self.config
+        if self.rope_periods is not None:
+            return mx.fast.rope(x, c.head_dim, traditional=True, base=None, scale=self.rope_scale, offset=offset, freqs=self.rope_periods)
+        return mx.fast.rope(x, c.head_dim, traditional=True, base=c.rope_theta, scale=self.rope_scale, offset=offset)
+
+    def forward(self, ids: Sequence[int], cache: MlxKVCache, all_logits: bool = False) -> np.ndarray:
+        c = self.config
+        T, H, K, Dh = len(ids), c.n_heads, c.n_kv_heads, c.head_dim
+        start, end = len(cache), len(cache) + T
+        if end > cache.capacity:
+            raise ValueError(f"{end} tokens do not fit the cache ({cache.capacity})")
+        cache.reserve(end)
+        x = self.embedding.rows(mx.array(list(ids)))[None]  # [1, T, D]
+        mask = None
+        if T > 1:  # new token t (at position start + t) attends to positions <= start + t
+            mask = mx.arange(end)[None] <= mx.arange(start, end)[:, None]  # [T, S]
+        keys, values = cache.k, cache.v  # written in place at start:end, beyond what the cache holds
+        for i, layer in enumerate(self.layers):
+            h = mx.fast.rms_norm(x, layer["attn_norm"], c.norm_eps)
+            q = self.rope(layer["attn_q"](h).reshape(1, T, H, Dh).transpose(0, 2, 1, 3), start)  # [1, H, T, Dh]
+            k = self.rope(layer["attn_k"](h).reshape(1, T, K, Dh).transpose(0, 2, 1, 3), start)  # [1, K, T, Dh]
+            v = layer["attn_v"](h).reshape(1, T, K, Dh).transpose(0, 2, 1, 3)
+            keys[i][:, :, start:end] = k
+            values[i][:, :, start:end] = v
+            out = mx.fast.scaled_dot_product_attention(q, keys[i][:, :, :end], values[i][:, :, :end], scale=Dh**-0.5, mask=mask)
+            x = x + layer["attn_output"](out.transpose(0, 2, 1, 3).reshape(1, T, H * Dh))
+            h = mx.fast.rms_norm(x, layer["ffn_norm"], c.norm_eps)
+            gate = layer["ffn_gate"](h)
+            x = x + layer["ffn_down"](gate * mx.sigmoid(gate) * layer["ffn_up"](h))
+        if not all_logits:
+            x = x[:, -1:]
+        logits = self.head(mx.fast.rms_norm(x, self.output_norm, c.norm_eps))[0].astype(mx.float32)  # [T, V]
+        mx.eval(logits, keys, values)
+        cache.length = end  # only now: an interrupted forward leaves the cache as it was
+        out = np.array(logits)
+        return out if all_logits else out[0]
