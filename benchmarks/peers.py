@@ -62,12 +62,9 @@ def mlx_lm_speed(path, n_prompt: int, n_gen: int, reps: int) -> tuple[float, flo
     list(mlx_lm.stream_generate(model, tokenizer, prompt[:32], max_tokens=8, sampler=sampler))  # warm-up
     pp, tg = [], []
     for _ in range(reps):
-        last = None
-        for last in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=1, sampler=sampler):
-            pass
+        *_, last = mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=1, sampler=sampler)
         pp.append(last.prompt_tps)
-        for last in mlx_lm.stream_generate(model, tokenizer, prompt[:4], max_tokens=n_gen, sampler=sampler):
-            pass
+        *_, last = mlx_lm.stream_generate(model, tokenizer, prompt[:4], max_tokens=n_gen, sampler=sampler)
         tg.append(last.generation_tps)
     weight_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
     return statistics.median(pp), statistics.median(tg), weight_bytes
