@@ -49,7 +49,7 @@ def assert_logits_match(path, reference: np.ndarray, bound: float = 1e-4) -> Non
     assert (logits.argmax(-1) == reference.argmax(-1)).all()
 
 
-@pytest.mark.parametrize("layout", ["hf", "hf-sharded", "meta", "meta-2-shards", "mlx-npz", "gguf"])
+@pytest.mark.parametrize("layout", ["hf", "hf-sharded", "meta", "meta-2-shards", "mlx-npz", "mlx-npz-hf-qk", "gguf"])
 def test_fp32_formats_match_transformers(tiny, layout):
     spec, model, weights, tmp = tiny
     path = tmp / layout
@@ -57,8 +57,8 @@ def test_fp32_formats_match_transformers(tiny, layout):
         write_hf(path, model, sharded=layout == "hf-sharded")
     elif layout.startswith("meta"):
         write_meta(path, spec, weights, n_shards=2 if "2" in layout else 1)
-    elif layout == "mlx-npz":
-        write_mlx_npz(path, spec, weights)
+    elif layout.startswith("mlx-npz"):
+        write_mlx_npz(path, spec, weights, hf_source=model if layout.endswith("hf-qk") else None)
     else:
         path.mkdir()
         write_gguf(path / "m.gguf", spec, weights)

@@ -294,16 +294,26 @@ def write_hf(directory: Path, model, sharded: bool = False) -> Path:
     return directory
 
 
-def write_mlx_npz(directory: Path, spec: TinySpec, weights: dict[str, np.ndarray], bits: int | None = None, group_size: int = 64) -> Path:
+def write_mlx_npz(
+    directory: Path, spec: TinySpec, weights: dict[str, np.ndarray], bits: int | None = None, group_size: int = 64, hf_source=None
+) -> Path:
     """mlx-examples' llms/llama/convert.py output: Meta names, weights.npz written by mx.savez, and
-    with `bits` every Linear and the Embedding quantized by mx.quantize (as nn.quantize does)."""
+    with `bits` every Linear and the Embedding quantized by mx.quantize (as nn.quantize does). With
+    `hf_source` (a transformers model), q/k come from it in HF's order and the config says
+    rope_traditional: false, as convert.py's `--model-name tiny_llama` path writes them."""
     import json
 
     import mlx.core as mx
 
     directory.mkdir(parents=True, exist_ok=True)
+    named = meta_names(weights)
+    if hf_source is not None:
+        sd = hf_source.state_dict()
+        for i in range(spec.n_layers):
+            for meta, hf in (("wq", "q_proj"), ("wk", "k_proj")):
+                named[f"layers.{i}.attention.{meta}.weight"] = sd[f"model.layers.{i}.self_attn.{hf}.weight"].numpy()
     arrays = {}
-    for name, w in meta_names(weights).items():
+    for name, w in named.items():
         if bits and w.ndim == 2:
             q, s, b = mx.quantize(mx.array(w), group_size=group_size, bits=bits)
             base = name.removesuffix(".weight")
@@ -311,7 +321,7 @@ def write_mlx_npz(directory: Path, spec: TinySpec, weights: dict[str, np.ndarray
         else:
             arrays[name] = mx.array(w)
     mx.savez(str(directory / "weights.npz"), **arrays)
-    config = params_json(spec) | {"model_type": "llama", "rope_traditional": True}
+    config = params_json(spec) | {"model_type": "llama", "rope_traditional": hf_source is None}
     if bits:
         config["quantization"] = {"group_size": group_size, "bits": bits}
     (directory / "config.json").write_text(json.dumps(config))
