@@ -1,6 +1,6 @@
 """llamachat's backends and HF transformers on the same weights, measured in one run.
 
-    .venv/bin/python benchmarks/peers.py [--model PATH] [--backends numpy,torch,torch:bfloat16,mlx]
+    .venv/bin/python benchmarks/peers.py [--model PATH] [--backends numpy,torch,torch:bfloat16,torch:int4,mlx]
                                          [--peers transformers,mlx-lm] [--n-gen 128] [--reps 3]
 
 Prints a Markdown table: decode tok/s (tg), prompt tok/s (pp512) and the decode ceiling of this
@@ -73,7 +73,7 @@ def mlx_lm_speed(path, n_prompt: int, n_gen: int, reps: int) -> tuple[float, flo
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="a GGUF file (default: the default model)")
-    p.add_argument("--backends", default="numpy", help="comma-separated llamachat backends, each NAME or NAME:DTYPE (torch:bfloat16)")
+    p.add_argument("--backends", default="numpy", help="comma-separated llamachat backends, each NAME or NAME:DTYPE (torch:bfloat16, torch:int4)")
     p.add_argument("--n-prompt", type=int, default=512)
     p.add_argument("--n-gen", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
@@ -84,7 +84,8 @@ def main() -> None:
     path = None
     for spec in args.backends.split(","):
         backend, _, dtype = spec.partition(":")
-        model = load(args.model, backend, dtype=dtype or None)
+        quantize = dtype if dtype == "int4" else None  # torch:int4, the weight-only int4 kernel
+        model = load(args.model, backend, dtype=None if quantize else dtype or None, quantize=quantize)
         path = model.path
         r = run_bench(model.runner, backend, path.name, args.n_prompt, args.n_gen, args.reps, log=lambda m: None)
         rows.append((f"llamachat {backend} {model.runner.dtype}", r.weight_bytes, r.tg_tok_s, r.pp_tok_s))

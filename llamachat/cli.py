@@ -136,6 +136,7 @@ def settings_from_profile(profile: dict[str, dict[str, Any]], name: str, args: a
         template=flag("template") or model.get("template"),
         device=flag("device") or backend.get("device"),
         dtype=flag("dtype") or backend.get("dtype"),
+        backend_extra={k: v for k, v in backend.items() if k not in ("name", "device", "dtype")},
         system=flag("system") if flag("system") is not None else chat.get("system"),
         max_tokens=_int(flag("max_tokens") if flag("max_tokens") is not None else chat.get("max_tokens", 1024), "--max-tokens", 1),
         context=_int(flag("context"), "--context", 16) if flag("context") is not None else model.get("context"),
@@ -214,7 +215,7 @@ def run_chat(argv: Sequence[str]) -> int:
     from .api import load_checkpoint
     from .session import Session
 
-    model = load_checkpoint(checkpoint, settings.backend, template=settings.template, device=settings.device, dtype=settings.dtype)
+    model = load_checkpoint(checkpoint, settings.backend, template=settings.template, **settings.backend_options)
     session = Session(
         model, chain, system=settings.system, max_tokens=settings.max_tokens, context=settings.context, overflow=settings.overflow
     )
@@ -311,6 +312,8 @@ def run_bench(argv: Sequence[str]) -> int:
     p.add_argument("-m", "--model", help="a model path (default: the default model)")
     p.add_argument("--device")
     p.add_argument("--dtype")
+    p.add_argument("--quantize", help="torch: int4 (weight-only, CPU)")
+    p.add_argument("--threads", type=int)
     p.add_argument("-p", "--n-prompt", type=int, default=512, help="prompt tokens (default 512)")
     p.add_argument("-n", "--n-gen", type=int, default=128, help="generated tokens (default 128)")
     p.add_argument("-r", "--reps", type=int, default=3, help="repetitions; the median is reported (default 3)")
@@ -319,7 +322,7 @@ def run_bench(argv: Sequence[str]) -> int:
     from .api import load
     from .bench import run_bench as bench
 
-    model = load(args.model, args.backend, device=args.device, dtype=args.dtype)
+    model = load(args.model, args.backend, device=args.device, dtype=args.dtype, quantize=args.quantize, threads=args.threads)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)

@@ -34,12 +34,17 @@ class ChatSettings:
     template: str | None = None
     device: str | None = None
     dtype: str | None = None
+    backend_extra: dict[str, Any] = field(default_factory=dict)  # the profile's threads, quantize, ...
     system: str | None = None
     max_tokens: int = 1024
     context: int | None = None
     overflow: str = "drop-oldest"
     markdown: bool = True
     stop: list[str] = field(default_factory=list)
+
+    @property
+    def backend_options(self) -> dict[str, Any]:
+        return {"device": self.device, "dtype": self.dtype, **self.backend_extra}
 
 
 def in_triple_quotes(text: str) -> bool:
@@ -130,9 +135,9 @@ class ChatApp:
         s = self.settings
         try:
             if self._checkpoint is not None:
-                model = load_checkpoint(self._checkpoint, s.backend, template=s.template, device=s.device, dtype=s.dtype)
+                model = load_checkpoint(self._checkpoint, s.backend, template=s.template, **s.backend_options)
             else:
-                model = load(s.model, s.backend, template=s.template, device=s.device, dtype=s.dtype)
+                model = load(s.model, s.backend, template=s.template, **s.backend_options)
             # the first forward pass pays one-time costs (~1 s here): pay them while the user types
             model.runner.forward([model.config.bos_id or 0] * 8, model.runner.new_cache(8))
             self._start(model)
@@ -196,7 +201,7 @@ class ChatApp:
         old = self.session
         m = old.model
         checkpoint = open_checkpoint(m.path)
-        runner = load_runner(name, checkpoint.config, checkpoint.weights, device=self.settings.device, dtype=self.settings.dtype)
+        runner = load_runner(name, checkpoint.config, checkpoint.weights, **self.settings.backend_options)
         self.settings.backend = name
         self._replace_model(Model(m.path, m.config, m.tokenizer, m.template, runner, name))
         self.say(f"backend set to {name}; the conversation was re-evaluated ({len(self.session.ledger)} tokens)")
@@ -222,16 +227,11 @@ class ChatApp:
         session = self.session
         profile = load_profile(name, session.chain.params)
         new = settings_from_profile(profile, name)
-        if (new.model, new.backend, new.device, new.dtype) != (
-            self.settings.model,
-            self.settings.backend,
-            self.settings.device,
-            self.settings.dtype,
-        ):
+        if (new.model, new.backend, new.backend_options) != (self.settings.model, self.settings.backend, self.settings.backend_options):
             from .api import load
 
             self.say(f"loading {new.model or 'the default model'} on {new.backend} ...", "dim")
-            model = load(new.model, new.backend, template=new.template, device=new.device, dtype=new.dtype)
+            model = load(new.model, new.backend, template=new.template, **new.backend_options)
             self._replace_model(model)
         elif new.template != self.settings.template:
             self.switch_template(new.template or "auto")

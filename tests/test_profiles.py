@@ -12,7 +12,7 @@ from llamachat.profiles import available_profiles, load_profile, parse_profile, 
 PARAMS = {p.name: p for s in registry().samplers.values() for p in s.params}
 
 
-@pytest.mark.parametrize("name", ["default", "llama2-7b-chat", "llama2-13b-chat", "torch", "numpy-reference"])
+@pytest.mark.parametrize("name", ["default", "llama2-7b-chat", "llama2-13b-chat", "torch", "torch-int4", "mlx", "numpy-reference"])
 def test_shipped_profiles_parse(name):
     profile = load_profile(name, PARAMS)
     assert set(profile) == {"model", "backend", "sampler", "chat"}
@@ -64,5 +64,15 @@ def test_cli_profile_errors_are_one_line(tmp_path):
 def test_profiles_command_lists_them():
     out = run_cli("profiles")
     assert out.returncode == 0
-    for name in ("default", "llama2-7b-chat", "llama2-13b-chat", "torch", "numpy-reference"):
+    for name in ("default", "llama2-7b-chat", "llama2-13b-chat", "torch", "torch-int4", "mlx", "numpy-reference"):
         assert name in out.stdout.decode()
+
+
+def test_backend_switches_reach_the_backend():
+    """[backend] quantize = "int4" in a profile loads the torch backend with the int4 kernel."""
+    out = run_cli("-p", "Hi", "--profile", "torch-int4", "--temp", "0", "-n", "4", "-v")
+    assert out.returncode == 0, out.stderr.decode()
+    user_profile_dir().mkdir(parents=True)
+    (user_profile_dir() / "bad.toml").write_text('[backend]\nname = "torch"\nquantize = "int3"\n')
+    out = run_cli("-p", "Hi", "--profile", "bad")
+    assert out.returncode == 2 and "unknown quantize 'int3'" in out.stderr.decode()

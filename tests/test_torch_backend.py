@@ -82,3 +82,38 @@ def test_bad_device_is_one_line_at_start_up(tiny_gguf):
 def test_load_errors_name_the_backend(tiny_gguf):
     with pytest.raises(LlamachatError, match="backend 'torch': unknown dtype"):
         llamachat.load(tiny_gguf[2], "torch", dtype="int3")
+
+
+def test_int4_kernel_on_q4_1_weights(default_model_path):
+    """Q4_1 blocks go to the int4 kernel as they are: x @ W.T equals the dequantized product up to
+    the bfloat16 rounding of the activations and scales."""
+    from llamachat_torch.int4 import Int4Linear
+
+    from llamachat.checkpoints import open_checkpoint
+
+    q = open_checkpoint(default_model_path).weights["blk.2.ffn_up"]
+    assert q.scheme == "gguf:Q4_1"
+    x = torch.randn(3, q.shape[1])
+    ours = Int4Linear([q])(x)
+    exact = x.bfloat16().float() @ torch.from_numpy(q.dequantize()).T
+    assert (ours - exact).abs().max() / exact.abs().max() < 2e-2
+
+
+def test_int4_default_model_stays_close(default_model, default_model_path):
+    model = llamachat.load(default_model_path, "torch", quantize="int4")
+    bf16 = llamachat.load(default_model_path, "torch", dtype="bf16")
+    assert model.runner.dtype == "bfloat16+int4" and model.runner.weight_bytes < 0.5 * bf16.runner.weight_bytes + 60e6
+    ids = default_model.encode_prompt("Write a short story about a robot who learns to paint.")
+    a, b = model.logits(ids), default_model.logits(ids)
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99 and (a.argmax(-1) == b.argmax(-1)).mean() > 0.9
+
+
+def test_quantize_option_errors(tiny_gguf):
+    path = tiny_gguf[2]
+    for backend, options, fragment in (
+        ("torch", {"quantize": "int8"}, "unknown quantize 'int8'; accepted: none, int4"),
+        ("torch", {"quantize": "int4", "dtype": "fp32"}, "bfloat16 activations"),
+        ("numpy", {"quantize": "int4"}, "numpy backend has no quantize option"),
+    ):
+        with pytest.raises(LlamachatError, match=fragment):
+            llamachat.load(path, backend, **options)

@@ -73,6 +73,8 @@ class MlxBackend:
 
         from .model import MlxModel
 
+        if options.get("quantize"):
+            raise ValueError("the mlx backend has no quantize option: 4/8-bit models stay packed (make one with llamachat convert -q 4)")
         device = pick_device(options.get("device"))
         mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
         return MlxModel(config, weights, getattr(mx, pick_dtype(options.get("dtype"), device)))

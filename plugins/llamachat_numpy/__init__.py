@@ -22,6 +22,10 @@ class NumpyBackend:
         dtype = options.pop("dtype", None)
         if dtype not in (None, "auto", "float32", "fp32"):
             raise ValueError(f"the numpy backend computes in float32 only (asked for {dtype})")
+        if options.get("quantize"):
+            raise ValueError(
+                "the numpy backend has no quantize option (the torch backend has quantize = 'int4'; mlx keeps packed weights packed)"
+            )
         options.pop("device", None)  # the CPU is the only device; other options are other backends'
         return NumpyModel(config, weights)
 

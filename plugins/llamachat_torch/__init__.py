@@ -3,7 +3,9 @@
 Options: `device` ("auto", "cpu", "mps", "cuda", "cuda:1"), `dtype` ("float32"/"fp32",
 "float16"/"fp16", "bfloat16"/"bf16"; default: fp32 on the CPU, so parity with the NumPy reference holds
 out of the box, fp16 on MPS, bf16 on CUDA) and `threads` (CPU threads). torch is imported only when
-this backend is used; no fallback to another device unless asked for with "auto".
+this backend is used; no fallback to another device unless asked for with "auto". `quantize = "int4"`
+(a profile switch, off by default) runs the layers' matrices through PyTorch's weight-only int4 CPU
+kernel with bfloat16 activations (int4.py).
 """
 
 from __future__ import annotations
@@ -67,6 +69,17 @@ def pick_dtype(requested: str | None, device: str) -> str:
     return dtype
 
 
+def pick_quantize(requested: str | None, device: str) -> bool:
+    """Whether to run the layers' matrices as weight-only int4 (off unless asked for)."""
+    if requested in (None, "", "none", "off"):
+        return False
+    if requested != "int4":
+        raise ValueError(f"unknown quantize {requested!r}; accepted: none, int4")
+    if device != "cpu":
+        raise ValueError(f"quantize = 'int4' is implemented for the CPU kernel only (device {device!r}); use an unquantized dtype there")
+    return True
+
+
 class TorchBackend:
     name = "torch"
     description = "PyTorch: MPS, CUDA or CPU; float32, float16 or bfloat16"
@@ -85,6 +98,8 @@ class TorchBackend:
         device = pick_device(options.get("device"))
         if device.startswith("cuda"):
             return 0
+        if pick_quantize(options.get("quantize"), device):
+            return param_counts(config).total  # well above: the embedding and head stay bf16, the rest 4.5-5 bits
         size = {"float32": 4, "float16": 2, "bfloat16": 2}[pick_dtype(options.get("dtype"), device)]
         return size * param_counts(config).total
 
@@ -94,10 +109,13 @@ class TorchBackend:
         from .model import TorchModel
 
         device = pick_device(options.get("device"))
-        dtype = pick_dtype(options.get("dtype"), device)
+        int4 = pick_quantize(options.get("quantize"), device)
+        dtype = pick_dtype(options.get("dtype") or ("bfloat16" if int4 else None), device)
+        if int4 and dtype != "bfloat16":
+            raise ValueError(f"quantize = 'int4' computes with bfloat16 activations (dtype {dtype!r} was asked for)")
         if options.get("threads"):
             torch.set_num_threads(int(options["threads"]))
-        return TorchModel(config, weights, torch.device(device), getattr(torch, dtype))
+        return TorchModel(config, weights, torch.device(device), getattr(torch, dtype), int4=int4)
 
 
 @hookimpl

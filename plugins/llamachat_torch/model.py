@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32
 
+from .int4 import Int4Linear
+
 
 class TorchKVCache(CacheLength):
     """k, v [n_layers, K, capacity, Dh] on the model's device; `state()` exports float32 NumPy arrays
@@ -50,9 +52,9 @@ class TorchKVCache(CacheLength):
 class TorchModel:
     """A Runner (see llamachat.protocols) on PyTorch."""
 
-    def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype):
+    def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype, int4: bool = False):
         self.config, self.device, self.torch_dtype = config, device, dtype
-        self.dtype = str(dtype).removeprefix("torch.")
+        self.dtype = str(dtype).removeprefix("torch.") + ("+int4" if int4 else "")
 
         def w(name: str) -> torch.Tensor:  # float32 NumPy, zero-copy where the loader's array allows
             with warnings.catch_warnings():  # memory-mapped weights are read-only; nothing here writes to them
@@ -61,7 +63,11 @@ class TorchModel:
 
         self.in_out = device.type == "cpu" and dtype == torch.float32  # see the module docstring
 
-        def put(t: torch.Tensor) -> torch.Tensor:  # a Linear weight [out, in], stored as this model multiplies it
+        def put(*names: str) -> torch.Tensor | Int4Linear:
+            """Linear weights [out, in] (several: rows concatenated), stored as this model multiplies them."""
+            if int4:  # the layers' matrices only: the embedding and the head stay dense (see int4.py)
+                return Int4Linear([weights[n] for n in names], dtype)
+            t = torch.cat([w(n) for n in names]) if len(names) > 1 else w(names[0])
             return (t.T if self.in_out else t).to(device=device, dtype=dtype).contiguous()
 
         self.layers = []
@@ -70,16 +76,16 @@ class TorchModel:
             self.layers.append(
                 {
                     "attn_norm": w(b + "attn_norm").to(device),  # norms stay float32
-                    "wqkv": put(torch.cat([w(b + "attn_q"), w(b + "attn_k"), w(b + "attn_v")])),  # [(H+2K)*Dh, D]
-                    "wo": put(w(b + "attn_output")),  # [D, H*Dh]
+                    "wqkv": put(b + "attn_q", b + "attn_k", b + "attn_v"),  # [(H+2K)*Dh, D]
+                    "wo": put(b + "attn_output"),  # [D, H*Dh]
                     "ffn_norm": w(b + "ffn_norm").to(device),
-                    "wgate_up": put(torch.cat([w(b + "ffn_gate"), w(b + "ffn_up")])),  # [2F, D]
-                    "wdown": put(w(b + "ffn_down")),  # [D, F]
+                    "wgate_up": put(b + "ffn_gate", b + "ffn_up"),  # [2F, D]
+                    "wdown": put(b + "ffn_down"),  # [D, F]
                 }
             )
         self.output_norm = w("output_norm").to(device)
         self.embedding = w("token_embd").to(device=device, dtype=dtype)  # [V, D]
-        self.head = self.embedding if config.tied_embeddings else put(w("output"))  # a Linear weight [V, D]
+        self.head = self.embedding if config.tied_embeddings else self._dense(w("output"))  # a Linear weight [V, D]
         if config.tied_embeddings and self.in_out:
             self.head = self.embedding.T  # a view: the tied head is no second copy
         inv_freq = config.rope_theta ** -(torch.arange(0, config.head_dim, 2, dtype=torch.float64) / config.head_dim)
@@ -92,13 +98,18 @@ class TorchModel:
         tensors = [t for layer in self.layers for t in layer.values()] + [self.output_norm, self.embedding]
         if not config.tied_embeddings:
             tensors.append(self.head)
-        self.weight_bytes = sum(t.numel() * t.element_size() for t in tensors)
+        self.weight_bytes = sum(t.nbytes if isinstance(t, Int4Linear) else t.numel() * t.element_size() for t in tensors)
+
+    def _dense(self, t: torch.Tensor) -> torch.Tensor:
+        return (t.T if self.in_out else t).to(device=self.device, dtype=self.torch_dtype).contiguous()
 
     def new_cache(self, capacity: int | None = None) -> TorchKVCache:
         capacity = min(capacity or self.config.context_length, self.config.context_length)
         return TorchKVCache(self.config, capacity, self.device, self.torch_dtype)
 
-    def linear(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def linear(self, x: torch.Tensor, w: torch.Tensor | Int4Linear) -> torch.Tensor:
+        if isinstance(w, Int4Linear):
+            return w(x)
         return x @ w if self.in_out else F.linear(x, w)
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
