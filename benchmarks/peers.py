@@ -73,7 +73,9 @@ def mlx_lm_speed(path, n_prompt: int, n_gen: int, reps: int) -> tuple[float, flo
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="a GGUF file (default: the default model)")
-    p.add_argument("--backends", default="numpy", help="comma-separated llamachat backends, each NAME or NAME:DTYPE (torch:bfloat16, torch:int4)")
+    p.add_argument(
+        "--backends", default="numpy", help="comma-separated llamachat backends, each NAME or NAME:DTYPE (torch:bfloat16, torch:int4)"
+    )
     p.add_argument("--n-prompt", type=int, default=512)
     p.add_argument("--n-gen", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
