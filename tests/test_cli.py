@@ -67,7 +67,7 @@ def test_seed_reproduces_a_sampled_reply():
         (("--temp", "abc"), ("temperature takes a number from 0 to 100", "'abc'")),
         (("--top-p", "2"), ("top_p takes a number from 0 to 1",)),
         (("--max-tokens", "zero"), ("--max-tokens takes an integer >= 1",)),
-        (("--backend", "nope"), ("unknown backend 'nope'", "available: numpy")),
+        (("--backend", "nope"), ("unknown backend 'nope'", "available: mlx, numpy, torch")),
         (("--samplers", "top_k,nucleus"), ("unknown sampler 'nucleus'", "available:")),
         (("--template", "llama2"), ("unknown template 'llama2'", "llama-2")),
         (("--model", "/no/such/model.gguf"), ("no such file or directory", "GGUF")),

@@ -102,21 +102,21 @@ def _open_gguf(path: Path) -> Checkpoint:
     return Checkpoint(path, "gguf", config, weights, load_tokenizer)
 
 
-def find_tokenizer(directory: Path) -> Path | None:
-    """tokenizer.model / tokenizer.json beside the weights, or one level up (Meta's download keeps
-    tokenizer.model beside the llama-2-7b-chat/ directories)."""
-    for d in (directory, directory.parent):
+def find_tokenizer(directory: Path, look_up: bool = True) -> Path | None:
+    """tokenizer.model / tokenizer.json beside the weights, or (`look_up`) one level up, where Meta's
+    download keeps tokenizer.model beside its llama-2-7b-chat/ directories."""
+    for d in (directory, directory.parent) if look_up else (directory,):
         for name in TOKENIZER_FILES:
             if (d / name).is_file():
                 return d / name
     return None
 
 
-def _tokenizer_loader(directory: Path) -> Callable[[], Tokenizer]:
+def _tokenizer_loader(directory: Path, look_up: bool = True) -> Callable[[], Tokenizer]:
     def load() -> Tokenizer:
         from ..tokenizer import load_tokenizer
 
-        found = find_tokenizer(directory)
+        found = find_tokenizer(directory, look_up)
         if found is None:
             raise LlamachatError(f"{directory}: no tokenizer (put tokenizer.model or tokenizer.json beside the weights)")
         return load_tokenizer(found)
@@ -129,7 +129,7 @@ def _open_hf(directory: Path) -> Checkpoint:
 
     config, weights = read_hf(directory)
     config = replace(config, chat_template=_hf_chat_template(directory))
-    return Checkpoint(directory, "hf", config, weights, _tokenizer_loader(directory))
+    return Checkpoint(directory, "hf", config, weights, _tokenizer_loader(directory, look_up=False))
 
 
 def _hf_chat_template(directory: Path) -> str | None:
