@@ -315,6 +315,13 @@ class CacheLength:
             raise ValueError(f"cannot truncate a cache of {self.length} tokens to {n}")
         self.length = n
 
+    def span(self, n: int) -> tuple[int, int]:
+        """(start, end): the positions n new tokens will take; ValueError when they do not fit."""
+        end = self.length + n
+        if end > self.capacity:
+            raise ValueError(f"{end} tokens do not fit the cache ({self.capacity})")
+        return self.length, end
+
 
 @runtime_checkable
 class Runner(Protocol):

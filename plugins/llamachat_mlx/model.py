@@ -162,9 +162,7 @@ class MlxModel:
     def forward(self, ids: Sequence[int], cache: MlxKVCache, all_logits: bool = False) -> np.ndarray:
         c = self.config
         T, H, K, Dh = len(ids), c.n_heads, c.n_kv_heads, c.head_dim
-        start, end = len(cache), len(cache) + T
-        if end > cache.capacity:
-            raise ValueError(f"{end} tokens do not fit the cache ({cache.capacity})")
+        start, end = cache.span(T)
         cache.reserve(end)
         x = self.embedding.rows(mx.array(list(ids)))[None]  # [1, T, D]
         mask = None

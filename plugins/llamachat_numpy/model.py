@@ -123,9 +123,7 @@ class NumpyModel:
     # -- the forward pass ------------------------------------------------------------------------
     def forward(self, ids: Sequence[int], cache: KVCache, all_logits: bool = False) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
-        start, end = len(cache), len(cache) + len(ids)
-        if end > cache.capacity:
-            raise ValueError(f"{end} tokens do not fit the cache ({cache.capacity})")
+        start, end = cache.span(len(ids))
         x = self.embed(ids)  # [T, D]
         cis = self.cis[start:end, None]  # [T, 1, Dh/2] complex
         # causal mask: new token t (at position start + t) sees positions up to its own

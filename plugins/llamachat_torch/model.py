@@ -125,9 +125,7 @@ class TorchModel:
     def forward(self, ids: Sequence[int], cache: TorchKVCache, all_logits: bool = False) -> np.ndarray:
         c = self.config
         T, H, K, Dh = len(ids), c.n_heads, c.n_kv_heads, c.head_dim
-        start, end = len(cache), len(cache) + T
-        if end > cache.capacity:
-            raise ValueError(f"{end} tokens do not fit the cache ({cache.capacity})")
+        start, end = cache.span(T)
         x = self.embedding[torch.tensor(list(ids), device=self.device)]  # [T, D]
         cis = self.cis[start:end, None]  # [T, 1, Dh/2]
         # new token t (at position start + t) attends to positions <= start + t
