@@ -121,6 +121,27 @@ class TorchModel:
         rotated = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2)) * cis
         return torch.view_as_real(rotated).flatten(-2).to(x.dtype)
 
+    def block(self, x, layer, k_cache, v_cache, cis, mask, start: int, end: int) -> torch.Tensor:
+        """One transformer layer on x [T, D]; writes this layer's new keys and values into its cache."""
+        c = self.config
+        T, H, K, Dh = x.shape[0], c.n_heads, c.n_kv_heads, c.head_dim
+        qkv = self.linear(self.rms_norm(x, layer["attn_norm"]), layer["wqkv"])  # [T, (H+2K)*Dh]
+        q = self.rope(qkv[:, : H * Dh].view(T, H, Dh), cis)
+        k = self.rope(qkv[:, H * Dh : (H + K) * Dh].view(T, K, Dh), cis)
+        v = qkv[:, (H + K) * Dh :].view(T, K, Dh)
+        k_cache[:, start:end] = k.transpose(0, 1)
+        v_cache[:, start:end] = v.transpose(0, 1)
+        out = F.scaled_dot_product_attention(
+            q.transpose(0, 1)[None],  # [1, H, T, Dh]
+            k_cache[None, :, :end],  # [1, K, S, Dh]
+            v_cache[None, :, :end],
+            attn_mask=mask,
+            enable_gqa=True,  # query head h reads kv head h // (H // K)
+        )
+        x = x + self.linear(out[0].transpose(0, 1).reshape(T, H * Dh), layer["wo"])
+        gate, up = self.linear(self.rms_norm(x, layer["ffn_norm"]), layer["wgate_up"]).chunk(2, dim=-1)
+        return x + self.linear(F.silu(gate) * up, layer["wdown"])
+
     @torch.inference_mode()
     def forward(self, ids: Sequence[int], cache: TorchKVCache, all_logits: bool = False) -> np.ndarray:
         c = self.config
@@ -133,22 +154,7 @@ class TorchModel:
         if T > 1:
             mask = torch.ones(T, end, dtype=torch.bool, device=self.device).tril(start)
         for i, layer in enumerate(self.layers):
-            qkv = self.linear(self.rms_norm(x, layer["attn_norm"]), layer["wqkv"])  # [T, (H+2K)*Dh]
-            q = self.rope(qkv[:, : H * Dh].view(T, H, Dh), cis)
-            k = self.rope(qkv[:, H * Dh : (H + K) * Dh].view(T, K, Dh), cis)
-            v = qkv[:, (H + K) * Dh :].view(T, K, Dh)
-            cache.k[i, :, start:end] = k.transpose(0, 1)
-            cache.v[i, :, start:end] = v.transpose(0, 1)
-            out = F.scaled_dot_product_attention(
-                q.transpose(0, 1)[None],  # [1, H, T, Dh]
-                cache.k[i, None, :, :end],  # [1, K, S, Dh]
-                cache.v[i, None, :, :end],
-                attn_mask=mask,
-                enable_gqa=True,  # query head h reads kv head h // (H // K)
-            )
-            x = x + self.linear(out[0].transpose(0, 1).reshape(T, H * Dh), layer["wo"])
-            gate, up = self.linear(self.rms_norm(x, layer["ffn_norm"]), layer["wgate_up"]).chunk(2, dim=-1)
-            x = x + self.linear(F.silu(gate) * up, layer["wdown"])
+            x = self.block(x, layer, cache.k[i], cache.v[i], cis, mask, start, end)
         cache.length = end
         if not all_logits:
             x = x[-1:]
