@@ -144,8 +144,7 @@ class TorchModel:
 
     @torch.inference_mode()
     def forward(self, ids: Sequence[int], cache: TorchKVCache, all_logits: bool = False) -> np.ndarray:
-        c = self.config
-        T, H, K, Dh = len(ids), c.n_heads, c.n_kv_heads, c.head_dim
+        T = len(ids)
         start, end = cache.span(T)
         x = self.embedding[torch.tensor(list(ids), device=self.device)]  # [T, D]
         cis = self.cis[start:end, None]  # [T, 1, Dh/2]
