@@ -152,7 +152,7 @@ def convert(
     dst: str | Path,
     to: str,
     bits: int | None = None,
-    group_size: int = 64,
+    group_size: int | None = None,
     dtype: str | None = None,
     force: bool = False,
     progress: Callable[[str, int], None] | None = None,
@@ -165,8 +165,9 @@ def convert(
         raise LlamachatError("--to hf writes float weights; -q is for --to mlx or --to gguf")
     if bits not in (None, 4, 8):
         raise LlamachatError(f"-q takes 4 or 8, got {bits}")
-    if to == "gguf" and bits and group_size not in (32, 64):  # 64 is only the default
-        raise LlamachatError("GGUF Q4_0 and Q8_0 use blocks of 32; --group-size does not apply")
+    if to != "mlx" and group_size is not None:
+        raise LlamachatError("--group-size is for --to mlx -q (GGUF Q4_0 and Q8_0 use blocks of 32)")
+    group_size = group_size or 64
     if group_size not in AFFINE_GROUP_SIZES:
         raise LlamachatError(f"--group-size takes {', '.join(map(str, AFFINE_GROUP_SIZES))}, got {group_size}")
     if dtype is not None and dtype not in DTYPES:
@@ -208,7 +209,7 @@ def run(argv: Sequence[str]) -> int:
     p.add_argument("dst", help="the output directory (mlx, hf) or .gguf file")
     p.add_argument("--to", choices=TARGETS, help="output format (default: gguf for a .gguf DST, else mlx)")
     p.add_argument("-q", "--q-bits", type=int, choices=(4, 8), help="quantize: MLX affine (mlx) or Q4_0/Q8_0 (gguf)")
-    p.add_argument("--group-size", type=int, default=64, choices=AFFINE_GROUP_SIZES, help="MLX quantization group (default 64)")
+    p.add_argument("--group-size", type=int, choices=AFFINE_GROUP_SIZES, help="MLX quantization group (default 64)")
     p.add_argument("--dtype", choices=list(DTYPES), help="float type of unquantized weights (default: the source's)")
     p.add_argument("--force", action="store_true", help="replace DST if it exists")
     args = p.parse_args(argv)

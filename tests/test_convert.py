@@ -64,7 +64,7 @@ def assert_same(ours: np.ndarray, theirs: np.ndarray, bound: float = 1e-4) -> No
 def test_targets_open_in_their_own_tools(source, to, bits, owner):
     src, model, tmp = source
     dst = tmp / f"{to}-{bits}{'.gguf' if to == 'gguf' else ''}"
-    convert(src, dst, to, bits, group_size=32)
+    convert(src, dst, to, bits, group_size=32 if to == "mlx" else None)
     ours = llamachat.load(dst).logits(IDS)
     assert_same(ours, owner(dst))  # quantized: the owner dequantizes the same packed weights
     if bits is None:
@@ -103,6 +103,9 @@ def test_cli_convert(source):
     assert b"wrote" in out.stdout and b"gguf, 8-bit" in out.stdout
     assert_one_line_error(run_cli("convert", str(src), str(tmp / "cli.gguf"), "-q", "8"), "exists", "--force")
     assert_one_line_error(run_cli("convert", str(src), str(tmp / "x"), "--to", "hf", "-q", "4"), "-q is for --to mlx or --to gguf")
+    assert_one_line_error(
+        run_cli("convert", str(src), str(tmp / "x.gguf"), "-q", "4", "--group-size", "128"), "--group-size is for --to mlx -q"
+    )
     assert_one_line_error(run_cli("convert", str(src), str(tmp / "y"), "-q", "4"), "rows of 96 are not whole groups of 64")
     assert not (tmp / "y").exists() and not list(tmp.glob(".y.partial-*"))
 
