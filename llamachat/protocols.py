@@ -109,7 +109,8 @@ class QuantizedTensor:
 
     `scheme` names the packing: "gguf:Q4_1" and friends hold GGUF blocks in `data` (uint8, one row
     of blocks per output row; scales live inside the blocks); "affine" is MLX's layout: `data`
-    uint32-packed codes, `scales` and `biases` per group of `group_size` elements of a row.
+    uint32-packed codes, `scales` and `biases` per group of `group_size` elements of a row (see
+    llamachat/quantize.py); "bf16" holds bfloat16 bit patterns as uint16, which NumPy has no type for.
     `dequantize` is pluggable so that loaders own the formulas and backends stay format-free.
     """
 
