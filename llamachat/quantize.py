@@ -51,7 +51,8 @@ def affine_tensor(data: np.ndarray, scales: np.ndarray, biases: np.ndarray, bits
     return QuantizedTensor("affine", shape, bits, group_size, data, scales, biases, dequantizer=dequantize_affine)
 
 
-def _scale_array(a: np.ndarray) -> np.ndarray:
+def scale_floats(a: np.ndarray) -> np.ndarray:
+    """Scales or biases as float32: they are stored in the model's precision, bfloat16 as uint16 bits."""
     return bf16_to_float32(a) if a.dtype == np.uint16 else a.astype(np.float32)
 
 
@@ -88,7 +89,7 @@ def dequantize_affine(q: QuantizedTensor) -> np.ndarray:
     step = max(1, (1 << 24) // q.shape[-1])  # a few million elements at a time
     for r in range(0, len(rows), step):
         codes = unpack_codes(data[r : r + step], q.bits).reshape(-1, scales.shape[-1], q.group_size)
-        s, b = _scale_array(scales[r : r + step])[..., None], _scale_array(biases[r : r + step])[..., None]
+        s, b = scale_floats(scales[r : r + step])[..., None], scale_floats(biases[r : r + step])[..., None]
         rows[r : r + step] = (codes * s + b).reshape(-1, q.shape[-1])
     return out
 

@@ -17,7 +17,7 @@ import mlx.core as mx
 import numpy as np
 
 from llamachat.protocols import CacheLength, ModelConfig, QuantizedTensor, Tensor, as_float32
-from llamachat.quantize import gguf_to_affine
+from llamachat.quantize import gguf_to_affine, scale_floats
 
 CACHE_STEP = 256  # the cache grows by this many positions at a time, not by one concatenation a token
 PACKABLE_GGUF = ("gguf:Q4_0", "gguf:Q4_1", "gguf:Q8_0")
@@ -31,8 +31,8 @@ class Linear:
             t = gguf_to_affine(t)
         if isinstance(t, QuantizedTensor) and t.scheme == "affine" and t.bits in (2, 3, 4, 5, 6, 8):
             self.weight = mx.array(t.data)
-            self.scales = mx.array(_floats(t.scales)).astype(dtype)
-            self.biases = mx.array(_floats(t.biases)).astype(dtype)
+            self.scales = mx.array(scale_floats(t.scales)).astype(dtype)
+            self.biases = mx.array(scale_floats(t.biases)).astype(dtype)
             self.bits, self.group_size = t.bits, t.group_size
         else:
             self.weight = mx.array(as_float32(t)).astype(dtype)
@@ -53,13 +53,6 @@ class Linear:
         if self.bits:
             return mx.dequantize(self.weight[ids], self.scales[ids], self.biases[ids], group_size=self.group_size, bits=self.bits)
         return self.weight[ids]
-
-
-def _floats(a: np.ndarray | None) -> np.ndarray:
-    from llamachat.quantize import bf16_to_float32
-
-    assert a is not None
-    return bf16_to_float32(a) if a.dtype == np.uint16 else a.astype(np.float32)
 
 
 class MlxKVCache(CacheLength):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from llamachat.protocols import QuantizedTensor, Tensor, as_float32
-from llamachat.quantize import affine_tensor, gguf_to_affine, quantize_affine, unpack_codes
+from llamachat.quantize import affine_tensor, gguf_to_affine, quantize_affine, scale_floats, unpack_codes
 
 GROUP = 32
 
@@ -29,12 +29,6 @@ def to_affine4(t: Tensor) -> QuantizedTensor:
     return affine_tensor(data, scales, biases, 4, GROUP)
 
 
-def _floats(a: np.ndarray) -> torch.Tensor:
-    from llamachat.quantize import bf16_to_float32
-
-    return torch.from_numpy(bf16_to_float32(a) if a.dtype == np.uint16 else a.astype(np.float32))
-
-
 class Int4Linear:
     """y = x @ W.T for a 4-bit W [out, in] packed for the CPU kernel (rows of several weights may be
     concatenated: they are independent)."""
@@ -46,8 +40,8 @@ class Int4Linear:
             raise ValueError(f"fused weights with different group sizes {sorted(groups)}")
         self.group_size = groups.pop()
         codes = torch.from_numpy(np.concatenate([unpack_codes(q.data, 4) for q in quantized]).astype(np.int32))  # [N, K]
-        scales = torch.cat([_floats(q.scales) for q in quantized])  # [N, K / group]
-        zeros = torch.cat([_floats(q.biases) for q in quantized]) + 8 * scales
+        scales = torch.cat([torch.from_numpy(scale_floats(q.scales)) for q in quantized])  # [N, K / group]
+        zeros = torch.cat([torch.from_numpy(scale_floats(q.biases)) for q in quantized]) + 8 * scales
         n, k = codes.shape
         tiles = next(t for t in (8, 4, 2) if k % (16 * t) == 0)
         self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, tiles)
