@@ -220,10 +220,11 @@ def test_real_terminal(default_model_path):
     assert child.exitstatus == 0
 
 
-def test_backend_switch_re_evaluates_the_conversation(default_model):
-    code, out, app = chat(default_model, "What is the capital of France?\r/backend torch\rAnd of Germany?\r/info\r/quit\r")
-    assert "backend set to torch; the conversation was re-evaluated" in out
-    assert app.session.model.backend == "torch" and "Berlin" in out and "backend  torch (float32" in out
+@pytest.mark.parametrize("backend", ["torch", "mlx"])
+def test_backend_switch_re_evaluates_the_conversation(default_model, backend):
+    code, out, app = chat(default_model, f"What is the capital of France?\r/backend {backend}\rAnd of Germany?\r/info\r/quit\r")
+    assert f"backend set to {backend}; the conversation was re-evaluated" in out
+    assert app.session.model.backend == backend and "Berlin" in out and f"backend  {backend} (float32" in out
     last = app.session.messages[-1]["stats"]
     assert last["cached_tokens"] > 40  # the re-evaluated history was reused for the next turn
 
