@@ -124,7 +124,7 @@ def read_hf(directory: Path) -> tuple[ModelConfig, dict[str, Tensor]]:
     tensors: dict[str, Tensor] = {}
     for f in safetensors_files(directory):
         tensors |= read_safetensors(f)
-    tensors = {k.removeprefix("language_model."): v for k, v in tensors.items()}
+    tensors = {k.removeprefix("language_model."): v for k, v in tensors.items()}  # some exports nest the LM
     config = with_tied(config, tensors, HF)
     if "llama3_rope" in extras:
         tensors["rope_freqs"] = llama3_rope_divisors(config.head_dim, config.rope_theta, extras["llama3_rope"])

@@ -117,7 +117,7 @@ class _TensorUnpickler(pickle.Unpickler):
         if (module, name) == ("collections", "OrderedDict"):
             return OrderedDict
         if module == "torch" and name in _STORAGE_DTYPES:
-            return name
+            return name  # a storage type is only ever a tag inside a persistent id (see persistent_load)
         raise pickle.UnpicklingError(f"{module}.{name}")
 
     def persistent_load(self, pid: Any) -> _Storage:
