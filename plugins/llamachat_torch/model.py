@@ -113,8 +113,8 @@ class TorchModel:
         return x @ w if self.in_out else F.linear(x, w)
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.config.norm_eps) * weight).to(x.dtype)
+        """In float32, as Meta does, then back to x's dtype (one fused op)."""
+        return F.rms_norm(x.float(), weight.shape, weight, self.config.norm_eps).to(x.dtype)
 
     def rope(self, x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
         """Rotate consecutive pairs of each head. x [T, N, Dh]; cis [T, 1, Dh/2]."""
@@ -126,8 +126,8 @@ class TorchModel:
         c = self.config
         T, H, K, Dh = x.shape[0], c.n_heads, c.n_kv_heads, c.head_dim
         qkv = self.linear(self.rms_norm(x, layer["attn_norm"]), layer["wqkv"])  # [T, (H+2K)*Dh]
-        q = self.rope(qkv[:, : H * Dh].view(T, H, Dh), cis)
-        k = self.rope(qkv[:, H * Dh : (H + K) * Dh].view(T, K, Dh), cis)
+        qk = self.rope(qkv[:, : (H + K) * Dh].view(T, H + K, Dh), cis)  # q and k heads rotated together
+        q, k = qk[:, :H], qk[:, H:]
         v = qkv[:, (H + K) * Dh :].view(T, K, Dh)
         k_cache[:, start:end] = k.transpose(0, 1)
         v_cache[:, start:end] = v.transpose(0, 1)
