@@ -8,6 +8,25 @@ from typing import Any
 from .errors import LlamachatError
 from .protocols import ModelConfig, Runner, Tensor
 
+# the float dtypes backends take, under the names people write them
+FLOAT_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
+
+
+def float_dtype(requested: str) -> str:
+    """The canonical name ("float32", "float16", "bfloat16") of a dtype a user asked for, or
+    ValueError saying what is accepted (backend plugins share this spelling)."""
+    if requested.lower() not in FLOAT_DTYPES:
+        raise ValueError(f"unknown dtype {requested!r}; accepted: float32 (fp32), float16 (fp16), bfloat16 (bf16)")
+    return FLOAT_DTYPES[requested.lower()]
+
 
 def available_backends() -> list[str]:
     from .plugins import registry

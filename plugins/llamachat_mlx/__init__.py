@@ -12,10 +12,10 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from llamachat.backends import float_dtype
 from llamachat.hookspecs import hookimpl
 from llamachat.protocols import ModelConfig, QuantizedTensor, Tensor
 
-DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 INSTALL = "pip install 'llamachat[mlx]'" + ("" if sys.platform == "darwin" else " (mlx[cpu] on Linux; mlx-cuda-12 or -13 for NVIDIA GPUs)")
 
 
@@ -36,9 +36,7 @@ def pick_device(requested: str | None) -> str:
 def pick_dtype(requested: str | None, device: str) -> str:
     if requested in (None, "auto"):
         return "float32" if device == "cpu" else "float16"
-    if requested.lower() not in DTYPES:
-        raise ValueError(f"unknown dtype {requested!r}; accepted: float32 (fp32), float16 (fp16), bfloat16 (bf16)")
-    return DTYPES[requested.lower()]
+    return float_dtype(requested)
 
 
 def _packed(t: Tensor) -> bool:

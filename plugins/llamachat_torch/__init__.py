@@ -13,18 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from llamachat.backends import float_dtype
 from llamachat.hookspecs import hookimpl
 from llamachat.protocols import ModelConfig, Tensor
 
-DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-}
 DEFAULT_DTYPE = {"cpu": "float32", "mps": "float16", "cuda": "bfloat16"}
 INSTALL = "pip install 'llamachat[torch]'"
 
@@ -58,9 +50,7 @@ def pick_device(requested: str | None) -> str:
 def pick_dtype(requested: str | None, device: str) -> str:
     if requested in (None, "auto"):
         return DEFAULT_DTYPE[device.partition(":")[0]]
-    if requested.lower() not in DTYPES:
-        raise ValueError(f"unknown dtype {requested!r}; accepted: float32 (fp32), float16 (fp16), bfloat16 (bf16)")
-    dtype = DTYPES[requested.lower()]
+    dtype = float_dtype(requested)
     if device == "mps" and dtype == "bfloat16":
         import torch
 
