@@ -55,11 +55,9 @@ def _kept(t: Tensor, fallback: object) -> Tensor:
 
 def plan_tensor(t: Tensor, to: str, bits: int | None, group_size: int, dtype: object | None) -> Tensor:
     """What one canonical weight becomes in the target format."""
-    if t.ndim == 1:  # norms (and rope_freqs): float32 in GGUF, the model's dtype elsewhere
-        if to == "gguf":
-            return _dense(t, np.float32)
-        return _kept(t, np.float16) if dtype is None else _dense(t, dtype)
-    if bits:
+    if t.ndim == 1 and to == "gguf":  # norms (and rope_freqs) stay float32, as llama.cpp wants them
+        return _dense(t, np.float32)
+    if bits and t.ndim > 1:
         if to == "mlx":
             if isinstance(t, QuantizedTensor) and t.scheme == "affine" and (t.bits, t.group_size) == (bits, group_size):
                 return t
