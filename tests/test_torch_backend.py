@@ -93,9 +93,9 @@ def test_int4_kernel_on_q4_1_weights(default_model_path):
 
     q = open_checkpoint(default_model_path).weights["blk.2.ffn_up"]
     assert q.scheme == "gguf:Q4_1"
-    x = torch.randn(3, q.shape[1])
-    ours = Int4Linear([q])(x)
-    exact = x.bfloat16().float() @ torch.from_numpy(q.dequantize()).T
+    x = torch.randn(3, q.shape[1]).bfloat16()
+    ours = Int4Linear([q])(x).float()
+    exact = x.float() @ torch.from_numpy(q.dequantize()).T
     assert (ours - exact).abs().max() / exact.abs().max() < 2e-2
 
 

@@ -53,6 +53,6 @@ class Int4Linear:
         return self.packed.numel() * self.packed.element_size() + self.scales_and_zeros.numel() * self.scales_and_zeros.element_size()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1]).to(self.dtype)
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size, self.scales_and_zeros)
-        return y.reshape(*x.shape[:-1], self.shape[0]).to(x.dtype)
+        """x [T, in] in this layer's dtype (the model's activations are): no reshape or cast per call,
+        which at ~3 us each is measurable at decode (4 products x 30 layers per token)."""
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, self.group_size, self.scales_and_zeros)
