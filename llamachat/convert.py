@@ -9,12 +9,14 @@
 
 Without -q the source's dtype is kept: fp32/fp16/bf16 stay, GGUF Q4_0/Q4_1/Q8_0 become MLX affine
 (bit-identical, group 32) for --to mlx and stay themselves for --to gguf; other packed weights are
-dequantized to --dtype (default fp16). Output goes to a temporary name beside DST, is fsynced, and
-renamed only when complete; an interruption removes it.
+dequantized to --dtype (default fp16). Converted tensors wait in a scratch file beside DST (one
+tensor in memory at a time); output goes to a temporary name beside DST, is fsynced, and renamed
+only when complete; an interruption removes both.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -111,6 +113,61 @@ def _dtype_name(tensors: dict[str, Tensor]) -> str:
     return "float16"
 
 
+class Scratch:
+    """Converted tensors parked on disk as they are made, so a conversion holds one tensor in memory
+    at a time whatever the model's size (a 13B model quantized or cast would not fit otherwise). The
+    writers need every tensor's shape and type before the first byte of data, so the tensors are made
+    first, written here, and handed to the writer memory-mapped. A tensor the target takes unchanged
+    stays the source's own (memory-mapped) array and is not copied."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = None
+        self._parked: dict[str, Tensor | tuple] = {}  # name -> the tensor itself, or where it was parked
+
+    def add(self, name: str, source: Tensor, converted: Tensor) -> None:
+        if converted is source:
+            self._parked[name] = converted
+            return
+        if self._file is None:
+            self._file = open(self.path, "wb")  # noqa: SIM115  (closed by tensors() or remove())
+        if isinstance(converted, QuantizedTensor):
+            arrays = {k: getattr(converted, k) for k in ("data", "scales", "biases") if getattr(converted, k) is not None}
+            self._parked[name] = (converted, {k: self._park(a) for k, a in arrays.items()})
+        else:
+            self._parked[name] = self._park(converted)
+
+    def _park(self, a: np.ndarray) -> tuple[int, np.dtype, tuple[int, ...]]:
+        a = np.ascontiguousarray(a)
+        offset = self._file.tell()
+        self._file.write(a.data)
+        return offset, a.dtype, a.shape
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Every tensor, the parked ones memory-mapped read-only from the scratch file."""
+        if self._file is None:
+            return dict(self._parked)
+        self._file.close()
+        buf = np.memmap(self.path, np.uint8, mode="r") if self.path.stat().st_size else np.zeros(0, np.uint8)
+
+        def view(where: tuple) -> np.ndarray:
+            offset, dtype, shape = where
+            return np.frombuffer(buf, dtype, int(np.prod(shape)), offset).reshape(shape)
+
+        out: dict[str, Tensor] = {}
+        for name, entry in self._parked.items():
+            if isinstance(entry, tuple) and isinstance(entry[0], QuantizedTensor):
+                out[name] = dataclasses.replace(entry[0], **{k: view(w) for k, w in entry[1].items()})
+            else:
+                out[name] = view(entry) if isinstance(entry, tuple) else entry
+        return out
+
+    def remove(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
 # -------------------------------------------------------------------------------------------------
 # Writing, atomically
 
@@ -175,16 +232,16 @@ def convert(
     checkpoint = open_checkpoint(src)
     checkpoint.tokenizer  # fail on a bad tokenizer before any work  # noqa: B018
     tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
+    scratch = Scratch(dst.with_name(f".{dst.name}.scratch-{os.getpid()}"))
     try:
-        tensors = {}
         for name, t in checkpoint.weights.items():
             try:
-                tensors[name] = plan_tensor(t, to, bits, group_size, DTYPES.get(dtype) if dtype else None)
+                scratch.add(name, t, plan_tensor(t, to, bits, group_size, DTYPES.get(dtype) if dtype else None))
             except ValueError as e:
                 raise LlamachatError(f"{name}: {e}") from None
             if progress:
                 progress(name, len(checkpoint.weights))
-        _write(checkpoint, tensors, to, tmp)
+        _write(checkpoint, scratch.tensors(), to, tmp)
         _fsync_tree(tmp)
         if dst.exists():
             shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
@@ -192,6 +249,7 @@ def convert(
     except KeyboardInterrupt:
         raise LlamachatError(f"convert interrupted; nothing was written to {dst}") from None
     finally:
+        scratch.remove()
         if tmp.exists():
             shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     return dst

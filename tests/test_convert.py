@@ -125,4 +125,27 @@ def test_interrupted_convert_leaves_nothing(source, monkeypatch):
     monkeypatch.setattr(module, "plan_tensor", interrupted)
     with pytest.raises(LlamachatError, match="convert interrupted; nothing was written"):
         convert(src, tmp / "cut", "mlx", 4, group_size=32)
-    assert not (tmp / "cut").exists() and not list(tmp.glob(".cut.partial-*"))
+    assert not (tmp / "cut").exists() and not list(tmp.glob(".cut.partial-*")) and not list(tmp.glob(".cut.scratch-*"))
+
+
+@pytest.mark.parametrize(("to", "name"), [("mlx", "cast-mlx"), ("gguf", "cast.gguf")])
+def test_convert_holds_one_tensor_at_a_time(tmp_path, to, name):
+    """Casting float32 to float16 makes a new array per weight; they go to a scratch file as they are
+    made, so the peak of NumPy's and Python's allocations stays far below the output's size (before
+    the scratch file, the whole output was held in memory until written)."""
+    import tracemalloc
+
+    from tiny_models import write_hf
+
+    spec = TinySpec(dim=64, ffn=4096, n_layers=24)  # 24 x 1.5 MB of float16 feed-forward weights
+    src = write_hf(tmp_path / "src", hf_model(spec, seed=1))
+    tracemalloc.start()
+    try:
+        dst = convert(src, tmp_path / name, to, dtype="f16")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    written = sum(f.stat().st_size for f in dst.rglob("*.safetensors")) if dst.is_dir() else dst.stat().st_size
+    assert written > 40e6 and peak < written / 4, (peak, written)
+    assert_same(llamachat.load(dst).logits(IDS), llamachat.load(src).logits(IDS), bound=5e-2)  # float16 rounding
+    assert not list(tmp_path.glob(".*scratch-*"))

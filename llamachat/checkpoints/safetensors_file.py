@@ -93,6 +93,6 @@ def write_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str
         f.write(struct.pack("<Q", len(header)) + header)
         for t in tensors.values():
             data = t.data if isinstance(t, QuantizedTensor) else t
-            f.write(np.ascontiguousarray(data).tobytes())
+            f.write(np.ascontiguousarray(data).data)  # no copy: a memory-mapped tensor goes straight to the file
         f.flush()
         os.fsync(f.fileno())
