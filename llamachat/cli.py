@@ -60,6 +60,8 @@ def chat_parser() -> Parser:
     p.add_argument("-n", "--max-tokens", dest="max_tokens", metavar="N", help="longest reply in tokens (default 1024)")
     p.add_argument("--device", help="backend device (e.g. cpu, cuda, mps)")
     p.add_argument("--dtype", help="backend dtype (e.g. float32, float16, bfloat16)")
+    p.add_argument("-t", "--threads", metavar="N", help="CPU threads for the backend's matrix products (default: its own choice)")
+    p.add_argument("--quantize", metavar="KIND", help="weight-only quantization at load (torch: int4; default none)")
     p.add_argument("--context", metavar="N", help="context length in tokens (default: the model's)")
     p.add_argument("-c", "--continue", dest="continue_", action="store_true", help="continue the most recent chat")
     p.add_argument("--resume", metavar="NAME", help="resume a saved chat (see `llamachat sessions`)")
@@ -136,7 +138,7 @@ def settings_from_profile(profile: dict[str, dict[str, Any]], name: str, args: a
         template=flag("template") or model.get("template"),
         device=flag("device") or backend.get("device"),
         dtype=flag("dtype") or backend.get("dtype"),
-        backend_extra={k: v for k, v in backend.items() if k not in ("name", "device", "dtype")},
+        backend_extra=_backend_extra(backend, flag("threads"), flag("quantize")),
         system=flag("system") if flag("system") is not None else chat.get("system"),
         max_tokens=_int(flag("max_tokens") if flag("max_tokens") is not None else chat.get("max_tokens", 1024), "--max-tokens", 1),
         context=_int(flag("context"), "--context", 16) if flag("context") is not None else model.get("context"),
@@ -144,6 +146,16 @@ def settings_from_profile(profile: dict[str, dict[str, Any]], name: str, args: a
         markdown=chat.get("markdown", True),
         stop=[stop] if isinstance(stop, str) else list(stop),
     )
+
+
+def _backend_extra(backend: dict[str, Any], threads: Any, quantize: str | None) -> dict[str, Any]:
+    """The profile's other [backend] options (threads, quantize, ...), with --threads/--quantize over them."""
+    extra = {k: v for k, v in backend.items() if k not in ("name", "device", "dtype")}
+    if threads is not None:
+        extra["threads"] = _int(threads, "--threads", 1)
+    if quantize is not None:
+        extra["quantize"] = quantize
+    return extra
 
 
 def preflight(settings):
@@ -246,6 +258,9 @@ def _write(text: str) -> None:
 
 
 def one_shot(session, prompt: str, verbose: bool) -> int:
+    if verbose:
+        model = session.model
+        print(f"{model.path.name} on {model.backend} ({model.runner.dtype})", file=sys.stderr)
     reply = session.ask(prompt, on_text=_write)
     for warning in reply.notices:
         print(f"llamachat: warning: {warning}", file=sys.stderr)

@@ -9,6 +9,7 @@ import pytest
 from conftest import run_cli
 from tiny_models import TinySpec, canonical_weights, hf_model, write_gguf
 
+import llamachat
 from llamachat import cli
 
 
@@ -73,6 +74,9 @@ def test_seed_reproduces_a_sampled_reply():
         (("--model", "/no/such/model.gguf"), ("no such file or directory", "GGUF")),
         (("--profile", "nope"), ("unknown profile 'nope'", "default")),
         (("--frobnicate",), ("unrecognized arguments: --frobnicate",)),
+        (("-t", "0"), ("--threads takes an integer >= 1", "'0'")),
+        (("--threads", "two"), ("--threads takes an integer >= 1", "'two'")),
+        (("--backend", "torch", "--quantize", "int8"), ("unknown quantize 'int8'", "accepted: none, int4")),
     ],
 )
 def test_bad_arguments(args, fragments):
@@ -174,3 +178,19 @@ def test_one_shot_continues_a_saved_chat(default_model):
     assert " new / " in out.stderr.decode() and "/ 0 cached" not in out.stderr.decode()  # the saved cache was reused
     roles = [m["role"] for m in transcript.read("geo").record["messages"]]
     assert roles == ["user", "assistant", "user", "assistant"]
+
+
+def test_threads_limit_numpys_blas(default_model_path):
+    """`threads` reaches the NumPy backend's BLAS (as --threads / a profile's [backend] threads do)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> int:
+        return next(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+
+    before = blas_threads()
+    try:
+        llamachat.load(default_model_path, "numpy", threads=1)
+        assert blas_threads() == 1
+    finally:
+        threadpool_limits(before, user_api="blas")
+    assert blas_threads() == before

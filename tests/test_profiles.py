@@ -72,6 +72,9 @@ def test_backend_switches_reach_the_backend():
     """[backend] quantize = "int4" in a profile loads the torch backend with the int4 kernel."""
     out = run_cli("-p", "Hi", "--profile", "torch-int4", "--temp", "0", "-n", "4", "-v")
     assert out.returncode == 0, out.stderr.decode()
+    assert "on torch (bfloat16+int4)" in out.stderr.decode()
+    out = run_cli("-p", "Hi", "--backend", "torch", "--quantize", "int4", "-t", "1", "--temp", "0", "-n", "4", "-v")  # the same as flags
+    assert out.returncode == 0 and "on torch (bfloat16+int4)" in out.stderr.decode(), out.stderr.decode()
     user_profile_dir().mkdir(parents=True)
     (user_profile_dir() / "bad.toml").write_text('[backend]\nname = "torch"\nquantize = "int3"\n')
     out = run_cli("-p", "Hi", "--profile", "bad")

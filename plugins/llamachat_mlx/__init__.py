@@ -2,8 +2,9 @@
 
 Options: `device` ("auto", "gpu", "cpu"; auto takes the GPU when MLX has one), `dtype` ("float32",
 "float16", "bfloat16"; default float32 on the CPU, so parity with the NumPy reference holds out of the
-box, float16 on a GPU). 4/8-bit weights stay packed whatever the dtype. mlx is imported only when this
-backend is used.
+box, float16 on a GPU). 4/8-bit weights stay packed whatever the dtype. `threads` is not taken: MLX
+sizes its CPU thread pool itself, and has no setting for it. mlx is imported only when this backend
+is used.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The NumPy reference backend: float32 on the CPU, the one every other backend is checked against."""
+"""The NumPy reference backend: float32 on the CPU, the one every other backend is checked against.
+
+Options: `threads` (the BLAS threads, through threadpoolctl); `dtype` float32 only; `device` is
+ignored (the CPU is the only one).
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,11 @@ class NumpyBackend:
             raise ValueError(
                 "the numpy backend has no quantize option (the torch backend has quantize = 'int4'; mlx keeps packed weights packed)"
             )
-        options.pop("device", None)  # the CPU is the only device; other options are other backends'
+        options.pop("device", None)  # the CPU is the only device; a profile's device is for other backends
+        if options.get("threads"):
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(int(options["threads"]), user_api="blas")  # NumPy's BLAS does the heavy lifting
         return NumpyModel(config, weights)
 
 
