@@ -2,6 +2,7 @@
 the machine's drift hits both alike; prints each one's median tok/s and the ratio.
 
     .venv/bin/python benchmarks/decode_ab.py torch:bfloat16 torch:int4 [--model PATH] [--rounds 4] [--n-gen 64]
+                                             [--prompt 4]
 
 Each configuration is NAME[:DTYPE], with `int4` as the DTYPE meaning quantize = "int4".
 """
@@ -28,6 +29,7 @@ def main() -> None:
     p.add_argument("--model")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--n-gen", type=int, default=64)
+    p.add_argument("--prompt", type=int, default=4, help="tokens in the cache before decoding starts")
     args = p.parse_args()
     runners = {spec: load_config(args.model, spec) for spec in (args.a, args.b)}
     for runner in runners.values():
@@ -35,7 +37,7 @@ def main() -> None:
     speeds: dict[str, list[float]] = {spec: [] for spec in runners}
     for _ in range(args.rounds):
         for spec, runner in runners.items():
-            speeds[spec].append(decode_speed(runner, args.n_gen, runner.config.vocab_size))
+            speeds[spec].append(decode_speed(runner, args.n_gen, runner.config.vocab_size, args.prompt))
     medians = {spec: statistics.median(v) for spec, v in speeds.items()}
     for spec, v in speeds.items():
         print(f"{spec:20} {medians[spec]:6.1f} tok/s  ({', '.join(f'{x:.1f}' for x in v)})")

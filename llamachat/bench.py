@@ -65,9 +65,11 @@ def prompt_speed(runner: Runner, n_prompt: int, vocab: int) -> float:
     return n_prompt / (time.perf_counter() - start)
 
 
-def decode_speed(runner: Runner, n_gen: int, vocab: int) -> float:
-    cache = runner.new_cache(n_gen + 8)
-    logits = runner.forward([1, 2, 3, 4], cache)
+def decode_speed(runner: Runner, n_gen: int, vocab: int, n_prompt: int = 4) -> float:
+    """Tokens per second generating `n_gen` tokens after a prompt of `n_prompt` (a long prompt
+    measures decoding deep in a conversation, where attention over the cache weighs more)."""
+    cache = runner.new_cache(n_prompt + n_gen + 8)
+    logits = runner.forward([1 + i % (vocab - 1) for i in range(n_prompt)], cache)
     start = time.perf_counter()
     for _ in range(n_gen):
         logits = runner.forward([int(np.argmax(logits)) % vocab], cache)

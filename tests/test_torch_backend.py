@@ -117,3 +117,16 @@ def test_quantize_option_errors(tiny_gguf):
     ):
         with pytest.raises(LlamachatError, match=fragment):
             llamachat.load(path, backend, **options)
+
+
+def test_cpu_cache_is_float32_whatever_the_weights(default_model_path):
+    """bf16 (and int4) models on the CPU keep keys and values in float32: PyTorch's CPU attention is
+    several times slower in bf16 (docs/benchmarks.md). The cache state round trip still holds."""
+    model = llamachat.load(default_model_path, "torch", dtype="bfloat16")
+    cache = model.runner.new_cache(64)
+    logits = model.runner.forward([1, 2, 3, 4, 5], cache)
+    assert cache.k.dtype == cache.v.dtype == torch.float32 and logits.dtype == np.float32
+    state = cache.state()
+    again = model.runner.new_cache(64)
+    again.load_state(state)
+    assert np.array_equal(model.runner.forward([6], cache), model.runner.forward([6], again))
