@@ -37,6 +37,7 @@ class BenchResult:
     n_prompt: int
     n_gen: int
     reps: int
+    n_depth: int = 0
 
     def as_json(self) -> dict:
         d = asdict(self)
@@ -76,18 +77,22 @@ def decode_speed(runner: Runner, n_gen: int, vocab: int, n_prompt: int = 4) -> f
     return n_gen / (time.perf_counter() - start)
 
 
-def run_bench(runner: Runner, backend: str, model: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, log=print) -> BenchResult:
+def run_bench(
+    runner: Runner, backend: str, model: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, n_depth: int = 0, log=print
+) -> BenchResult:
+    """pp and tg as llama-bench measures them; `n_depth` tokens in the cache before tg starts (its -d)."""
     vocab = runner.config.vocab_size
     n_prompt = min(n_prompt, runner.config.context_length)
-    n_gen = min(n_gen, runner.config.context_length - 8)
+    n_depth = min(n_depth, runner.config.context_length // 2)
+    n_gen = min(n_gen, runner.config.context_length - 8 - n_depth)
     log(f"warm-up on {backend} ...")
     prompt_speed(runner, min(n_prompt, 32), vocab)
     decode_speed(runner, 8, vocab)
     pp, tg = [], []
     for rep in range(reps):
         pp.append(prompt_speed(runner, n_prompt, vocab))
-        tg.append(decode_speed(runner, n_gen, vocab))
-        log(f"rep {rep + 1}/{reps}: pp{n_prompt} {pp[-1]:.1f} tok/s, tg{n_gen} {tg[-1]:.1f} tok/s")
+        tg.append(decode_speed(runner, n_gen, vocab, max(4, n_depth)))
+        log(f"rep {rep + 1}/{reps}: pp{n_prompt} {pp[-1]:.1f} tok/s, {tg_label(n_gen, n_depth)} {tg[-1]:.1f} tok/s")
     bandwidth = memory_bandwidth(reps)
     return BenchResult(
         backend=backend,
@@ -100,4 +105,10 @@ def run_bench(runner: Runner, backend: str, model: str, n_prompt: int = 512, n_g
         n_prompt=n_prompt,
         n_gen=n_gen,
         reps=reps,
+        n_depth=n_depth,
     )
+
+
+def tg_label(n_gen: int, n_depth: int) -> str:
+    """`tg128`, or llama-bench's `tg128 @ d1000` when the cache held tokens before."""
+    return f"tg{n_gen}" + (f" @ d{n_depth}" if n_depth else "")

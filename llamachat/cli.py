@@ -4,7 +4,7 @@
     llamachat -p PROMPT [options]        answer once and exit (piped stdin is appended)
     echo PROMPT | llamachat [options]    answer stdin once and exit
     llamachat plugins [--json]           every plugin and what it registers
-    llamachat bench [--backend B] [--model M] [--json]
+    llamachat bench [--backend B] [--model M] [-p N] [-n N] [-d DEPTH] [--json]
 
 Bad input gets one line naming the problem and what is accepted, and exit code 2; --debug shows
 the traceback.
@@ -328,27 +328,32 @@ def run_bench(argv: Sequence[str]) -> int:
     p.add_argument("--device")
     p.add_argument("--dtype")
     p.add_argument("--quantize", help="torch: int4 (weight-only, CPU)")
-    p.add_argument("--threads", type=int)
+    p.add_argument("-t", "--threads", type=int)
     p.add_argument("-p", "--n-prompt", type=int, default=512, help="prompt tokens (default 512)")
     p.add_argument("-n", "--n-gen", type=int, default=128, help="generated tokens (default 128)")
+    p.add_argument("-d", "--n-depth", type=int, default=0, help="tokens already in the cache when tg starts (default 0)")
     p.add_argument("-r", "--reps", type=int, default=3, help="repetitions; the median is reported (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object on one line on stdout")
     args = p.parse_args(argv)
+    for name in ("threads", "n_prompt", "n_gen", "reps", "n_depth"):
+        if getattr(args, name) is not None:
+            _int(getattr(args, name), "--" + name.replace("_", "-"), 0 if name == "n_depth" else 1)
     from .api import load
     from .bench import run_bench as bench
+    from .bench import tg_label
 
     model = load(args.model, args.backend, device=args.device, dtype=args.dtype, quantize=args.quantize, threads=args.threads)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)
 
-    result = bench(model.runner, args.backend, model.path.name, args.n_prompt, args.n_gen, args.reps, log=log)
+    result = bench(model.runner, args.backend, model.path.name, args.n_prompt, args.n_gen, args.reps, args.n_depth, log=log)
     if args.json:
         print(json.dumps(result.as_json()))
     else:
         print(f"model {result.model} on {result.backend}, weights {result.weight_bytes / 1e6:.0f} MB")
         print(f"pp{result.n_prompt}  {result.pp_tok_s:8.1f} tok/s")
-        print(f"tg{result.n_gen}  {result.tg_tok_s:8.1f} tok/s")
+        print(f"{tg_label(result.n_gen, result.n_depth)}  {result.tg_tok_s:8.1f} tok/s")
         print(
             f"ceiling {result.roofline_tg_tok_s:6.1f} tok/s  ({result.bandwidth_gb_s:.1f} GB/s / {result.weight_bytes / 1e6:.0f} MB); "
             f"decode at {100 * result.tg_tok_s / result.roofline_tg_tok_s:.0f}% of it"

@@ -144,6 +144,9 @@ def test_bench_json_is_one_object_on_one_line(tmp_path):
     result = json.loads(lines[0])
     assert {"backend", "model", "pp_tok_s", "tg_tok_s", "roofline_tg_tok_s"} <= set(result)
     assert result["backend"] == "numpy" and result["tg_tok_s"] > 0 and result["roofline_tg_tok_s"] > 0
+    out = run_cli("bench", "--model", str(path), "-p", "16", "-n", "4", "-d", "40", "-r", "1")  # llama-bench's depth
+    assert out.returncode == 0 and "tg4 @ d40" in out.stdout.decode(), out.stderr
+    assert_one_line_error(run_cli("bench", "--model", str(path), "-t", "0"), "--threads takes an integer >= 1")
 
 
 def test_sessions_continue_and_resume(default_model):
