@@ -5,9 +5,9 @@ The same model as the NumPy reference (and checked against it), written the PyTo
 float32 whatever the weights' dtype, as Meta does), RMSNorm in float32, and a preallocated KV cache
 written in place (float32 on the CPU, where attention in bf16 is several times slower). Matrices are
 fused (q/k/v, gate/up). Their layout follows what is fast where they run (measured on this project's
-CPU): float32 on the CPU stores them [in, out] for `x @ W` (~1.5x
-faster matrix-vector products than `F.linear`), while bfloat16/float16, and every GPU, keep PyTorch's
-[out, in] for `F.linear` (bf16 `x @ W` with [in, out] took 15-19x longer on the CPU).
+CPU): float32 on the CPU stores them [in, out] for `x @ W` (~1.5x faster matrix-vector products than
+`F.linear`), while bfloat16/float16, and every GPU, keep PyTorch's [out, in] for `F.linear` (bf16
+`x @ W` with [in, out] took 15-19x longer on the CPU).
 
 Shapes: T new tokens, S cached + new, D dim, H heads, K kv heads, Dh head dim, F ffn dim, V vocab.
 """
