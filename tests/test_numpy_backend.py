@@ -58,6 +58,20 @@ def test_incremental_decode_equals_prefill(tiny_gguf):
     assert len(cache) == len(IDS)
 
 
+def test_long_prompts_attended_in_blocks_match_transformers(tiny_gguf):
+    """A prompt longer than the backend's block of query rows (64), on an empty cache and after 50
+    cached tokens (the blocks then start mid-cache), against transformers at every position."""
+    spec, model, path = tiny_gguf
+    ids = [1, *np.random.default_rng(3).integers(3, spec.vocab, 199).tolist()]  # 200: three blocks and a part
+    runner = llamachat.load(path).runner
+    assert runner.query_block < 100
+    reference = hf_logits(model, ids)
+    assert np.abs(runner.forward(ids, runner.new_cache(256), all_logits=True) - reference).max() < 1e-4
+    cache = runner.new_cache(256)
+    runner.forward(ids[:50], cache)
+    assert np.abs(runner.forward(ids[50:], cache, all_logits=True) - reference[50:]).max() < 1e-4
+
+
 def test_cache_truncate_and_state_round_trip(tiny_gguf):
     _, _, path = tiny_gguf
     runner = llamachat.load(path).runner
