@@ -161,7 +161,8 @@ class NumpyModel:
         cache.k[i, :, start:S] = k.transpose(1, 0, 2)  # [K, T, Dh]
         cache.v[i, :, start:S] = v.transpose(1, 0, 2)
         # Causal: rows t0..t1 of the new tokens see no position past start + t1, so a long prompt is
-        # attended in blocks of rows, each against the keys it can see: at 512 tokens, 19.3 against 25.9 ms a layer.
+        # attended in blocks of rows, each against the keys it can see (512 tokens: 19.3 ms a layer
+        # instead of 25.9).
         out = np.empty((T, H * Dh), f32)
         for t0 in range(0, T, self.query_block):
             t1 = min(T, t0 + self.query_block)
