@@ -1,14 +1,20 @@
-"""llamachat's backends and HF transformers on the same weights, measured in one run.
+"""llamachat's backends and their peers on the same weights, measured alternately in one run.
 
     .venv/bin/python benchmarks/peers.py [--model PATH] [--backends numpy,torch,torch:bfloat16,torch:int4,mlx]
                                          [--peers transformers,mlx-lm] [--n-gen 128] [--reps 3]
 
-Prints a Markdown table: decode tok/s (tg), prompt tok/s (pp512) and the decode ceiling of this
-machine for the weights as each system holds them. transformers runs `generate()` greedily in fp32
-(eager attention, 2 threads) on the same file (a GGUF is dequantized to fp32 by transformers).
-mlx-lm runs `stream_generate` greedily on the same directory, which must be in MLX/HF layout: make
-one with `llamachat convert MODEL DIR --to mlx [--dtype f32 | -q 4]`. Compare ratios measured side by
-side: these machines are shared and noisy.
+Prints a Markdown table: decode tok/s (tg), prompt tok/s (pp512), the decode ceiling of this machine
+for the weights as each system holds them, and each system's decode speed against the first peer's.
+transformers runs `generate()` greedily in fp32 (eager attention, 2 threads) on the same file (a GGUF
+is dequantized to fp32 by transformers). mlx-lm runs `stream_generate` greedily on the same
+directory, which must be in MLX/HF layout: make one with
+`llamachat convert MODEL DIR --to mlx [--dtype f32 | -q 4]`.
+
+These machines are shared and their speed drifts by tens of percent within minutes, so every system
+is loaded first and the repetitions take turns: rep 1 measures each system once, then rep 2, and so
+on, each rep starting with a memory-bandwidth reading. Ratios and "% of ceiling" are the median over
+the reps of figures taken side by side (a system's tg against the peer's, or against the bandwidth
+read in the same rep); the tok/s columns are medians.
 """
 
 from __future__ import annotations
@@ -16,12 +22,37 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from llamachat.api import load
-from llamachat.bench import memory_bandwidth, run_bench
+from llamachat.bench import decode_speed, memory_bandwidth, prompt_speed
 
 
-def transformers_speed(path, n_prompt: int, n_gen: int, reps: int) -> tuple[float, float, int]:
+@dataclass
+class System:
+    name: str
+    weight_bytes: int
+    measure: Callable[[], tuple[float, float]]  # one (pp tok/s, tg tok/s) measurement
+    pp: list[float] = field(default_factory=list)
+    tg: list[float] = field(default_factory=list)
+
+
+def llamachat_system(model_path, spec: str, n_prompt: int, n_gen: int) -> tuple[System, object]:
+    backend, _, dtype = spec.partition(":")
+    quantize = dtype if dtype == "int4" else None  # torch:int4, the weight-only int4 kernel
+    model = load(model_path, backend, dtype=None if quantize else dtype or None, quantize=quantize)
+    runner, vocab = model.runner, model.config.vocab_size
+    prompt_speed(runner, 32, vocab)  # warm-up
+    decode_speed(runner, 8, vocab)
+
+    def measure() -> tuple[float, float]:
+        return prompt_speed(runner, n_prompt, vocab), decode_speed(runner, n_gen, vocab)
+
+    return System(f"llamachat {backend} {runner.dtype}", runner.weight_bytes, measure), model.path
+
+
+def transformers_system(path, n_prompt: int, n_gen: int) -> System:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -32,25 +63,27 @@ def transformers_speed(path, n_prompt: int, n_gen: int, reps: int) -> tuple[floa
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
     prompt = torch.randint(3, model.config.vocab_size, (1, n_prompt))
     short = prompt[:, :4]
-    pp, tg = [], []
     with torch.no_grad():
         model(prompt[:, :32])  # warm-up
-        for _ in range(reps):
-            start = time.perf_counter()
-            model(prompt)
-            pp.append(n_prompt / (time.perf_counter() - start))
-            # decode speed: generate n_gen tokens, minus the time to the first one
-            start = time.perf_counter()
-            model.generate(short, max_new_tokens=1, min_new_tokens=1, do_sample=False)
-            first = time.perf_counter() - start
-            start = time.perf_counter()
-            model.generate(short, max_new_tokens=n_gen, min_new_tokens=n_gen, do_sample=False)
-            tg.append((n_gen - 1) / (time.perf_counter() - start - first))
+
+    @torch.no_grad()
+    def measure() -> tuple[float, float]:
+        start = time.perf_counter()
+        model(prompt)
+        pp = n_prompt / (time.perf_counter() - start)
+        # decode speed: generate n_gen tokens, minus the time to the first one
+        start = time.perf_counter()
+        model.generate(short, max_new_tokens=1, min_new_tokens=1, do_sample=False)
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        model.generate(short, max_new_tokens=n_gen, min_new_tokens=n_gen, do_sample=False)
+        return pp, (n_gen - 1) / (time.perf_counter() - start - first)
+
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    return statistics.median(pp), statistics.median(tg), weight_bytes
+    return System("transformers generate() fp32", weight_bytes, measure)
 
 
-def mlx_lm_speed(path, n_prompt: int, n_gen: int, reps: int) -> tuple[float, float, int]:
+def mlx_lm_system(path, n_prompt: int, n_gen: int) -> System:
     import mlx.core as mx
     import mlx_lm
     import numpy as np
@@ -60,14 +93,14 @@ def mlx_lm_speed(path, n_prompt: int, n_gen: int, reps: int) -> tuple[float, flo
     prompt = [int(i) for i in np.random.default_rng(0).integers(3, 1000, n_prompt)]
     sampler = lambda logits: mx.argmax(logits, axis=-1)  # noqa: E731  greedy, as the others
     list(mlx_lm.stream_generate(model, tokenizer, prompt[:32], max_tokens=8, sampler=sampler))  # warm-up
-    pp, tg = [], []
-    for _ in range(reps):
-        *_, last = mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=1, sampler=sampler)
-        pp.append(last.prompt_tps)
+
+    def measure() -> tuple[float, float]:
+        *_, first = mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=1, sampler=sampler)
         *_, last = mlx_lm.stream_generate(model, tokenizer, prompt[:4], max_tokens=n_gen, sampler=sampler)
-        tg.append(last.generation_tps)
+        return first.prompt_tps, last.generation_tps
+
     weight_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
-    return statistics.median(pp), statistics.median(tg), weight_bytes
+    return System("mlx-lm stream_generate()", weight_bytes, measure)
 
 
 def main() -> None:
@@ -82,28 +115,35 @@ def main() -> None:
     p.add_argument("--peers", default="transformers", help="comma-separated: transformers, mlx-lm (or empty)")
     args = p.parse_args()
 
-    rows = []
-    path = None
+    systems, path = [], None
     for spec in args.backends.split(","):
-        backend, _, dtype = spec.partition(":")
-        quantize = dtype if dtype == "int4" else None  # torch:int4, the weight-only int4 kernel
-        model = load(args.model, backend, dtype=None if quantize else dtype or None, quantize=quantize)
-        path = model.path
-        r = run_bench(model.runner, backend, path.name, args.n_prompt, args.n_gen, args.reps, log=lambda m: None)
-        rows.append((f"llamachat {backend} {model.runner.dtype}", r.weight_bytes, r.tg_tok_s, r.pp_tok_s))
-        del model
-    peers = {"transformers": ("transformers generate() fp32", transformers_speed), "mlx-lm": ("mlx-lm stream_generate()", mlx_lm_speed)}
-    for peer in filter(None, args.peers.split(",")):
-        name, measure = peers[peer]
-        pp, tg, nbytes = measure(path, args.n_prompt, args.n_gen, args.reps)
-        rows.append((name, nbytes, tg, pp))
-    bandwidth = memory_bandwidth(args.reps)
-    print(f"model {path.name}; memory bandwidth {bandwidth / 1e9:.1f} GB/s; median of {args.reps}\n")
-    print(f"| system | weights in memory | tg{args.n_gen} tok/s | ceiling tok/s | % of ceiling | pp{args.n_prompt} tok/s |")
-    print("|---|---|---|---|---|---|")
-    for name, nbytes, tg, pp in rows:
-        ceiling = bandwidth / nbytes
-        print(f"| {name} | {nbytes / 1e6:.0f} MB | {tg:.1f} | {ceiling:.1f} | {100 * tg / ceiling:.0f}% | {pp:.0f} |")
+        system, path = llamachat_system(args.model, spec, args.n_prompt, args.n_gen)
+        systems.append(system)
+    makers = {"transformers": transformers_system, "mlx-lm": mlx_lm_system}
+    peers = [makers[name](path, args.n_prompt, args.n_gen) for name in args.peers.split(",") if name]
+    systems += peers
+    bandwidth = []
+    for _ in range(args.reps):  # the systems take turns, so that the machine's drift hits all alike
+        bandwidth.append(memory_bandwidth(1))
+        for system in systems:
+            pp, tg = system.measure()
+            system.pp.append(pp)
+            system.tg.append(tg)
+    report(systems, bandwidth, peers[0] if peers else None, path.name, args)
+
+
+def report(systems: list[System], bandwidth: list[float], peer: System | None, model: str, args) -> None:
+    med = statistics.median
+    print(f"model {model}; memory bandwidth {med(bandwidth) / 1e9:.1f} GB/s; median of {args.reps} alternating reps\n")
+    vs = f" | tg vs {peer.name.split()[0]}" if peer else ""
+    print(f"| system | weights in memory | tg{args.n_gen} tok/s | ceiling tok/s | % of ceiling | pp{args.n_prompt} tok/s{vs} |")
+    print("|---|---|---|---|---|---|" + ("---|" if peer else ""))
+    for s in systems:
+        share = med(tg / (bw / s.weight_bytes) for tg, bw in zip(s.tg, bandwidth))
+        row = f"| {s.name} | {s.weight_bytes / 1e6:.0f} MB | {med(s.tg):.1f} | {med(bandwidth) / s.weight_bytes:.1f} | {100 * share:.0f}% | {med(s.pp):.0f} |"
+        if peer:
+            row += f" {med(a / b for a, b in zip(s.tg, peer.tg)):.2f}x |"
+        print(row)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,8 @@ The same model as the NumPy reference (and checked against it), written the PyTo
 `scaled_dot_product_attention` with GQA, RoPE as a complex multiply on interleaved pairs (computed in
 float32 whatever the weights' dtype, as Meta does), RMSNorm in float32, and a preallocated KV cache
 written in place (float32 on the CPU, where attention in bf16 is several times slower). Matrices are
-fused (q/k/v, gate/up). Their layout follows what is fast where they run (measured on this project's
-CPU): float32 on the CPU stores them [in, out] for `x @ W` (~1.5x faster matrix-vector products than
-`F.linear`), while bfloat16/float16, and every GPU, keep PyTorch's [out, in] for `F.linear` (bf16
-`x @ W` with [in, out] took 15-19x longer on the CPU).
+fused (q/k/v, gate/up) and always multiplied as `F.linear(x, W)`, W [out, in]; their memory order
+follows what is fast where they run (`stored`, measured on this project's CPU).
 
 Shapes: T new tokens, S cached + new, D dim, H heads, K kv heads, Dh head dim, F ffn dim, V vocab.
 """
@@ -24,6 +22,17 @@ import torch.nn.functional as F
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32
 
 from .int4 import Int4Linear
+
+
+def stored(w: torch.Tensor) -> torch.Tensor:
+    """w [out, in] in the memory order whose `F.linear` with one row of x is fastest. Float32 on the
+    CPU (MKL sgemv), 30 layers' products, best of 15-20: as the transpose of a contiguous [in, out]
+    tensor when out >= in (gate/up [3072, 576] 10.6 ms against 18.0 contiguous; the head [49152, 576]
+    5.0 against 9.1; q/k/v 4.6 against 5.7), contiguous otherwise (down [576, 1536] 6.2 against 8.3).
+    Everything else stays contiguous: bf16/fp16 (where [in, out] took 15-19x longer on the CPU) and GPUs."""
+    if w.device.type == "cpu" and w.dtype == torch.float32 and w.shape[0] >= w.shape[1]:
+        return w.T.contiguous().T
+    return w.contiguous()
 
 
 class TorchKVCache(CacheLength):
@@ -67,14 +76,11 @@ class TorchModel:
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 return torch.from_numpy(np.ascontiguousarray(as_float32(weights[name])))
 
-        self.in_out = device.type == "cpu" and dtype == torch.float32  # see the module docstring
-
         def put(*names: str) -> torch.Tensor | Int4Linear:
             """Linear weights [out, in] (several: rows concatenated), stored as this model multiplies them."""
             if int4:  # the layers' matrices only: the embedding and the head stay dense (see int4.py)
                 return Int4Linear([weights[n] for n in names], dtype)
-            t = torch.cat([w(n) for n in names]) if len(names) > 1 else w(names[0])
-            return (t.T if self.in_out else t).to(device=device, dtype=dtype).contiguous()
+            return self.dense(torch.cat([w(n) for n in names]) if len(names) > 1 else w(names[0]))
 
         self.layers = []
         for i in range(config.n_layers):
@@ -90,9 +96,8 @@ class TorchModel:
                 }
             )
         self.output_norm = w("output_norm").to(device)
-        self.head = self._dense(w("token_embd" if config.tied_embeddings else "output"))  # as the Linears are stored
-        # tied: one copy, the head's; in float32 on the CPU that is [D, V] (x @ E.T through a transposed
-        # view took 9.1 ms a token against 5.4 ms contiguous) and a token's embedding is a column
+        self.head = self.dense(w("token_embd" if config.tied_embeddings else "output"))  # [V, D]
+        # tied: one copy, the head's, and a token's embedding is its row
         self.embedding = None if config.tied_embeddings else w("token_embd").to(device=device, dtype=dtype)  # [V, D]
         inv_freq = config.rope_theta ** -(torch.arange(0, config.head_dim, 2, dtype=torch.float64) / config.head_dim)
         if config.rope_scaling is not None and config.rope_scaling.kind == "linear":
@@ -106,13 +111,11 @@ class TorchModel:
             tensors.append(self.embedding)
         self.weight_bytes = sum(t.nbytes if isinstance(t, Int4Linear) else t.numel() * t.element_size() for t in tensors)
 
-    def _dense(self, t: torch.Tensor) -> torch.Tensor:
-        return (t.T if self.in_out else t).to(device=self.device, dtype=self.torch_dtype).contiguous()
+    def dense(self, t: torch.Tensor) -> torch.Tensor:
+        return stored(t.to(device=self.device, dtype=self.torch_dtype))
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.embedding is not None:
-            return self.embedding[ids]
-        return self.head[:, ids].T.contiguous() if self.in_out else self.head[ids]  # tied: the head's rows or columns
+        return (self.head if self.embedding is None else self.embedding)[ids]  # [T, D]; tied: the head's rows
 
     def new_cache(self, capacity: int | None = None) -> TorchKVCache:
         capacity = min(capacity or self.config.context_length, self.config.context_length)
@@ -121,7 +124,7 @@ class TorchModel:
     def linear(self, x: torch.Tensor, w: torch.Tensor | Int4Linear) -> torch.Tensor:
         if isinstance(w, Int4Linear):
             return w(x)
-        return x @ w if self.in_out else F.linear(x, w)
+        return F.linear(x, w)
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """In float32, as Meta does, then back to x's dtype (one fused op)."""
