@@ -12,9 +12,10 @@ directory, which must be in MLX/HF layout: make one with
 
 These machines are shared and their speed drifts by tens of percent within minutes, so every system
 is loaded first and the repetitions take turns: rep 1 measures each system once, then rep 2, and so
-on, each rep starting with a memory-bandwidth reading. Ratios and "% of ceiling" are the median over
-the reps of figures taken side by side (a system's tg against the peer's, or against the bandwidth
-read in the same rep); the tok/s columns are medians.
+on. "tg vs" is the median over the reps of a system's tg against the peer's in the same rep; the
+tok/s columns are medians; the ceiling is the memory bandwidth (best of `reps` readings, taken after
+the reps: read between them, with the backends' BLAS threads still spinning, it scattered from 2 to
+35 GB/s) over the bytes of the weights as each system holds them.
 """
 
 from __future__ import annotations
@@ -122,25 +123,23 @@ def main() -> None:
     makers = {"transformers": transformers_system, "mlx-lm": mlx_lm_system}
     peers = [makers[name](path, args.n_prompt, args.n_gen) for name in args.peers.split(",") if name]
     systems += peers
-    bandwidth = []
     for _ in range(args.reps):  # the systems take turns, so that the machine's drift hits all alike
-        bandwidth.append(memory_bandwidth(1))
         for system in systems:
             pp, tg = system.measure()
             system.pp.append(pp)
             system.tg.append(tg)
-    report(systems, bandwidth, peers[0] if peers else None, path.name, args)
+    report(systems, memory_bandwidth(args.reps), peers[0] if peers else None, path.name, args)
 
 
-def report(systems: list[System], bandwidth: list[float], peer: System | None, model: str, args) -> None:
+def report(systems: list[System], bandwidth: float, peer: System | None, model: str, args) -> None:
     med = statistics.median
-    print(f"model {model}; memory bandwidth {med(bandwidth) / 1e9:.1f} GB/s; median of {args.reps} alternating reps\n")
+    print(f"model {model}; memory bandwidth {bandwidth / 1e9:.1f} GB/s; median of {args.reps} alternating reps\n")
     vs = f" | tg vs {peer.name.split()[0]}" if peer else ""
     print(f"| system | weights in memory | tg{args.n_gen} tok/s | ceiling tok/s | % of ceiling | pp{args.n_prompt} tok/s{vs} |")
     print("|---|---|---|---|---|---|" + ("---|" if peer else ""))
     for s in systems:
-        share = med(tg / (bw / s.weight_bytes) for tg, bw in zip(s.tg, bandwidth))
-        row = f"| {s.name} | {s.weight_bytes / 1e6:.0f} MB | {med(s.tg):.1f} | {med(bandwidth) / s.weight_bytes:.1f} | {100 * share:.0f}% | {med(s.pp):.0f} |"
+        ceiling = bandwidth / s.weight_bytes
+        row = f"| {s.name} | {s.weight_bytes / 1e6:.0f} MB | {med(s.tg):.1f} | {ceiling:.1f} | {100 * med(s.tg) / ceiling:.0f}% | {med(s.pp):.0f} |"
         if peer:
             row += f" {med(a / b for a, b in zip(s.tg, peer.tg)):.2f}x |"
         print(row)

@@ -33,7 +33,6 @@ class BenchResult:
     tg_tok_s: float
     roofline_tg_tok_s: float
     bandwidth_gb_s: float
-    tg_share_of_roofline: float  # median over reps of tg / the ceiling read in the same rep
     weight_bytes: int
     n_prompt: int
     n_gen: int
@@ -89,25 +88,19 @@ def run_bench(
     log(f"warm-up on {backend} ...")
     prompt_speed(runner, min(n_prompt, 32), vocab)
     decode_speed(runner, 8, vocab)
-    # The bandwidth is read in every rep, just before its tg: on a shared machine it drifts by tens of
-    # percent within minutes, and decode speed is only comparable with what the memory gave meanwhile.
-    pp, tg, bandwidth = [], [], []
+    pp, tg = [], []
     for rep in range(reps):
         pp.append(prompt_speed(runner, n_prompt, vocab))
-        bandwidth.append(memory_bandwidth(1))
         tg.append(decode_speed(runner, n_gen, vocab, max(4, n_depth)))
-        log(
-            f"rep {rep + 1}/{reps}: pp{n_prompt} {pp[-1]:.1f} tok/s, {tg_label(n_gen, n_depth)} {tg[-1]:.1f} tok/s, "
-            f"bandwidth {bandwidth[-1] / 1e9:.1f} GB/s"
-        )
+        log(f"rep {rep + 1}/{reps}: pp{n_prompt} {pp[-1]:.1f} tok/s, {tg_label(n_gen, n_depth)} {tg[-1]:.1f} tok/s")
+    bandwidth = memory_bandwidth(reps)
     return BenchResult(
         backend=backend,
         model=model,
         pp_tok_s=statistics.median(pp),
         tg_tok_s=statistics.median(tg),
-        roofline_tg_tok_s=statistics.median(bandwidth) / runner.weight_bytes,
-        bandwidth_gb_s=statistics.median(bandwidth) / 1e9,
-        tg_share_of_roofline=statistics.median(t * runner.weight_bytes / b for t, b in zip(tg, bandwidth)),
+        roofline_tg_tok_s=bandwidth / runner.weight_bytes,
+        bandwidth_gb_s=bandwidth / 1e9,
         weight_bytes=runner.weight_bytes,
         n_prompt=n_prompt,
         n_gen=n_gen,

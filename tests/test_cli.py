@@ -144,8 +144,6 @@ def test_bench_json_is_one_object_on_one_line(tmp_path):
     result = json.loads(lines[0])
     assert {"backend", "model", "pp_tok_s", "tg_tok_s", "roofline_tg_tok_s"} <= set(result)
     assert result["backend"] == "numpy" and result["tg_tok_s"] > 0 and result["roofline_tg_tok_s"] > 0
-    # one rep: its share of the ceiling is its tg over the ceiling read in it (JSON rounds to 2 decimals)
-    assert abs(result["tg_share_of_roofline"] - result["tg_tok_s"] / result["roofline_tg_tok_s"]) < 0.01
     out = run_cli("bench", "--model", str(path), "-p", "16", "-n", "4", "-d", "40", "-r", "1")  # llama-bench's depth
     assert out.returncode == 0 and "tg4 @ d40" in out.stdout.decode(), out.stderr
     assert_one_line_error(run_cli("bench", "--model", str(path), "-t", "0"), "--threads takes an integer >= 1")
