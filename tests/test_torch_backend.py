@@ -35,6 +35,17 @@ def test_bf16_stays_close(pair):
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
 
 
+def test_bf16_prompt_products_in_float32_or_not(pair):
+    """A CPU without bf16 matrix instructions runs a prompt's products in float32 (`upcast_rows`);
+    either way the logits follow the reference."""
+    reference, _, _ = pair
+    bf16 = llamachat.load(reference.path, "torch", device="cpu", dtype="bf16")
+    expected = reference.logits(IDS)
+    for upcast in (True, False):
+        bf16.runner.upcast_rows = upcast
+        assert np.corrcoef(bf16.logits(IDS).ravel(), expected.ravel())[0, 1] > 0.99
+
+
 def test_default_model_greedy_tokens_equal_numpy(default_model, default_model_path):
     model = llamachat.load(default_model_path, "torch")
     ids = default_model.encode_prompt("Write a short story about a robot who learns to paint.")
