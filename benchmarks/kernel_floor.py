@@ -10,10 +10,11 @@ passes is the floor: a backend built on that kernel cannot decode faster than 1 
 the rest of its forward pass costs. It also prints each matrix kind's effective bandwidth, which
 shows where a BLAS runs a small product on one thread.
 
-Kernels: NumPy float32 (`x @ W.T`) and PyTorch float32 (`F.linear`), each matrix in the memory order
-its backend stores it in (`stored()` in each backend's model.py), bfloat16 (`F.linear`), weight-only int8 (`_weight_int8pack_mm`, bf16 activations, one scale per row)
-and int4 (`_weight_int4pack_mm_for_cpu`, bf16 activations, group 32), the int4 rows once with the
-head in bf16 (as llamachat's int4 path keeps it) and once with the head in int4 too.
+Kernels: NumPy float32 (`x @ W.T`) and PyTorch float32 (`F.linear`), each matrix in the memory
+order its backend stores it in (`stored()` in each backend's model.py); bfloat16 (`F.linear`);
+weight-only int8 (`_weight_int8pack_mm`, bf16 activations, one scale per row) and int4
+(`_weight_int4pack_mm_for_cpu`, bf16 activations, group 32), the int4 rows once with the head in bf16
+(as llamachat's int4 path keeps it) and once with the head in int4 too.
 """
 
 from __future__ import annotations
