@@ -10,8 +10,8 @@ passes is the floor: a backend built on that kernel cannot decode faster than 1 
 the rest of its forward pass costs. It also prints each matrix kind's effective bandwidth, which
 shows where a BLAS runs a small product on one thread.
 
-Kernels: NumPy float32 (`x @ W.T`) and PyTorch float32 (`F.linear`), each matrix in the memory
-order its backend stores it in (`stored()` in each backend's model.py); bfloat16 (`F.linear`);
+Kernels: NumPy float32 (`x @ W.T`, each matrix in the memory order the backend stores it in) and
+PyTorch float32 (`SlicedLinear`, one slice per thread, as the backend holds it); bfloat16 (`F.linear`);
 weight-only int8 (`_weight_int8pack_mm`, bf16 activations, one scale per row) and int4
 (`_weight_int4pack_mm_for_cpu`, bf16 activations, group 32), the int4 rows once with the head in bf16
 (as llamachat's int4 path keeps it) and once with the head in int4 too.
@@ -64,14 +64,14 @@ def numpy_products(plan, rng) -> list[tuple[str, int, Callable]]:
 def torch_products(plan, kernel: str, int4_head: bool = False) -> list[tuple[str, int, Callable]]:
     import torch
     import torch.nn.functional as F
-    from llamachat_torch.model import stored as torch_stored
+    from llamachat_torch.sliced import SlicedLinear
 
     out = []
     for kind, n, k in plan:
         dense = kind == "head" and not int4_head and kernel == "int4"
         if kernel == "fp32":
-            x, w = torch.randn(1, k), torch_stored(torch.randn(n, k))  # in the backend's memory order
-            out.append((kind, w.nbytes, lambda x=x, w=w: F.linear(x, w)))
+            x, w = torch.randn(1, k), SlicedLinear(torch.randn(n, k), torch.get_num_threads())  # as the backend holds it
+            out.append((kind, w.nbytes, lambda x=x, w=w: w(x)))
         elif kernel == "bf16" or dense:
             x, w = torch.randn(1, k, dtype=torch.bfloat16), torch.randn(n, k, dtype=torch.bfloat16)
             out.append((kind, w.nbytes, lambda x=x, w=w: F.linear(x, w)))
@@ -122,7 +122,7 @@ def main() -> None:
     print(f"{path.name}: {len(plan)} products per token; bandwidth {bandwidth / 1e9:.1f} GB/s")
     with torch.inference_mode():
         report("numpy float32", numpy_products(plan, rng), args.reps, bandwidth)
-        report("torch float32 (F.linear)", torch_products(plan, "fp32"), args.reps, bandwidth)
+        report("torch float32 (sliced bmm)", torch_products(plan, "fp32"), args.reps, bandwidth)
         report("torch bfloat16 (F.linear)", torch_products(plan, "bf16"), args.reps, bandwidth)
         report("torch int8pack (bf16 x)", torch_products(plan, "int8"), args.reps, bandwidth)
         report("torch int4pack, bf16 head", torch_products(plan, "int4"), args.reps, bandwidth)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import run_cli
 from tiny_models import TinySpec, canonical_weights, hf_model, write_gguf
 
@@ -44,6 +45,23 @@ def test_bf16_prompt_products_in_float32_or_not(pair):
     for upcast in (True, False):
         bf16.runner.upcast_rows = upcast
         assert np.corrcoef(bf16.logits(IDS).ravel(), expected.ravel())[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("shape", [(96, 40), (40, 96), (35, 40)])  # out >= in, out < in, out not divisible
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_sliced_linear_is_f_linear(shape, parts):
+    """Float32 weights on the CPU are cut into one slice per thread (sliced.py): the same products and
+    rows as the unsliced matrix, whatever the shape and the number of slices."""
+    from llamachat_torch.sliced import SlicedLinear
+
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    sliced = SlicedLinear(w, parts)
+    for rows in (1, 5):
+        x = torch.randn(rows, shape[1])
+        torch.testing.assert_close(sliced(x), F.linear(x, w), rtol=1e-5, atol=1e-5)
+    ids = torch.tensor([0, shape[0] - 1, shape[0] // 2, 7])
+    assert torch.equal(sliced.rows(ids), w[ids])
+    assert sliced.nbytes == w.nbytes
 
 
 def test_default_model_greedy_tokens_equal_numpy(default_model, default_model_path):

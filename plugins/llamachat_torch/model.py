@@ -4,8 +4,9 @@ The same model as the NumPy reference (and checked against it), written the PyTo
 `scaled_dot_product_attention` with GQA, RoPE as a complex multiply on interleaved pairs (computed in
 float32 whatever the weights' dtype, as Meta does), RMSNorm in float32, and a preallocated KV cache
 written in place (float32 on the CPU, where attention in bf16 is several times slower). Matrices are
-fused (q/k/v, gate/up) and always multiplied as `F.linear(x, W)`, W [out, in]; their memory order
-follows what is fast where they run (`stored`, measured on this project's CPU).
+fused (q/k/v, gate/up). Float32 on the CPU cuts each into one slice per thread, multiplied as one
+batch (sliced.py: MKL's matrix-vector product uses one thread here); everything else is a contiguous
+[out, in] tensor for `F.linear`, or an Int4Linear (int4.py).
 
 Shapes: T new tokens, S cached + new, D dim, H heads, K kv heads, Dh head dim, F ffn dim, V vocab.
 """
@@ -22,17 +23,9 @@ import torch.nn.functional as F
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32
 
 from .int4 import Int4Linear
+from .sliced import SlicedLinear
 
-
-def stored(w: torch.Tensor) -> torch.Tensor:
-    """w [out, in] in the memory order whose `F.linear` with one row of x is fastest. Float32 on the
-    CPU (MKL sgemv), 30 layers' products, best of 15-20: as the transpose of a contiguous [in, out]
-    tensor when out >= in (gate/up [3072, 576] 10.6 ms against 18.0 contiguous; the head [49152, 576]
-    5.0 against 9.1; q/k/v 4.6 against 5.7), contiguous otherwise (down [576, 1536] 6.2 against 8.3).
-    Everything else stays contiguous: bf16/fp16 (where [in, out] took 15-19x longer on the CPU) and GPUs."""
-    if w.device.type == "cpu" and w.dtype == torch.float32 and w.shape[0] >= w.shape[1]:
-        return w.T.contiguous().T
-    return w.contiguous()
+Linear = torch.Tensor | Int4Linear | SlicedLinear  # a weight [out, in] as this model multiplies it
 
 
 def cpu_has_matrix_unit(dtype: torch.dtype) -> bool:
@@ -90,7 +83,7 @@ class TorchModel:
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 return torch.from_numpy(np.ascontiguousarray(as_float32(weights[name])))
 
-        def put(*names: str) -> torch.Tensor | Int4Linear:
+        def put(*names: str) -> Linear:
             """Linear weights [out, in] (several: rows concatenated), stored as this model multiplies them."""
             if int4:  # the layers' matrices only: the embedding and the head stay dense (see int4.py)
                 return Int4Linear([weights[n] for n in names], dtype)
@@ -123,20 +116,26 @@ class TorchModel:
         tensors = [t for layer in self.layers for t in layer.values()] + [self.output_norm, self.head]
         if self.embedding is not None:
             tensors.append(self.embedding)
-        self.weight_bytes = sum(t.nbytes if isinstance(t, Int4Linear) else t.numel() * t.element_size() for t in tensors)
+        self.weight_bytes = sum(t.nbytes for t in tensors)
 
-    def dense(self, t: torch.Tensor) -> torch.Tensor:
-        return stored(t.to(device=self.device, dtype=self.torch_dtype))
+    def dense(self, t: torch.Tensor) -> torch.Tensor | SlicedLinear:
+        """A Linear weight [out, in] on the model's device and dtype, as this model multiplies it."""
+        t = t.to(device=self.device, dtype=self.torch_dtype)
+        if self.device.type == "cpu" and self.torch_dtype == torch.float32:
+            return SlicedLinear(t, torch.get_num_threads())
+        return t.contiguous()
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return (self.head if self.embedding is None else self.embedding)[ids]  # [T, D]; tied: the head's rows
+        if self.embedding is not None:
+            return self.embedding[ids]
+        return self.head.rows(ids) if isinstance(self.head, SlicedLinear) else self.head[ids]  # tied: the head's rows
 
     def new_cache(self, capacity: int | None = None) -> TorchKVCache:
         capacity = min(capacity or self.config.context_length, self.config.context_length)
         return TorchKVCache(self.config, capacity, self.device, self.cache_dtype)
 
-    def linear(self, x: torch.Tensor, w: torch.Tensor | Int4Linear) -> torch.Tensor:
-        if isinstance(w, Int4Linear):
+    def linear(self, x: torch.Tensor, w: Linear) -> torch.Tensor:
+        if not isinstance(w, torch.Tensor):  # an Int4Linear or a SlicedLinear
             return w(x)
         if self.upcast_rows and x.shape[0] > 4:  # 4 rows: a tie, measured
             return F.linear(x.float(), w.float()).to(x.dtype)
