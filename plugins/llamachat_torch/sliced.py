@@ -4,8 +4,8 @@ MKL's float32 matrix-vector product runs on one thread on this project's CPU (th
 decode step took as long with MKL_NUM_THREADS=1 as with 2), so half the cores sat idle while a token
 was decoded. `torch.bmm` hands each thread its own slice: the slices are cut along the outputs, so
 the product is the slices' results side by side, and each row's dot product is the one `F.linear`
-computes. Measured on the default model, one process, two models alternating (10 x 12 tokens,
-medians): 44.3 -> 36.4 ms a token (1.22x); 58.7 -> 45.4 in a slower hour. In bfloat16 the batched
+computes. Measured on the default model with 2 threads, one process, two models alternating (10 x
+12 tokens, medians): 44.3 -> 36.4 ms a token (1.22x); 58.7 -> 45.4 in a slower hour. In bfloat16 the batched
 product is ~10x slower than `F.linear`, so only float32 on the CPU is sliced.
 """
 
