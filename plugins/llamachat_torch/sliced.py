@@ -4,9 +4,9 @@ MKL's float32 matrix-vector product runs on one thread on this project's CPU (th
 decode step took as long with MKL_NUM_THREADS=1 as with 2), so half the cores sat idle while a token
 was decoded. `torch.bmm` hands each thread its own slice: the slices are cut along the outputs, so
 the product is the slices' results side by side, and each row's dot product is the one `F.linear`
-computes. Measured on the default model with 2 threads, one process, two models alternating (10 x
-12 tokens, medians): 44.3 -> 36.4 ms a token (1.22x); 58.7 -> 45.4 in a slower hour. In bfloat16 the batched
-product is ~10x slower than `F.linear`, so only float32 on the CPU is sliced.
+computes. Measured on the default model with 2 threads, one process, two models alternating
+(10 x 12 tokens, medians): 44.3 -> 36.4 ms a token (1.22x); 58.7 -> 45.4 in a slower hour. In
+bfloat16 the batched product is ~10x slower than `F.linear`, so only float32 on the CPU is sliced.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class SlicedLinear:
         out, n_in = w.shape
         self.parts = parts if out % parts == 0 else 1
         self.out_in = out < n_in
-        rows = w.reshape(self.parts, out // self.parts, n_in)  # slice p: rows p*n .. (p+1)*n - 1
+        rows = w.reshape(self.parts, out // self.parts, n_in)  # slice p: the p-th run of out/parts rows
         self.weight = rows.contiguous() if self.out_in else rows.transpose(1, 2).contiguous()
         self.nbytes = self.weight.nbytes
 
@@ -35,7 +35,8 @@ class SlicedLinear:
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows `ids` of W, [len(ids), in]: a tied embedding looked up in its head."""
-        n = self.weight.shape[1] if self.out_in else self.weight.shape[2]
-        if self.out_in:
+        if self.out_in:  # [parts, n, in]
+            n = self.weight.shape[1]
             return self.weight[ids // n, ids % n]
+        n = self.weight.shape[2]  # [parts, in, n]
         return self.weight[ids // n, :, ids % n]
