@@ -1,14 +1,18 @@
 """llamachat's backends and their peers on the same weights, measured alternately in one run.
 
     .venv/bin/python benchmarks/peers.py [--model PATH] [--backends numpy,torch,torch:bfloat16,torch:int4,mlx]
-                                         [--peers transformers,mlx-lm] [--n-gen 128] [--reps 3]
+                                         [--peers transformers,mlx-lm,llama.cpp] [--n-gen 128] [--reps 3]
 
 Prints a Markdown table: decode tok/s (tg), prompt tok/s (pp512), the decode ceiling of this machine
 for the weights as each system holds them, and each system's decode speed against the first peer's.
 transformers runs `generate()` greedily in fp32 (eager attention, 2 threads) on the same file (a GGUF
 is dequantized to fp32 by transformers). mlx-lm runs `stream_generate` greedily on the same
 directory, which must be in MLX/HF layout: make one with
-`llamachat convert MODEL DIR --to mlx [--dtype f32 | -q 4]`.
+`llamachat convert MODEL DIR --to mlx [--dtype f32 | -q 4]`. llama.cpp runs through llama-cpp-python on
+the same GGUF as it is (2 threads, the prompt in one batch of 512, then one token at a time with the
+argmax of its logits, as `llamachat bench` decodes). It is not a dependency of llamachat: it compiles
+llama.cpp, ~10 minutes here, so install it by hand when you want this peer:
+`CMAKE_ARGS="-DGGML_NATIVE=ON" .venv/bin/pip install llama-cpp-python==0.3.36`.
 
 These machines are shared and their speed drifts by tens of percent within minutes, so every system
 is loaded first and the repetitions take turns: rep 1 measures each system once, then rep 2, and so
@@ -104,6 +108,33 @@ def mlx_lm_system(path, n_prompt: int, n_gen: int) -> System:
     return System("mlx-lm stream_generate()", weight_bytes, measure)
 
 
+def llama_cpp_system(path, n_prompt: int, n_gen: int) -> System:
+    import numpy as np
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_threads=2, n_threads_batch=2, n_ctx=n_prompt + n_gen + 8, n_batch=n_prompt, verbose=False)
+    vocab = llm.n_vocab()
+    prompt = [int(i) for i in np.random.default_rng(0).integers(3, vocab, n_prompt)]
+
+    def last_logits() -> np.ndarray:
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab,))  # the last evaluated token's
+
+    def measure() -> tuple[float, float]:
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(prompt)
+        pp = n_prompt / (time.perf_counter() - start)
+        llm.reset()
+        llm.eval(prompt[:4])
+        start = time.perf_counter()
+        for _ in range(n_gen):
+            llm.eval([int(np.argmax(last_logits()))])
+        return pp, n_gen / (time.perf_counter() - start)
+
+    llm.eval(prompt[:32])  # warm-up
+    return System("llama.cpp (llama-cpp-python)", llm._model.size(), measure)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="a GGUF file (default: the default model)")
@@ -113,14 +144,14 @@ def main() -> None:
     p.add_argument("--n-prompt", type=int, default=512)
     p.add_argument("--n-gen", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--peers", default="transformers", help="comma-separated: transformers, mlx-lm (or empty)")
+    p.add_argument("--peers", default="transformers", help="comma-separated: transformers, mlx-lm, llama.cpp (or empty)")
     args = p.parse_args()
 
     systems, path = [], None
     for spec in args.backends.split(","):
         system, path = llamachat_system(args.model, spec, args.n_prompt, args.n_gen)
         systems.append(system)
-    makers = {"transformers": transformers_system, "mlx-lm": mlx_lm_system}
+    makers = {"transformers": transformers_system, "mlx-lm": mlx_lm_system, "llama.cpp": llama_cpp_system}
     peers = [makers[name](path, args.n_prompt, args.n_gen) for name in args.peers.split(",") if name]
     systems += peers
     for _ in range(args.reps):  # the systems take turns, so that the machine's drift hits all alike
