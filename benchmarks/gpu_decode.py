@@ -8,12 +8,13 @@ Decoding reads every weight once a token, so its speed does not depend on the we
 7B-shaped model with random weights is an honest stand-in for speed, never for quality. Say so wherever
 a figure from this script is shown.
 
-It needs only torch, numpy and pluggy (what a lent GPU machine's image has; run it from the
-repository's root with PYTHONPATH=.:plugins there, as above, or from an installed venv): it builds the backend's
-model directly from random weights instead of loading a checkpoint, and times it with the same
-`prompt_speed` / `decode_speed` as `llamachat bench` (each decoded token's logits come back to the host,
-as in a chat, which also synchronises the device). The ceiling is the device's read bandwidth (best of
-`reps` sums over a 4 GiB tensor on it, `--bandwidth-mib`) over the bytes of the weights as the backend holds them.
+It needs only torch, numpy and pluggy, what a lent GPU machine's image has: run it from the
+repository's root with PYTHONPATH=.:plugins there, as above (or from the venv anywhere). It builds the
+backend's model directly from random weights instead of loading a checkpoint, and times it with the
+same `prompt_speed` / `decode_speed` as `llamachat bench` (each decoded token's logits come back to the
+host, as in a chat, which also synchronises the device). The ceiling is the device's read bandwidth
+(best of `reps` sums over a tensor of `--bandwidth-mib`, 4 GiB, on it) over the bytes of the weights
+as the backend holds them.
 `--shape tiny --device cpu` runs the same code in a second, for the tests.
 """
 

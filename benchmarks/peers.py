@@ -109,15 +109,15 @@ def mlx_lm_system(path, n_prompt: int, n_gen: int) -> System:
 
 
 def llama_cpp_system(path, n_prompt: int, n_gen: int) -> System:
+    import llama_cpp
     import numpy as np
-    from llama_cpp import Llama
 
-    llm = Llama(model_path=str(path), n_threads=2, n_threads_batch=2, n_ctx=n_prompt + n_gen + 8, n_batch=n_prompt, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(path), n_threads=2, n_threads_batch=2, n_ctx=n_prompt + n_gen + 8, n_batch=n_prompt, verbose=False)
     vocab = llm.n_vocab()
     prompt = [int(i) for i in np.random.default_rng(0).integers(3, vocab, n_prompt)]
 
     def last_logits() -> np.ndarray:
-        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab,))  # the last evaluated token's
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(vocab,))  # the last evaluated token's
 
     def measure() -> tuple[float, float]:
         llm.reset()
@@ -132,7 +132,7 @@ def llama_cpp_system(path, n_prompt: int, n_gen: int) -> System:
         return pp, n_gen / (time.perf_counter() - start)
 
     llm.eval(prompt[:32])  # warm-up
-    return System("llama.cpp (llama-cpp-python)", llm._model.size(), measure)
+    return System("llama.cpp (llama-cpp-python)", llama_cpp.llama_model_size(llm.model), measure)
 
 
 def main() -> None:
