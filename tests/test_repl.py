@@ -16,7 +16,7 @@ from rich.console import Console
 
 from llamachat import transcript
 from llamachat.plugins import registry
-from llamachat.repl import ChatApp, ChatSettings, SlashCompleter
+from llamachat.repl import ChatApp, ChatSettings, ReplyPrinter, SlashCompleter
 from llamachat.sampling import SamplerChain
 
 ENTER, CTRL_C, CTRL_D, ESC_ENTER = "\r", "\x03", "\x04", "\x1b\r"
@@ -201,6 +201,23 @@ def test_profile_switch(default_model):
     code, out, app = chat(default_model, "/profile numpy-reference\r/sampler\r/quit\r")
     assert "profile set to numpy-reference" in out and "logits -> greedy -> draw" in out
     assert app.session.max_tokens == 512
+
+
+def test_reply_renders_as_markdown_in_a_terminal_and_verbatim_elsewhere():
+    """In a terminal the reply is drawn by Live at its refreshes; the last one, on leaving, draws it
+    whole (the pieces here arrive faster than any refresh), rendered as Markdown."""
+    pieces = ["Some ", "**bold**", " text.\n\n", "- one\n", "- two"]
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=60)
+    with ReplyPrinter(terminal, markdown=True) as out:
+        for piece in pieces:
+            out.write(piece)
+    shown = terminal.file.getvalue()
+    assert "bold" in shown and "**" not in shown and "•" in shown and "two" in shown
+    pipe = Console(file=io.StringIO())
+    with ReplyPrinter(pipe, markdown=True) as out:
+        for piece in pieces:
+            out.write(piece)
+    assert pipe.file.getvalue() == "".join(pieces) + "\n"
 
 
 def test_real_terminal(default_model_path):
