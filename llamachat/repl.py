@@ -20,6 +20,7 @@ from prompt_toolkit.completion import Completer, Completion
 from . import commands, transcript
 from .errors import LlamachatError
 from .protocols import TemplateError
+from .reply import ReplyPrinter
 
 TRIPLE = '"""'
 
@@ -60,52 +61,6 @@ def unwrap_triple_quotes(text: str) -> str:
             stripped = stripped[:-3]
         return stripped.strip("\n")
     return text
-
-
-class _MarkdownSoFar:
-    """The reply so far, parsed as Markdown when Live draws it (12 times a second) rather than at every
-    token: parsing the whole reply per token cost twice the CPU (0.80 against 0.41-0.59 s for a
-    400-token reply, most of it on the thread that decodes)."""
-
-    def __init__(self) -> None:
-        self.text = ""
-
-    def __rich_console__(self, console, options):
-        from rich.markdown import Markdown
-
-        yield Markdown(self.text)
-
-
-class ReplyPrinter:
-    """Streams a reply: live Markdown in a terminal, plain text anywhere else."""
-
-    def __init__(self, console, markdown: bool):
-        self.console, self.text = console, ""
-        self.live = None
-        if markdown and console.is_terminal:
-            from rich.live import Live
-
-            self.view = _MarkdownSoFar()
-            self.live = Live(self.view, console=console, refresh_per_second=12, vertical_overflow="visible")
-
-    def __enter__(self) -> ReplyPrinter:
-        if self.live:
-            self.live.__enter__()
-        return self
-
-    def write(self, piece: str) -> None:
-        self.text += piece
-        if self.live:
-            self.view.text = self.text  # drawn at Live's next refresh
-        else:
-            self.console.file.write(piece)
-            self.console.file.flush()
-
-    def __exit__(self, *exc) -> None:
-        if self.live:
-            self.live.__exit__(*exc)  # a last refresh draws the whole reply
-        elif self.text and not self.text.endswith("\n"):
-            self.console.file.write("\n")
 
 
 class ChatApp:

@@ -16,7 +16,8 @@ from rich.console import Console
 
 from llamachat import transcript
 from llamachat.plugins import registry
-from llamachat.repl import ChatApp, ChatSettings, ReplyPrinter, SlashCompleter
+from llamachat.repl import ChatApp, ChatSettings, SlashCompleter
+from llamachat.reply import ReplyPrinter, finished_blocks
 from llamachat.sampling import SamplerChain
 
 ENTER, CTRL_C, CTRL_D, ESC_ENTER = "\r", "\x03", "\x04", "\x1b\r"
@@ -203,21 +204,81 @@ def test_profile_switch(default_model):
     assert app.session.max_tokens == 512
 
 
-def test_reply_renders_as_markdown_in_a_terminal_and_verbatim_elsewhere():
-    """In a terminal the reply is drawn by Live at its refreshes; the last one, on leaving, draws it
-    whole (the pieces here arrive faster than any refresh), rendered as Markdown."""
-    pieces = ["Some ", "**bold**", " text.\n\n", "- one\n", "- two"]
-    terminal = Console(file=io.StringIO(), force_terminal=True, width=60)
-    with ReplyPrinter(terminal, markdown=True) as out:
-        for piece in pieces:
-            out.write(piece)
-    shown = terminal.file.getvalue()
-    assert "bold" in shown and "**" not in shown and "•" in shown and "two" in shown
+def test_finished_blocks_end_where_later_text_cannot_change_them():
+    assert finished_blocks("One.\n\nTwo") == len("One.\n\n")
+    assert finished_blocks("One.\n\nTwo.\n\nThree") == len("One.\n\nTwo.\n\n")
+    assert finished_blocks("One.\n\n") == 0  # the next block has not started: it may be a continuation
+    assert finished_blocks("- item\n\n  more of the item") == 0  # indented: still the list item
+    fenced = "```py\na = 1\n\nb = 2\n```\n\n"
+    assert finished_blocks(fenced + "After") == len(fenced)  # not at the blank line inside the fence
+    assert finished_blocks("```py\na = 1\n\nb = 2") == 0
+    assert finished_blocks("") == finished_blocks("no blank line yet") == 0
+
+
+REPLY = """# Bread
+
+Dragons bake **well**. Here is how:
+
+1. Mix flour.
+
+2. Knead it:
+   - slowly
+   - with *care*
+
+3. Bake.
+
+```python
+def bake():
+
+    return "bread"
+```
+
+| step | time |
+|---|---|
+| knead | 10 min |
+
+> A quote
+> that goes on.
+
+The end."""
+
+
+def screen(written: str, width: int = 70) -> list[str]:
+    """What a terminal shows after `written` (pyte emulates it: Live moves the cursor and redraws)."""
+    import pyte
+
+    terminal = pyte.Screen(width, 200)
+    pyte.Stream(terminal).feed(written.replace("\n", "\r\n"))
+    lines = [line.rstrip() for line in terminal.display]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def test_streamed_reply_leaves_the_screen_the_whole_reply_renders_to():
+    """Finished blocks go out early, above Live's region, which keeps only the block being written;
+    the screen at the end is the one the whole reply rendered at once gives."""
+    from rich.markdown import Markdown
+
+    streamed = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=70, height=200)
+    with ReplyPrinter(streamed, markdown=True) as out:
+        for i in range(0, len(REPLY), 3):
+            out.write(REPLY[i : i + 3])
+        assert out.view.text == "The end."  # all but the last block printed for good already
+    whole = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=70, height=200)
+    whole.print(Markdown(REPLY))
+    shown = screen(streamed.file.getvalue())
+    assert shown == screen(whole.file.getvalue())
+    assert "**" not in "\n".join(shown) and " 2 Knead it:" in shown  # rendered, not raw
+    assert out.text == REPLY
+
+
+def test_reply_is_written_verbatim_when_not_a_terminal():
     pipe = Console(file=io.StringIO())
     with ReplyPrinter(pipe, markdown=True) as out:
-        for piece in pieces:
-            out.write(piece)
-    assert pipe.file.getvalue() == "".join(pieces) + "\n"
+        for i in range(0, len(REPLY), 3):
+            out.write(REPLY[i : i + 3])
+    assert pipe.file.getvalue() == REPLY + "\n"
 
 
 def test_real_terminal(default_model_path):
