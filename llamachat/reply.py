@@ -1,12 +1,12 @@
 """Streaming a reply to the screen: Markdown drawn live in a terminal, the text as it comes elsewhere.
 
 In a terminal, rich's Live redraws the reply as it grows. Redrawing all of it at every refresh costs
-time proportional to its length, taken from the cores that decode (a 1,600-token reply: 5.0 s of CPU
-and 2.3 MB written to the terminal, against 1.5 s and 0.12 MB this way; benchmarks/render.py). So the
-blocks that later text can no longer change (see `finished_blocks`) are printed once, above the live
-region, which keeps only the block being written. They are printed as the lines the whole reply
-renders to, so the screen ends as if the reply had been rendered in one piece. Markdown is parsed when
-Live draws it (12 times a second), not at every token.
+time proportional to its length, taken from the cores that decode (a 1,600-token reply: 5.0-6.8 s
+of CPU and 2.3 MB written to the terminal, against 1.5 s and 0.12 MB this way; benchmarks/render.py).
+So the blocks that later text can no longer change (see `finished_blocks`) are printed once, above
+the live region, which keeps only the block being written; at the end that block is printed too. All
+are printed as the lines the whole reply renders to, so the screen ends as if the reply had been
+rendered in one piece. Markdown is parsed when Live draws it (12 times a second), not at every token.
 """
 
 from __future__ import annotations
@@ -32,18 +32,24 @@ def finished_blocks(text: str) -> int:
 
 
 class _LiveBlock:
-    """The block being written, parsed as Markdown when Live draws it; `gap`: after printed blocks,
-    with the blank line Markdown puts between blocks."""
+    """The block being written, parsed as Markdown when Live draws it, one blank line below the printed
+    blocks (rich starts a list, a quote or a table drawn alone with an empty line of its own)."""
 
     def __init__(self) -> None:
         self.text, self.gap = "", False
 
     def __rich_console__(self, console, options):
         from rich.markdown import Markdown
+        from rich.segment import Segment
 
-        if self.gap:
-            yield ""
-        yield Markdown(self.text)
+        lines = console.render_lines(Markdown(self.text), options, pad=False) if self.text else []
+        while lines and not any(segment.text for segment in lines[0]):
+            lines.pop(0)
+        if self.gap and lines:
+            yield Segment.line()
+        for line in lines:
+            yield from line
+            yield Segment.line()
 
 
 class ReplyPrinter:
@@ -74,7 +80,7 @@ class ReplyPrinter:
         if done:
             self.printed += done
             self._print_finished()
-        self.view.text, self.view.gap = self.text[self.printed :], self.printed > 0  # drawn at the next refresh
+        self.view.text, self.view.gap = self.text[self.printed :], self.printed_lines > 0  # drawn at the next refresh
 
     def _print_finished(self) -> None:
         """Print, above the live region, the lines of the finished blocks not printed yet."""
@@ -87,7 +93,10 @@ class ReplyPrinter:
         self.console.print(Segments([segment for line in new for segment in (*line, Segment.line())]), end="")
 
     def __exit__(self, *exc) -> None:
-        if self.live:
-            self.live.__exit__(*exc)  # a last refresh draws the last block
+        if self.live:  # the last block too is printed as the whole reply renders it (also after Ctrl-C)
+            self.printed = len(self.text)
+            self._print_finished()
+            self.view.text = ""
+            self.live.__exit__(*exc)
         elif self.text and not self.text.endswith("\n"):
             self.console.file.write("\n")

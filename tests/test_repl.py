@@ -255,22 +255,24 @@ def screen(written: str, width: int = 70) -> list[str]:
     return lines
 
 
-def test_streamed_reply_leaves_the_screen_the_whole_reply_renders_to():
+@pytest.mark.parametrize("ending", ["", "\n\n- a list\n- at the end", "\n\n```\ncode at the end\n```", "\n\n> a quote"])
+def test_streamed_reply_leaves_the_screen_the_whole_reply_renders_to(ending):
     """Finished blocks go out early, above Live's region, which keeps only the block being written;
-    the screen at the end is the one the whole reply rendered at once gives."""
+    the screen at the end is the one the whole reply rendered at once gives, whatever block ends it."""
     from rich.markdown import Markdown
 
+    reply = REPLY + ending
     streamed = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=70, height=200)
     with ReplyPrinter(streamed, markdown=True) as out:
-        for i in range(0, len(REPLY), 3):
-            out.write(REPLY[i : i + 3])
-        assert out.view.text == "The end."  # all but the last block printed for good already
+        for i in range(0, len(reply), 3):
+            out.write(reply[i : i + 3])
+        assert out.view.text == reply[reply.rindex("\n\n") + 2 :]  # all but the last block printed for good already
     whole = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=70, height=200)
-    whole.print(Markdown(REPLY))
+    whole.print(Markdown(reply))
     shown = screen(streamed.file.getvalue())
     assert shown == screen(whole.file.getvalue())
     assert "**" not in "\n".join(shown) and " 2 Knead it:" in shown  # rendered, not raw
-    assert out.text == REPLY
+    assert out.text == reply
 
 
 def test_reply_is_written_verbatim_when_not_a_terminal():
