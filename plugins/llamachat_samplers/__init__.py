@@ -83,20 +83,31 @@ class TopK:
         return keep_only(logits, keep)
 
 
-def keep_mass(logits: np.ndarray, p: np.ndarray, order: np.ndarray, mass: float) -> np.ndarray:
-    """Keep the shortest prefix of `order` whose probability reaches `mass` (at least one token)."""
-    n = int(np.searchsorted(np.cumsum(p[order]), mass, side="left")) + 1
-    keep = np.zeros(len(p), dtype=bool)
-    keep[order[: max(1, n)]] = True
+def candidates(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens still in the running (finite logits), ascending, and their softmax probabilities
+    (float64). After top_k that is 40 of a 49,152-token vocabulary: ranking them alone instead of the
+    whole vocabulary took top_p from 0.6-1.1 to 0.13-0.24 ms a token (benchmarks/samplers.py)."""
+    ids = np.flatnonzero(np.isfinite(logits))
+    z = logits[ids].astype(np.float64)
+    e = np.exp(z - z.max())
+    return ids, e / e.sum()
+
+
+def keep_mass(logits: np.ndarray, ids: np.ndarray, p: np.ndarray, rank: np.ndarray, mass: float) -> np.ndarray:
+    """Keep the shortest prefix of the candidates `ids` (probabilities `p`) in the order `rank`
+    whose probability reaches `mass` (at least one token). A stable sort of the ascending `ids`
+    breaks ties by token id."""
+    n = int(np.searchsorted(np.cumsum(p[rank]), mass, side="left")) + 1
+    keep = np.zeros(len(logits), dtype=bool)
+    keep[ids[rank[: max(1, n)]]] = True
     return keep_only(logits, keep)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(logits)
+    """Probabilities over the whole vocabulary (float64; 0 for the -inf logits)."""
     p = np.zeros(len(logits), dtype=np.float64)
-    z = logits[finite].astype(np.float64)
-    e = np.exp(z - z.max())
-    p[finite] = e / e.sum()
+    ids, p_ids = candidates(logits)
+    p[ids] = p_ids
     return p
 
 
@@ -108,8 +119,8 @@ class TopP:
         top_p = ctx.settings["top_p"]
         if top_p >= 1.0:
             return logits
-        p = softmax(logits)
-        return keep_mass(logits, p, np.argsort(-p, kind="stable"), top_p)
+        ids, p = candidates(logits)
+        return keep_mass(logits, ids, p, np.argsort(-p, kind="stable"), top_p)
 
 
 class TypicalP:
@@ -123,12 +134,12 @@ class TypicalP:
         mass = ctx.settings["typical_p"]
         if mass >= 1.0:
             return logits
-        p = softmax(logits)
-        finite = p > 0
-        surprise = np.full(len(p), np.inf)
-        surprise[finite] = -np.log(p[finite])
-        entropy = float((p[finite] * surprise[finite]).sum())
-        return keep_mass(logits, p, np.argsort(np.abs(surprise - entropy), kind="stable"), mass)
+        ids, p = candidates(logits)
+        with np.errstate(divide="ignore"):  # a probability that underflowed to 0: infinite surprise
+            surprise = -np.log(p)
+        positive = p > 0
+        entropy = float((p[positive] * surprise[positive]).sum())
+        return keep_mass(logits, ids, p, np.argsort(np.abs(surprise - entropy), kind="stable"), mass)
 
 
 class XTC:
