@@ -1,12 +1,14 @@
 """Streaming a reply to the screen: Markdown drawn live in a terminal, the text as it comes elsewhere.
 
 In a terminal, rich's Live redraws the reply as it grows. Redrawing all of it at every refresh costs
-time proportional to its length, taken from the cores that decode (a 1,600-token reply: 5.0-6.8 s
-of CPU and 2.3 MB written to the terminal, against 1.5 s and 0.12 MB this way; benchmarks/render.py).
-So the blocks that later text can no longer change (see `finished_blocks`) are printed once, above
-the live region, which keeps only the block being written; at the end that block is printed too. All
-are printed as the lines the whole reply renders to, so the screen ends as if the reply had been
-rendered in one piece. Markdown is parsed when Live draws it (12 times a second), not at every token.
+time proportional to its length, 12 times a second, taken from the cores that decode (a 1,600-token
+reply: 5.0-6.8 s of CPU and 2.3 MB written to the terminal, against 1.5 s and 0.12 MB this way;
+benchmarks/render.py). So the blocks that later text can no longer change (see `finished_blocks`) are
+printed once, above the live region, which keeps only the block being written; at the end that block
+is printed too. All are printed as the lines the whole reply renders to, so the screen ends as if the
+reply had been rendered in one piece; that costs one render of the printed part per finished block
+(~2 ms per 1,000 characters here), not per refresh. Markdown is parsed when Live draws it, not at
+every token.
 """
 
 from __future__ import annotations
@@ -31,6 +33,15 @@ def finished_blocks(text: str) -> int:
     return end
 
 
+def _segments(lines):
+    """Rendered lines (lists of Segments) as one stream of segments, each line ended."""
+    from rich.segment import Segment
+
+    for line in lines:
+        yield from line
+        yield Segment.line()
+
+
 class _LiveBlock:
     """The block being written, parsed as Markdown when Live draws it, one blank line below the printed
     blocks (rich starts a list, a quote or a table drawn alone with an empty line of its own)."""
@@ -40,16 +51,13 @@ class _LiveBlock:
 
     def __rich_console__(self, console, options):
         from rich.markdown import Markdown
-        from rich.segment import Segment
 
         lines = console.render_lines(Markdown(self.text), options, pad=False) if self.text else []
         while lines and not any(segment.text for segment in lines[0]):
             lines.pop(0)
         if self.gap and lines:
-            yield Segment.line()
-        for line in lines:
-            yield from line
-            yield Segment.line()
+            lines.insert(0, [])  # the blank line Markdown puts between blocks
+        yield from _segments(lines)
 
 
 class ReplyPrinter:
@@ -85,12 +93,12 @@ class ReplyPrinter:
     def _print_finished(self) -> None:
         """Print, above the live region, the lines of the finished blocks not printed yet."""
         from rich.markdown import Markdown
-        from rich.segment import Segment, Segments
+        from rich.segment import Segments
 
         lines = self.console.render_lines(Markdown(self.text[: self.printed]), pad=False)
         new = lines[self.printed_lines :]
         self.printed_lines = len(lines)
-        self.console.print(Segments([segment for line in new for segment in (*line, Segment.line())]), end="")
+        self.console.print(Segments(_segments(new)), end="")
 
     def __exit__(self, *exc) -> None:
         if self.live:  # the last block too is printed as the whole reply renders it (also after Ctrl-C)
