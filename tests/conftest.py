@@ -54,6 +54,21 @@ def tiny_gguf(tmp_path_factory):
     return spec, model, path
 
 
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Imports a script of benchmarks/ (not a package) by name, e.g. benchmark_script("gpu_decode")."""
+    import importlib.util
+
+    def load(name: str):
+        path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        return script
+
+    return load
+
+
 def run_cli(*args: str, input: bytes | str | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real `llamachat` command (as `python -m llamachat`) and capture its output."""
     data = input.encode() if isinstance(input, str) else input

@@ -120,3 +120,22 @@ def test_numpy_backend_refuses_other_dtypes(tiny_gguf):
 
     with pytest.raises(LlamachatError, match="float32 only"):
         llamachat.load(tiny_gguf[2], dtype="float16")
+
+
+@pytest.mark.parametrize("name", ["gqa", "mha-tied-theta"])
+def test_decode_split_times_every_product_without_changing_it(tmp_path, name, benchmark_script):
+    """benchmarks/decode_split.py swaps the weights for timing stand-ins inside the real forward pass:
+    the logits must stay bit-identical (tied: the embedding rows pass through too), and every product
+    of a step must be counted, 4 a layer and the head."""
+    script = benchmark_script("decode_split")
+    spec = SPECS[name]
+    path = write_gguf(tmp_path / "m.gguf", spec, canonical_weights(hf_model(spec), spec))
+    plain, timed = llamachat.load(path).runner, llamachat.load(path).runner
+    clock = script.Clock()
+    script.time_products(timed, clock)
+    caches = plain.new_cache(64), timed.new_cache(64)
+    for ids in (IDS[:5], [7], [8]):
+        expected, got = (runner.forward(ids, cache) for runner, cache in zip((plain, timed), caches))
+        assert np.array_equal(expected, got)
+    assert clock.products == 3 * (4 * spec.n_layers + 1)
+    assert clock.seconds > 0

@@ -161,17 +161,11 @@ def test_cpu_cache_is_float32_whatever_the_weights(default_model_path):
     assert np.array_equal(model.runner.forward([6], cache), model.runner.forward([6], again))
 
 
-def test_gpu_benchmark_script_runs_on_the_cpu(capsys):
+def test_gpu_benchmark_script_runs_on_the_cpu(capsys, benchmark_script):
     """benchmarks/gpu_decode.py is run by hand on a lent GPU (random 7B-shaped weights); here its tiny
     shape on the CPU keeps it working: one row per dtype, the bytes the ceiling divides by being the
     config's own parameter count at the dtype's width (norms stay float32)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "benchmarks" / "gpu_decode.py"
-    spec = importlib.util.spec_from_file_location("gpu_decode", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = benchmark_script("gpu_decode")
     argv = ["--shape", "tiny", "--device", "cpu", "--dtypes", "float32,bfloat16", "--n-prompt", "16", "--n-gen", "4", "--reps", "1"]
     rows = script.main(argv + ["--bandwidth-mib", "64"])
     shapes = script.SHAPES["tiny"].weight_shapes().values()

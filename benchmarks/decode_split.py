@@ -1,0 +1,106 @@
+"""Where a NumPy decode step's time goes: the weight products, timed inside the real forward pass, and
+everything else, against the decode ceiling measured in the same run.
+
+    .venv/bin/python benchmarks/decode_split.py [--model PATH] [--rounds 5] [--n-gen 64]
+
+`kernel_floor.py` times the products back to back with random weights; this times them where they
+happen, between the norms, RoPE, attention and SwiGLU of the backend's own `forward`, unchanged. Each
+weight matrix is swapped for a stand-in whose `x @ w.T` runs the same NumPy product and adds its
+duration to a clock (about a microsecond of bookkeeping per product, 121 products a token).
+
+The line that matters for the target of ">= 80% of the ceiling": the products alone, with nothing
+else, reach `ceiling time / product time` of the ceiling. When that is under 80%, no forward pass
+built on NumPy's matrix products can meet the target at that moment, however lean the rest.
+Each round reads the bandwidth again right after decoding, because it moves from one minute to the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from llamachat.api import load
+from llamachat.bench import memory_bandwidth
+
+
+class Clock:
+    seconds = 0.0
+    products = 0
+
+
+class TimedWeight:
+    """Stands in for a weight matrix: `x @ w.T` is timed; rows (a tied embedding) and shape pass through."""
+
+    def __init__(self, w: np.ndarray, clock: Clock):
+        self.w, self.clock, self.shape = w, clock, w.shape
+
+    @property
+    def T(self) -> _TimedProduct:
+        return _TimedProduct(self.w.T, self.clock)
+
+    def __getitem__(self, index):
+        return self.w[index]
+
+
+class _TimedProduct:
+    __array_ufunc__ = None  # makes `ndarray @ this` call __rmatmul__ instead of converting it
+
+    def __init__(self, wt: np.ndarray, clock: Clock):
+        self.wt, self.clock = wt, clock
+
+    def __rmatmul__(self, x: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        y = x @ self.wt
+        self.clock.seconds += time.perf_counter() - start
+        self.clock.products += 1
+        return y
+
+
+def time_products(runner, clock: Clock) -> None:
+    for layer in runner.layers:
+        for name in ("wqkv", "wo", "wgate_up", "wdown"):
+            setattr(layer, name, TimedWeight(getattr(layer, name), clock))
+    runner.head = TimedWeight(runner.head, clock)
+
+
+def decode(runner, clock: Clock, n_gen: int) -> tuple[float, float]:
+    """(seconds per token, seconds of weight products per token) over `n_gen` greedy steps."""
+    cache = runner.new_cache(n_gen + 8)
+    logits = runner.forward([1, 2, 3, 4], cache)
+    clock.seconds = 0.0
+    start = time.perf_counter()
+    for _ in range(n_gen):
+        logits = runner.forward([int(np.argmax(logits))], cache)
+    return (time.perf_counter() - start) / n_gen, clock.seconds / n_gen
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--n-gen", type=int, default=64)
+    args = p.parse_args()
+    runner = load(args.model, "numpy").runner
+    clock = Clock()
+    time_products(runner, clock)
+    decode(runner, clock, 8)  # warm-up
+    print(f"weights {runner.weight_bytes / 1e6:.0f} MB; ms per token, the mean of {args.n_gen} greedy steps a round")
+    print("round  step  products  rest  | bandwidth  ceiling | step at  products alone at (% of the ceiling)")
+    shares = []
+    for r in range(args.rounds):
+        step, products = decode(runner, clock, args.n_gen)
+        ceiling = runner.weight_bytes / memory_bandwidth()
+        shares.append(ceiling / products)
+        print(
+            f"{r + 1:5}  {step * 1e3:4.1f}  {products * 1e3:8.1f}  {(step - products) * 1e3:4.1f}  |"
+            f" {runner.weight_bytes / ceiling / 1e9:6.1f} GB/s {ceiling * 1e3:5.1f} | {100 * ceiling / step:5.0f}%"
+            f"  {100 * ceiling / products:5.0f}%"
+        )
+    print(f"products alone: median {100 * statistics.median(shares):.0f}% of the ceiling ({', '.join(f'{100 * s:.0f}' for s in shares)})")
+
+
+if __name__ == "__main__":
+    main()
