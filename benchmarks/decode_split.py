@@ -70,7 +70,7 @@ def decode(runner, clock: Clock, n_gen: int) -> tuple[float, float]:
     """(seconds per token, seconds of weight products per token) over `n_gen` greedy steps."""
     cache = runner.new_cache(n_gen + 8)
     logits = runner.forward([1, 2, 3, 4], cache)
-    clock.seconds = 0.0
+    clock.seconds, clock.products = 0.0, 0
     start = time.perf_counter()
     for _ in range(n_gen):
         logits = runner.forward([int(np.argmax(logits))], cache)
@@ -92,11 +92,12 @@ def main() -> None:
     shares = []
     for r in range(args.rounds):
         step, products = decode(runner, clock, args.n_gen)
-        ceiling = runner.weight_bytes / memory_bandwidth()
+        bandwidth = memory_bandwidth()
+        ceiling = runner.weight_bytes / bandwidth  # seconds a token at the memory's speed
         shares.append(ceiling / products)
         print(
             f"{r + 1:5}  {step * 1e3:4.1f}  {products * 1e3:8.1f}  {(step - products) * 1e3:4.1f}  |"
-            f" {runner.weight_bytes / ceiling / 1e9:6.1f} GB/s {ceiling * 1e3:5.1f} | {100 * ceiling / step:5.0f}%"
+            f" {bandwidth / 1e9:6.1f} GB/s {ceiling * 1e3:5.1f} | {100 * ceiling / step:5.0f}%"
             f"  {100 * ceiling / products:5.0f}%"
         )
     print(f"products alone: median {100 * statistics.median(shares):.0f}% of the ceiling ({', '.join(f'{100 * s:.0f}' for s in shares)})")
