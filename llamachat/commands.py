@@ -288,7 +288,7 @@ _TABLE = [
     Command("save", "save [NAME]", "save the conversation and its KV cache", cmd_save),
     Command("load", "load NAME", "load a saved conversation", cmd_load, "session"),
     Command("sessions", "sessions", "saved conversations", cmd_sessions),
-    Command("backend", "backend NAME", "switch backend (the conversation is re-evaluated)", cmd_backend, "backend"),
+    Command("backend", "backend NAME", "switch backend, at its defaults (the conversation is re-evaluated)", cmd_backend, "backend"),
     Command("profile", "profile NAME", "switch profile", cmd_profile, "profile"),
     Command("template", "template NAME", "switch chat template", cmd_template, "template"),
     Command("quit", "quit", "end the chat (also /exit, /bye, Ctrl-D)", cmd_quit),

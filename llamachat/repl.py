@@ -168,11 +168,17 @@ class ChatApp:
 
         old = self.session
         m = old.model
+        s = self.settings
+        # device, dtype and quantize were chosen for the backend being left (numpy refuses bfloat16,
+        # mlx a CUDA device): the new one starts from its own defaults; the thread count is the machine's.
+        options = {k: v for k, v in s.backend_extra.items() if k == "threads"}
+        left = [k for k, v in s.backend_options.items() if v is not None and k not in options]
         checkpoint = open_checkpoint(m.path)
-        runner = load_runner(name, checkpoint.config, checkpoint.weights, **self.settings.backend_options)
-        self.settings.backend = name
+        runner = load_runner(name, checkpoint.config, checkpoint.weights, **options)
+        s.backend, s.device, s.dtype, s.backend_extra = name, None, None, options
         self._replace_model(Model(m.path, m.config, m.tokenizer, m.template, runner, name))
-        self.say(f"backend set to {name}; the conversation was re-evaluated ({len(self.session.ledger)} tokens)")
+        defaults = f" with its own defaults (the {', '.join(left)} set for {m.backend} do not carry over)" if left else ""
+        self.say(f"backend set to {name}{defaults}; the conversation was re-evaluated ({len(self.session.ledger)} tokens)")
 
     def switch_template(self, name: str) -> None:
         from .templates import choose_template

@@ -14,6 +14,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
+import llamachat
 from llamachat import transcript
 from llamachat.plugins import registry
 from llamachat.repl import ChatApp, ChatSettings, SlashCompleter
@@ -307,6 +308,17 @@ def test_backend_switch_re_evaluates_the_conversation(default_model, backend):
     assert app.session.model.backend == backend and "Berlin" in out and f"backend  {backend} (float32" in out
     last = app.session.messages[-1]["stats"]
     assert last["cached_tokens"] > 40  # the re-evaluated history was reused for the next turn
+
+
+def test_backend_switch_leaves_the_old_backends_options_behind(default_model_path):
+    """A chat on torch with int4 weights switches to numpy, which takes no quantize option: the new
+    backend starts from its own defaults (the thread count stays), and says what it left behind."""
+    int4 = llamachat.load(default_model_path, "torch", device="cpu", quantize="int4")
+    keys = "What is the capital of France?\r/backend numpy\rAnd of Germany?\r/info\r/quit\r"
+    code, out, app = chat(int4, keys, backend="torch", device="cpu", backend_extra={"quantize": "int4", "threads": 2})
+    assert "backend set to numpy with its own defaults (the device, quantize set for torch do not carry over)" in out
+    assert app.session.model.backend == "numpy" and "backend  numpy (float32" in out and "Berlin" in out
+    assert app.settings.backend_options == {"device": None, "dtype": None, "threads": 2}
 
 
 def test_template_auto_goes_back_to_the_models_own(default_model):
