@@ -77,6 +77,7 @@ def test_seed_reproduces_a_sampled_reply():
         (("-t", "0"), ("--threads takes an integer >= 1", "'0'")),
         (("--threads", "two"), ("--threads takes an integer >= 1", "'two'")),
         (("--backend", "torch", "--quantize", "int8"), ("unknown quantize 'int8'", "accepted: none, int4")),
+        (("--device", "cuda"), ("numpy backend runs on the CPU only", "'cuda'", "torch backend takes cuda")),
     ],
 )
 def test_bad_arguments(args, fragments):

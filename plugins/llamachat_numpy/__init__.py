@@ -1,7 +1,7 @@
 """The NumPy reference backend: float32 on the CPU, the one every other backend is checked against.
 
-Options: `threads` (the BLAS threads, through threadpoolctl); `dtype` float32 only; `device` is
-ignored (the CPU is the only one).
+Options: `threads` (the BLAS threads, through threadpoolctl); `dtype` float32 only; `device` "cpu"
+or "auto" (the CPU is the only one; asking for a GPU here is refused, not silently ignored).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ class NumpyBackend:
             raise ValueError(
                 "the numpy backend has no quantize option (the torch backend has quantize = 'int4'; mlx keeps packed weights packed)"
             )
-        options.pop("device", None)  # the CPU is the only device; a profile's device is for other backends
+        device = options.pop("device", None)
+        if device not in (None, "auto", "cpu"):
+            raise ValueError(f"the numpy backend runs on the CPU only (asked for device {device!r}; the torch backend takes cuda and mps)")
         if options.get("threads"):
             from threadpoolctl import threadpool_limits
 
