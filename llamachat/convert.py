@@ -270,7 +270,8 @@ def run(argv: Sequence[str]) -> int:
     p.add_argument("--force", action="store_true", help="replace DST if it exists")
     args = p.parse_args(argv)
     to = args.to or ("gguf" if args.dst.endswith(".gguf") else "mlx")
-    with Progress(transient=True, console=_stderr_console()) as bar:
+    console = _stderr_console()
+    with Progress(transient=True, console=console, disable=not console.is_terminal) as bar:  # a bar only on a terminal
         task = bar.add_task("converting", total=None)
         result = convert(
             args.src,

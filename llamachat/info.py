@@ -171,10 +171,14 @@ def run(argv: Sequence[str]) -> int:
 
     p = Parser(prog="llamachat info", description="Parameters, memory, KV cache, FLOPs and the decode ceiling of a model.")
     p.add_argument("path", nargs="?", help="a model file or directory, or just its params.json / config.json (default: the default model)")
+    p.add_argument("-m", "--model", help="the model, as with `llamachat -m` (the same as PATH)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--bandwidth", type=float, metavar="GB/S", help="use this memory bandwidth instead of measuring it")
     p.add_argument("--no-measure", action="store_true", help="skip the bandwidth measurement (no ceiling)")
     args = p.parse_args(argv)
+    if args.path and args.model:
+        p.error("give the model once: as PATH or with -m")
+    args.path = args.path or args.model
     if args.path is None:
         from .default_model import default_model
 

@@ -108,6 +108,7 @@ def test_cli_convert(source):
     )
     assert_one_line_error(run_cli("convert", str(src), str(tmp / "y"), "-q", "4"), "rows of 96 are not whole groups of 64")
     assert not (tmp / "y").exists() and not list(tmp.glob(".y.partial-*"))
+    assert_one_line_error(run_cli("convert", str(tmp / "nope"), str(tmp / "z")), "no such file or directory")
 
 
 def test_interrupted_convert_leaves_nothing(source, monkeypatch):

@@ -78,3 +78,5 @@ def test_bad_path(tmp_path):
     assert_one_line_error(run_cli("info", str(tmp_path / "nope")), "no such file or directory")
     (tmp_path / "config.json").write_text("{not json")
     assert_one_line_error(run_cli("info", str(tmp_path / "config.json")), "not valid JSON")
+    assert_one_line_error(run_cli("info", "-m", str(tmp_path / "nope")), "no such file or directory")  # -m as in the chat
+    assert_one_line_error(run_cli("info", "a.gguf", "-m", "b.gguf"), "give the model once")
