@@ -12,9 +12,12 @@ import importlib.resources
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import LlamachatError
+
+if TYPE_CHECKING:
+    from .protocols import Param
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,7 +54,7 @@ def available_profiles() -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def load_profile(name_or_path: str, sampler_params: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+def load_profile(name_or_path: str, sampler_params: Mapping[str, Param] | None = None) -> dict[str, dict[str, Any]]:
     """A profile by name (user's first, then shipped) or by path, parsed and checked."""
     path = Path(name_or_path)
     if name_or_path.endswith(".toml") and path.is_file():
@@ -69,7 +72,7 @@ def load_profile(name_or_path: str, sampler_params: Mapping[str, Any] | None = N
     return parse_profile(text, source, sampler_params)
 
 
-def parse_profile(text: str, source: str, sampler_params: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+def parse_profile(text: str, source: str, sampler_params: Mapping[str, Param] | None = None) -> dict[str, dict[str, Any]]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -90,6 +93,11 @@ def parse_profile(text: str, source: str, sampler_params: Mapping[str, Any] | No
             if not isinstance(value, allowed[key]) or (isinstance(value, bool) and bool not in allowed[key] and int in allowed[key]):
                 kinds = " or ".join(t.__name__ for t in allowed[key])
                 raise LlamachatError(f"{source}: [{section}] {key} must be {kinds}, got {value!r}")
+            if section == "sampler" and sampler_params is not None and key in sampler_params:
+                try:
+                    sampler_params[key].parse(value)  # the check /set makes, here naming the file
+                except ValueError as e:
+                    raise LlamachatError(f"{source}: [sampler] {e}") from None
     overflow = data.get("chat", {}).get("overflow")
     if overflow is not None and overflow not in OVERFLOW:
         raise LlamachatError(f"{source}: [chat] overflow must be one of {', '.join(OVERFLOW)}, got {overflow!r}")

@@ -41,6 +41,8 @@ def test_user_profile_overrides_a_shipped_one():
         ("[chat]\nmax_tokens = 'many'\n", r"\[chat\] max_tokens must be int, got 'many'"),
         ("[chat]\noverflow = 'wrap'\n", r"overflow must be one of drop-oldest, stop"),
         ("[backend]\nthreads = true\n", r"\[backend\] threads must be int, got True"),
+        ("[sampler]\ntemperature = 'hot'\n", r"^my.toml: \[sampler\] temperature takes a number from 0 to 100, got 'hot'"),
+        ("[sampler]\ntop_p = 1.5\n", r"^my.toml: \[sampler\] top_p takes a number from 0 to 1, got 1.5"),
     ],
 )
 def test_bad_profiles(text, message):
