@@ -92,7 +92,7 @@ def cmd_seed(chat: ChatLike, arg: str) -> None:
     try:
         seed = int(arg)
     except ValueError:
-        raise LlamachatError(f"/seed takes an integer, got {arg!r}") from None
+        raise LlamachatError(f"seed takes an integer >= 0, got {arg!r}") from None
     chat.session.chain.seed(seed)
     chat.say(f"seed set to {seed}")
 

@@ -98,6 +98,9 @@ def parse_profile(text: str, source: str, sampler_params: Mapping[str, Param] | 
                     sampler_params[key].parse(value)  # the check /set makes, here naming the file
                 except ValueError as e:
                     raise LlamachatError(f"{source}: [sampler] {e}") from None
+    seed = data.get("sampler", {}).get("seed")
+    if seed is not None and seed < 0:
+        raise LlamachatError(f"{source}: [sampler] seed takes an integer >= 0, got {seed!r}")
     overflow = data.get("chat", {}).get("overflow")
     if overflow is not None and overflow not in OVERFLOW:
         raise LlamachatError(f"{source}: [chat] overflow must be one of {', '.join(OVERFLOW)}, got {overflow!r}")

@@ -86,6 +86,9 @@ class SamplerChain:
                 self.set(name, value)
 
     def seed(self, seed: int | None) -> None:
+        """Reseed the draw; None takes fresh entropy from the OS."""
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise LlamachatError(f"seed takes an integer >= 0, got {seed!r}")
         self.rng = np.random.default_rng(seed)
         self.state = {}
 

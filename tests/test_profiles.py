@@ -42,6 +42,7 @@ def test_user_profile_overrides_a_shipped_one():
         ("[chat]\noverflow = 'wrap'\n", r"overflow must be one of drop-oldest, stop"),
         ("[backend]\nthreads = true\n", r"\[backend\] threads must be int, got True"),
         ("[sampler]\ntemperature = 'hot'\n", r"^my.toml: \[sampler\] temperature takes a number from 0 to 100, got 'hot'"),
+        ("[sampler]\nseed = -5\n", r"^my.toml: \[sampler\] seed takes an integer >= 0, got -5"),
         ("[sampler]\ntop_p = 1.5\n", r"^my.toml: \[sampler\] top_p takes a number from 0 to 1, got 1.5"),
     ],
 )

@@ -91,6 +91,8 @@ def test_commands_confirm_in_words(default_model):
         ("/top_p 2\r", "top_p takes a number from 0 to 1, got '2'"),
         ("/set tempurature 1\r", "unknown parameter 'tempurature'; did you mean temperature?"),
         ("/max_tokens 0\r", "max_tokens takes an integer from 1 to"),
+        ("/seed -1\r", "seed takes an integer >= 0, got -1"),
+        ("/seed x\r", "seed takes an integer >= 0, got 'x'"),
         ("/load nope\r", "no saved session 'nope'"),
         ("/load ../../etc/passwd\r", "invalid session name"),
         ("/template llama2\r", "unknown template 'llama2'"),
