@@ -7,7 +7,7 @@ Shapes in comments: T new tokens, S = cached + new tokens, D dim, H query heads,
 R = H // K query heads per kv head (GQA), Dh head dim, F feed-forward dim, V vocabulary.
 
 Speed comes from doing the same arithmetic in fewer, larger NumPy calls (decoding is bound by
-reading every weight once per token, ~25 GB/s here):
+reading every weight once per token; where the time goes: benchmarks/decode_split.py):
 - q/k/v and gate/up are fused into one matrix each;
 - every matrix is used as [out, in] (`x @ W.T`) but stored in the memory order OpenBLAS multiplies
   a vector by fastest here (`stored()`): [in, out] when it has at least as many outputs as inputs;
