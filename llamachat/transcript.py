@@ -7,7 +7,9 @@ on the way in, and never runs code. Every write is atomic (temporary file, fsync
 or a kill leaves the previous version whole.
 
 The fingerprint covers what must match for a saved cache to be reused: the model's weights (a sampled
-hash), template, tokenizer, backend, dtype and this format's version. Anything else is re-evaluated.
+hash), template, tokenizer, backend, dtype and this format's version; the cache file also records a
+hash of the tokens it holds, which must be the conversation's ledger. Anything else is re-evaluated,
+as is a cache file that cannot be read: it is derived data, and never costs the conversation.
 """
 
 from __future__ import annotations
@@ -136,7 +138,8 @@ def save(session, name: str, with_cache: bool = True) -> Path:
     try:
         if with_cache:
             state = {k: np.ascontiguousarray(v) for k, v in session.cache.state().items()}
-            atomic_write(folder / f"{name}.kv.safetensors", save_tensors(state, metadata={"ledger_length": str(len(session.ledger))}))
+            metadata = {"ledger_length": str(len(session.ledger)), "ledger_sha256": ledger_digest(session.ledger)}
+            atomic_write(folder / f"{name}.kv.safetensors", save_tensors(state, metadata=metadata))
         atomic_write(path, json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8"))
         atomic_write(folder / f"{name}.md", to_markdown(session).encode("utf-8"))
     except OSError as e:
@@ -152,6 +155,7 @@ class SavedSession:
     path: Path
     record: dict[str, Any]
     cache_state: dict[str, np.ndarray] | None
+    cache_problem: str = ""  # why a saved cache file could not be used (the conversation still can)
 
 
 def resolve(name_or_path: str) -> Path:
@@ -174,18 +178,36 @@ def read(name_or_path: str) -> SavedSession:
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise LlamachatError(f"{path}: not a readable llamachat session ({e})") from None
     _check_record(record, path)
-    cache_path = path.with_name(path.name[: -len(".json")] + ".kv.safetensors")
-    state = None
-    if cache_path.is_file():
-        from safetensors.numpy import load_file
+    state, problem = _read_cache(path.with_name(path.name[: -len(".json")] + ".kv.safetensors"), record.get("ledger", []))
+    return SavedSession(path, record, state, problem)
 
-        try:
-            state = load_file(str(cache_path))
-        except Exception as e:  # safetensors raises its own error types for corrupt files
-            raise LlamachatError(f"{cache_path}: corrupt KV cache file ({e})") from None
-        if set(state) != {"k", "v"} or state["k"].shape != state["v"].shape or state["k"].ndim != 4:
-            raise LlamachatError(f"{cache_path}: not a llamachat KV cache")
-    return SavedSession(path, record, state)
+
+def ledger_digest(ledger: list[int]) -> str:
+    return hashlib.sha256(np.asarray(ledger, dtype="<i8").tobytes()).hexdigest()
+
+
+def _read_cache(cache_path: Path, ledger: list[int]) -> tuple[dict[str, np.ndarray] | None, str]:
+    """(k/v state, "") or (None, why not). A cache is derived data: a damaged one costs a
+    re-evaluation of the conversation, never the conversation itself. It is used only for the
+    exact tokens it was saved with: NAME.json can be rewritten after it (an autosave under the name
+    /save used), and a conversation of the same length but other tokens must not get its keys."""
+    if not cache_path.is_file():
+        return None, ""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(cache_path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+            state = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        return None, f"{cache_path.name} is corrupt: {e}"
+    if set(state) != {"k", "v"} or state["k"].shape != state["v"].shape or state["k"].ndim != 4:
+        return None, f"{cache_path.name} is not a llamachat KV cache"
+    if "ledger_sha256" not in metadata:
+        return None, f"{cache_path.name} does not record which tokens it holds (saved by an earlier llamachat)"
+    if metadata["ledger_sha256"] != ledger_digest(ledger):
+        return None, f"{cache_path.name} was saved for other tokens than the conversation now holds"
+    return state, ""
 
 
 def _check_record(record: Any, path: Path) -> None:
@@ -259,5 +281,10 @@ def restore(session, saved: SavedSession) -> str:
         except ValueError:
             pass
     differs = [k for k in ours if theirs.get(k) != ours[k]] if saved.cache_state is not None else []
-    why = f" (saved with a different {', '.join(differs)})" if differs else " (no saved cache)" if saved.cache_state is None else ""
+    if saved.cache_problem:
+        why = f" ({saved.cache_problem})"
+    elif differs:
+        why = f" (saved with a different {', '.join(differs)})"
+    else:
+        why = " (no saved cache)" if saved.cache_state is None else ""
     return f"restored {len(session.messages)} messages; the conversation will be re-evaluated on the next turn{why}"

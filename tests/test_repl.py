@@ -178,6 +178,25 @@ def test_load_of_a_corrupt_or_foreign_file(default_model):
     assert "not a readable llamachat session" in out and "not a llamachat session" in out and "temperature set to 0.2" in out
 
 
+def test_a_damaged_or_stale_cache_costs_a_re_evaluation_not_the_conversation(default_model):
+    """The KV cache file is derived data. Cut short, the conversation still loads and goes on; intact
+    but saved for other tokens of the same length (NAME.json rewritten after /save), it is not used."""
+    chat(default_model, "What is the capital of France?\r/save trip\r/quit\r")
+    folder = transcript.sessions_dir()
+    kv, record_path = folder / "trip.kv.safetensors", folder / "trip.json"
+    intact = kv.read_bytes()
+    kv.write_bytes(intact[:1000])
+    code, out, app = chat(default_model, "/load trip\rAnd of Germany?\r/quit\r")
+    assert "will be re-evaluated" in out and "trip.kv.safetensors is corrupt" in out and "Berlin" in out
+    kv.write_bytes(intact)
+    record = json.loads(record_path.read_text())
+    record["ledger"][-3] = 1 + record["ledger"][-3] % 1000  # same length, one other token
+    record_path.write_text(json.dumps(record))
+    code, out, app = chat(default_model, "/load trip\r/quit\r")
+    assert "will be re-evaluated" in out and "saved for other tokens" in out
+    assert app.session.ledger == [] and len(app.session.messages) == len(record["messages"])
+
+
 def test_save_where_nothing_can_be_written(default_model, tmp_path, monkeypatch):
     blocker = tmp_path / "file-not-dir"
     blocker.write_text("x")
