@@ -238,7 +238,8 @@ def run_chat(argv: Sequence[str]) -> int:
         restore(session, saved)
         code = one_shot(session, prompt, args.verbose)
         if not args.no_history:
-            save(session, saved.path.stem, with_cache=saved.cache_state is not None)
+            had_cache = saved.cache_state is not None or bool(saved.cache_problem)  # a damaged one is replaced
+            save(session, saved.path.stem, with_cache=had_cache)
         return code
     return one_shot(session, prompt, args.verbose)
 

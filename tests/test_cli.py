@@ -180,8 +180,14 @@ def test_one_shot_continues_a_saved_chat(default_model):
     assert out.returncode == 0, out.stderr
     assert "Berlin" in out.stdout.decode()
     assert " new / " in out.stderr.decode() and "/ 0 cached" not in out.stderr.decode()  # the saved cache was reused
-    roles = [m["role"] for m in transcript.read("geo").record["messages"]]
-    assert roles == ["user", "assistant", "user", "assistant"]
+    saved = transcript.read("geo")
+    assert [m["role"] for m in saved.record["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert saved.cache_state is not None and not saved.cache_problem  # saved again, for the new tokens
+    kv = transcript.sessions_dir() / "geo.kv.safetensors"
+    kv.write_bytes(kv.read_bytes()[:500])  # damaged: the chat goes on, re-evaluated, and a good cache replaces it
+    out = run_cli("--resume", "geo", "-p", "And of Italy?", "--temp", "0")
+    assert out.returncode == 0 and "Rome" in out.stdout.decode(), out.stderr
+    assert transcript.read("geo").cache_state is not None
 
 
 def test_threads_limit_numpys_blas(default_model_path):
