@@ -209,9 +209,10 @@ def cmd_info(chat: ChatLike, arg: str) -> None:
 def cmd_save(chat: ChatLike, arg: str) -> None:
     from . import transcript
 
-    name = arg or chat.default_save_name()
+    name = transcript.check_name(arg or chat.default_save_name())
+    replaces = name != chat.default_save_name() and (transcript.sessions_dir() / f"{name}.json").is_file()
     path = transcript.save(chat.session, name)
-    chat.say(f"saved {name} -> {path}")
+    chat.say(f"saved {name} -> {path}" + (f" (in place of the earlier {name!r})" if replaces else ""))
 
 
 def cmd_load(chat: ChatLike, arg: str) -> None:

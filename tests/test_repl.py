@@ -153,12 +153,12 @@ def test_no_history_keeps_nothing(default_model):
 
 def test_save_and_load_reuse_the_cache(default_model):
     code, out, app = chat(default_model, "What is the capital of France?\r/save trip\r/quit\r")
-    assert "saved trip -> " in out
+    assert "saved trip -> " in out and "in place of" not in out
     record = json.loads((transcript.sessions_dir() / "trip.json").read_text())
     assert record["fingerprint"]["backend"] == "numpy" and record["sampler"]["settings"]["temperature"] == 0
     assert (transcript.sessions_dir() / "trip.kv.safetensors").is_file()
-    code, out, app = chat(default_model, "/load trip\rAnd of Germany?\r/quit\r")
-    assert "cached tokens (no re-evaluation)" in out
+    code, out, app = chat(default_model, "/load trip\rAnd of Germany?\r/save trip\r/quit\r")
+    assert "cached tokens (no re-evaluation)" in out and "(in place of the earlier 'trip')" in out
     last = app.session.messages[-1]["stats"]
     assert last["cached_tokens"] > 40 and last["prompt_tokens"] < 25
 
