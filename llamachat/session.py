@@ -204,7 +204,7 @@ class Session:
         if not self._fits(alone):
             raise LlamachatError(
                 f"message too long: {len(alone)} tokens with the system prompt, and the context holds {self.context} "
-                f"with {self.max_tokens} kept for the reply (try /set max_tokens, /system, or a larger context); nothing was sent"
+                f"with {self.max_tokens} kept for the reply (lower max_tokens, shorten the system prompt or raise the context); nothing was sent"
             )
         if self.overflow == "stop":
             raise LlamachatError(
