@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .errors import LlamachatError
@@ -214,6 +215,11 @@ def run_chat(argv: Sequence[str]) -> int:
         elif _stdin_has_data():
             piped = read_stdin()
             prompt += "\n" + piped if piped.strip() else ""
+    if not args.model and settings.model and not Path(settings.model).expanduser().exists():
+        raise LlamachatError(
+            f"profile {settings.profile!r} names the model {settings.model}, which is not here: give one with -m PATH, "
+            "or point [model] path at your copy in a profile of your own (`llamachat profiles` shows where they go)"
+        )
     checkpoint = preflight(settings)
 
     if prompt is None:
