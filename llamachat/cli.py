@@ -159,6 +159,16 @@ def _backend_extra(backend: dict[str, Any], threads: Any, quantize: str | None) 
     return extra
 
 
+def check_profile_model(settings) -> None:
+    """A profile's model that is not on this machine (the shipped LLaMA-2 ones point at ~/models/...):
+    one line naming the profile and the ways out, not a bare 'no such file'."""
+    if settings.model and not Path(settings.model).expanduser().exists():
+        raise LlamachatError(
+            f"profile {settings.profile!r} names the model {settings.model}, which is not here: give one with -m PATH, "
+            "or point [model] path at your copy in a profile of your own (`llamachat profiles` shows where they go)"
+        )
+
+
 def preflight(settings):
     """Check what can be checked at once (model file, backend, template), so that bad input fails at
     start-up with exit 2; returns the opened checkpoint."""
@@ -215,11 +225,8 @@ def run_chat(argv: Sequence[str]) -> int:
         elif _stdin_has_data():
             piped = read_stdin()
             prompt += "\n" + piped if piped.strip() else ""
-    if not args.model and settings.model and not Path(settings.model).expanduser().exists():
-        raise LlamachatError(
-            f"profile {settings.profile!r} names the model {settings.model}, which is not here: give one with -m PATH, "
-            "or point [model] path at your copy in a profile of your own (`llamachat profiles` shows where they go)"
-        )
+    if not args.model:
+        check_profile_model(settings)
     checkpoint = preflight(settings)
 
     if prompt is None:

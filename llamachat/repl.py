@@ -195,12 +195,13 @@ class ChatApp:
         self.say(f"template set to {template.name}" if name in (template.name, None) else f"template set to {name} ({template.name})")
 
     def switch_profile(self, name: str) -> None:
-        from .cli import settings_from_profile
+        from .cli import check_profile_model, settings_from_profile
         from .profiles import load_profile
 
         session = self.session
         profile = load_profile(name, session.chain.params)
         new = settings_from_profile(profile, name)
+        check_profile_model(new)
         if (new.model, new.backend, new.backend_options) != (self.settings.model, self.settings.backend, self.settings.backend_options):
             from .api import load
 

@@ -97,6 +97,7 @@ def test_commands_confirm_in_words(default_model):
         ("/load ../../etc/passwd\r", "invalid session name"),
         ("/template llama2\r", "unknown template 'llama2'"),
         ("/profile nope\r", "unknown profile 'nope'"),
+        ("/profile llama2-7b-chat\r", "profile 'llama2-7b-chat' names the model ~/models/llama-2-7b-chat.Q4_0.gguf, which is not here"),
         ("/backend nope\r", "unknown backend 'nope'"),
         ("/undo\r", "nothing to undo"),
         ("/retry\r", "nothing to retry"),
