@@ -64,13 +64,15 @@ def test_cli_profile_errors_are_one_line(tmp_path):
     assert "temperature takes a number" in out.stderr.decode()
 
 
-def test_a_profiles_missing_model_says_where_it_came_from():
+def test_a_profiles_missing_model_says_where_it_came_from(default_model_path):
     """llama2-7b-chat ships pointing at ~/models/...: without that file the line names the profile and
     the ways out; -m over it runs as usual."""
     out = run_cli("-p", "hi", "--profile", "llama2-7b-chat")
     err = out.stderr.decode()
     assert out.returncode == 2 and err.count("\n") == 1, err
     assert "profile 'llama2-7b-chat' names the model ~/models/llama-2-7b-chat.Q4_0.gguf, which is not here" in err and "-m PATH" in err
+    out = run_cli("-p", "hi", "--profile", "llama2-7b-chat", "-m", str(default_model_path), "-n", "2")
+    assert out.returncode == 0, out.stderr.decode()
 
 
 def test_profiles_command_lists_them():
