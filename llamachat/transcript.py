@@ -195,18 +195,21 @@ def _read_cache(cache_path: Path, ledger: list[int]) -> tuple[dict[str, np.ndarr
         return None, ""
     from safetensors import safe_open
 
+    not_ours = f"{cache_path.name} is not a llamachat KV cache"
     try:
-        with safe_open(str(cache_path), framework="numpy") as f:
-            metadata = f.metadata() or {}
-            state = {name: f.get_tensor(name) for name in f.keys()}
+        with safe_open(str(cache_path), framework="numpy") as f:  # the header first: no tensor is read in vain
+            metadata, names = f.metadata() or {}, set(f.keys())
+            if names != {"k", "v"}:
+                return None, not_ours
+            if "ledger_sha256" not in metadata:
+                return None, f"{cache_path.name} does not record which tokens it holds (saved by an earlier llamachat)"
+            if metadata["ledger_sha256"] != ledger_digest(ledger):
+                return None, f"{cache_path.name} was saved for other tokens than the conversation now holds"
+            state = {name: f.get_tensor(name) for name in names}
     except Exception as e:  # safetensors raises its own error types for corrupt files
         return None, f"{cache_path.name} is corrupt: {e}"
-    if set(state) != {"k", "v"} or state["k"].shape != state["v"].shape or state["k"].ndim != 4:
-        return None, f"{cache_path.name} is not a llamachat KV cache"
-    if "ledger_sha256" not in metadata:
-        return None, f"{cache_path.name} does not record which tokens it holds (saved by an earlier llamachat)"
-    if metadata["ledger_sha256"] != ledger_digest(ledger):
-        return None, f"{cache_path.name} was saved for other tokens than the conversation now holds"
+    if state["k"].shape != state["v"].shape or state["k"].ndim != 4:
+        return None, not_ours
     return state, ""
 
 
