@@ -1,8 +1,8 @@
 """llamachat: a terminal chat for LLaMA-family models that people can trust and take apart."""
 
 from .hookspecs import hookimpl
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["load", "hookimpl", "__version__"]
 
 

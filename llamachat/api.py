@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .backends import load_runner
+from .backends import find_backend, load_runner
 from .checkpoints import Checkpoint, open_checkpoint
 from .default_model import default_model
 from .generate import Stats, generate
-from .protocols import Message, ModelConfig, Runner, Template, Tokenizer
+from .protocols import Backend, Cache, Message, ModelConfig, Runner, Template, Tokenizer
 from .sampling import DEFAULT_CHAIN, SamplerChain
 from .templates import choose_template
 
@@ -34,6 +35,11 @@ class Model:
     def with_template(self, template: Template) -> Model:
         """The same loaded model behind another chat template (the runner is shared, not copied)."""
         return Model(self.path, self.config, self.tokenizer, template, self.runner, self.backend)
+
+    @cached_property
+    def stop_ids(self) -> list[int]:
+        """The ids that end a reply: the template's end-of-turn ids in this vocabulary (computed once)."""
+        return list(self.template.stop_ids(self.tokenizer))
 
     def __repr__(self) -> str:
         return f"<llamachat.Model {self.config.name!r} on {self.backend}, template {self.template.name}>"
@@ -69,13 +75,38 @@ class Model:
         capacity = min(self.config.context_length, len(ids) + int(options.get("max_tokens") or 1024))
         cache = self.runner.new_cache(capacity)
         self.last_stats = stats = Stats()
-        decoder = self.tokenizer.stream_decoder()
-        stop_ids = options.get("stop_ids") or self.template.stop_ids(self.tokenizer)
         max_tokens = max(0, capacity - len(ids))
-        for token in generate(self.runner, cache, ids, chain, history=list(ids), max_tokens=max_tokens, stop_ids=stop_ids, stats=stats):
-            text = decoder.push(token)
-            if text:
-                yield text
+        yield from self.stream(cache, ids, chain, history=list(ids), max_tokens=max_tokens, stats=stats, stop_ids=options.get("stop_ids"))
+
+    def stream(
+        self,
+        cache: Cache,
+        new_ids: Sequence[int],
+        chain: SamplerChain,
+        *,
+        history: list[int],
+        max_tokens: int,
+        stats: Stats,
+        stop_ids: Sequence[int] | None = None,
+    ) -> Iterator[str]:
+        """The reply to `new_ids` (the prompt ids not yet in `cache`) as text pieces: `generate` with
+        this template's stop ids, decoded by the tokenizer's stream decoder. The set-up every reply
+        needs, written once: `generate` above and the chat's turns (Session) both use it. Ctrl-C
+        (KeyboardInterrupt) still reaches the caller, after the text decoded so far."""
+        decoder = self.tokenizer.stream_decoder()
+        tokens = generate(
+            self.runner, cache, new_ids, chain, history=history, max_tokens=max_tokens, stop_ids=stop_ids or self.stop_ids, stats=stats
+        )
+        try:
+            for token in tokens:
+                piece = decoder.push(token)
+                if piece:
+                    yield piece
+        except KeyboardInterrupt:
+            tail = decoder.flush()
+            if tail:
+                yield tail
+            raise
         tail = decoder.flush()
         if tail:
             yield tail
@@ -88,9 +119,11 @@ def load(model: str | Path | None = None, backend: str = "numpy", *, template: s
     return load_checkpoint(open_checkpoint(path), backend, template=template, **options)
 
 
-def load_checkpoint(checkpoint: Checkpoint, backend: str = "numpy", *, template: str | None = None, **options: Any) -> Model:
-    """`load` for a checkpoint already opened (the chat opens it first, to fail fast on bad input)."""
+def load_checkpoint(checkpoint: Checkpoint, backend: str | Backend = "numpy", *, template: str | None = None, **options: Any) -> Model:
+    """`load` for a checkpoint already opened (the chat opens it first, to fail fast on bad input).
+    `backend` is a plugin's name, or the plugin itself as `backends.find_backend` returned it."""
+    plugin = find_backend(backend) if isinstance(backend, str) else backend
     tokenizer = checkpoint.tokenizer
     chat_template = choose_template(template, checkpoint.config.chat_template, tokenizer)
-    runner = load_runner(backend, checkpoint.config, checkpoint.weights, **options)
-    return Model(checkpoint.path, checkpoint.config, tokenizer, chat_template, runner, backend)
+    runner = load_runner(plugin, checkpoint.config, checkpoint.weights, **options)
+    return Model(checkpoint.path, checkpoint.config, tokenizer, chat_template, runner, plugin.name)

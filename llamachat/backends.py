@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import LlamachatError
-from .protocols import ModelConfig, Runner, Tensor
+from .protocols import Backend, ModelConfig, Runner, Tensor
 
 # the float dtypes backends take, under the names people write them
 FLOAT_DTYPES = {
@@ -34,7 +34,9 @@ def available_backends() -> list[str]:
     return sorted(registry().backends)
 
 
-def load_runner(name: str, config: ModelConfig, weights: Mapping[str, Tensor], **options: Any) -> Runner:
+def find_backend(name: str) -> Backend:
+    """The backend plugin called `name`, if it can run here; else one line saying why not. The only
+    place a backend choice is checked (start-up calls it before anything heavy, /backend too)."""
     from .plugins import registry
 
     backends = registry().backends
@@ -44,6 +46,11 @@ def load_runner(name: str, config: ModelConfig, weights: Mapping[str, Tensor], *
     ok, reason = backend.available()
     if not ok:
         raise LlamachatError(f"backend {name!r} cannot run here: {reason}")
+    return backend
+
+
+def load_runner(backend: Backend, config: ModelConfig, weights: Mapping[str, Tensor], **options: Any) -> Runner:
+    """A Runner of `backend` (from `find_backend`) for these weights, once they are known to fit."""
     from .memory import check_fits
 
     options = {k: v for k, v in options.items() if v is not None}
@@ -51,4 +58,4 @@ def load_runner(name: str, config: ModelConfig, weights: Mapping[str, Tensor], *
         check_fits(backend, config, weights, options)
         return backend.load(config, weights, **options)
     except (ValueError, TypeError) as e:
-        raise LlamachatError(f"backend {name!r}: {e}") from None
+        raise LlamachatError(f"backend {backend.name!r}: {e}") from None

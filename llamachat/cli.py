@@ -5,6 +5,10 @@
     echo PROMPT | llamachat [options]    answer stdin once and exit
     llamachat plugins [--json]           every plugin and what it registers
     llamachat bench [--backend B] [--model M] [-p N] [-n N] [-d DEPTH] [--json]
+    llamachat sessions | profiles | info [PATH] | convert SRC DST
+
+This module is argv: every subcommand is a `run_NAME(argv)` here, in SUBCOMMANDS, that parses its
+arguments and calls the module doing the work (the chat's engine is chat.py, its terminal repl.py).
 
 Bad input gets one line naming the problem and what is accepted, and exit code 2; --debug shows
 the traceback.
@@ -19,10 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import LlamachatError
+from .errors import LlamachatError, as_int
 from .protocols import TemplateError
-
-SUBCOMMANDS = ("plugins", "bench", "sessions", "profiles", "info", "convert")
+from .version import __version__
 
 
 class Parser(argparse.ArgumentParser):
@@ -33,6 +36,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def chat_parser() -> Parser:
+    from .sampling import DEFAULT_CHAIN  # the help states the chain the code uses
+
     p = Parser(prog="llamachat", description="Chat with a LLaMA-family model in the terminal.")
     p.add_argument("-p", "--prompt", help="answer this prompt once and exit (piped stdin is appended)")
     p.add_argument("-m", "--model", help="a model file or directory (default: the profile's, else SmolLM2-135M-Instruct)")
@@ -43,7 +48,7 @@ def chat_parser() -> Parser:
     p.add_argument(
         "--samplers",
         metavar="CHAIN",
-        help="sampler chain, comma-separated, in order (default repetition_penalty,top_k,top_p,min_p,temperature)",
+        help=f"sampler chain, comma-separated, in order (default {', '.join(DEFAULT_CHAIN)})",
     )
     p.add_argument("--temp", "--temperature", dest="temperature", metavar="T", help="temperature (0 = greedy; default 0.8)")
     p.add_argument("--top-k", dest="top_k", metavar="K", help="keep the K likeliest tokens (0 = off; default 40)")
@@ -69,24 +74,8 @@ def chat_parser() -> Parser:
     p.add_argument("--no-history", action="store_true", help="keep no input history and do not autosave the chat")
     p.add_argument("-v", "--verbose", action="store_true", help="print timings to stderr")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
-def _int(value: Any, name: str, minimum: int = 0) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise LlamachatError(f"{name} takes an integer >= {minimum}, got {value!r}") from None
-    if n < minimum:
-        raise LlamachatError(f"{name} takes an integer >= {minimum}, got {value!r}")
-    return n
 
 
 # ------------------------------------------------------------------------------------------------
@@ -108,7 +97,7 @@ def build_chain(args: argparse.Namespace, profile: dict[str, dict[str, Any]]):
             raise LlamachatError(f"-o takes NAME=VALUE, got {option!r}")
         chain.set(name.strip(), value.strip())
     if args.seed is not None:
-        chain.seed(_int(args.seed, "--seed"))
+        chain.seed(as_int(args.seed, "--seed"))
     return chain
 
 
@@ -123,74 +112,11 @@ def read_stdin() -> str:
     return text.rstrip("\r\n")
 
 
-def settings_from_profile(profile: dict[str, dict[str, Any]], name: str, args: argparse.Namespace | None = None):
-    """ChatSettings from a checked profile, with the command-line flags over it."""
-    from .repl import ChatSettings
-
-    def flag(attr: str) -> Any:
-        return getattr(args, attr, None) if args is not None else None
-
-    chat, model, backend = profile["chat"], profile["model"], profile["backend"]
-    stop = chat.get("stop", [])
-    return ChatSettings(
-        profile=name,
-        model=flag("model") or model.get("path"),
-        backend=flag("backend") or backend.get("name", "numpy"),
-        template=flag("template") or model.get("template"),
-        device=flag("device") or backend.get("device"),
-        dtype=flag("dtype") or backend.get("dtype"),
-        backend_extra=_backend_extra(backend, flag("threads"), flag("quantize")),
-        system=flag("system") if flag("system") is not None else chat.get("system"),
-        max_tokens=_int(flag("max_tokens") if flag("max_tokens") is not None else chat.get("max_tokens", 1024), "--max-tokens", 1),
-        context=_int(flag("context"), "--context", 16) if flag("context") is not None else model.get("context"),
-        overflow=chat.get("overflow", "drop-oldest"),
-        markdown=chat.get("markdown", True),
-        stop=[stop] if isinstance(stop, str) else list(stop),
-    )
-
-
-def _backend_extra(backend: dict[str, Any], threads: Any, quantize: str | None) -> dict[str, Any]:
-    """The profile's other [backend] options (threads, quantize, ...), with --threads/--quantize over them."""
-    extra = {k: v for k, v in backend.items() if k not in ("name", "device", "dtype")}
-    if threads is not None:
-        extra["threads"] = _int(threads, "--threads", 1)
-    if quantize is not None:
-        extra["quantize"] = quantize
-    return extra
-
-
-def check_profile_model(settings) -> None:
-    """A profile's model that is not on this machine (the shipped LLaMA-2 ones point at ~/models/...):
-    one line naming the profile and the ways out, not a bare 'no such file'."""
-    if settings.model and not Path(settings.model).expanduser().exists():
-        raise LlamachatError(
-            f"profile {settings.profile!r} names the model {settings.model}, which is not here: give one with -m PATH, "
-            "or point [model] path at your copy in a profile of your own (`llamachat profiles` shows where they go)"
-        )
-
-
-def preflight(settings):
-    """Check what can be checked at once (model file, backend, template), so that bad input fails at
-    start-up with exit 2; returns the opened checkpoint."""
-    from .checkpoints import open_checkpoint
-    from .default_model import default_model
-    from .plugins import registry
-
-    reg = registry()
-    if settings.backend not in reg.backends:
-        raise LlamachatError(f"unknown backend {settings.backend!r} (available: {', '.join(sorted(reg.backends))})")
-    ok, reason = reg.backends[settings.backend].available()
-    if not ok:
-        raise LlamachatError(f"backend {settings.backend!r} cannot run here: {reason}")
-    if settings.template not in (None, "auto") and settings.template not in reg.templates:
-        raise LlamachatError(f"unknown template {settings.template!r} (available: {', '.join(sorted(reg.templates))})")
-    return open_checkpoint(settings.model or default_model())
-
-
 def run_chat(argv: Sequence[str]) -> int:
     args = chat_parser().parse_args(argv)
+    from .chat import Chat
     from .plugins import registry
-    from .profiles import load_profile
+    from .profiles import check_profile_model, load_profile, settings_from_profile
 
     reg = registry()
     for problem in reg.problems:
@@ -227,24 +153,20 @@ def run_chat(argv: Sequence[str]) -> int:
             prompt += "\n" + piped if piped.strip() else ""
     if not args.model:
         check_profile_model(settings)
-    checkpoint = preflight(settings)
+    chat = Chat(settings, chain)
+    plan = chat.plan(settings)  # bad input (backend, template, model files) fails here, with exit 2
 
     if prompt is None:
         from .repl import ChatApp
 
-        app = ChatApp(settings, chain, checkpoint=checkpoint, history=not args.no_history, resume=resume, debug=args.debug)
+        app = ChatApp(chat, history=not args.no_history, resume=resume, debug=args.debug)
         if resume and resume.startswith("chat-"):
             app.autosave_name = resume
+        chat.start(plan, background=True)
         return app.run()
 
-    from .api import load_checkpoint
-    from .session import Session
-
-    model = load_checkpoint(checkpoint, settings.backend, template=settings.template, **settings.backend_options)
-    session = Session(
-        model, chain, system=settings.system, max_tokens=settings.max_tokens, context=settings.context, overflow=settings.overflow
-    )
-    session.stop_strings = settings.stop
+    chat.start(plan)
+    session = chat.wait()
     if saved is not None:
         from .transcript import restore, save
 
@@ -351,7 +273,7 @@ def run_bench(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     for name in ("threads", "n_prompt", "n_gen", "reps", "n_depth"):
         if getattr(args, name) is not None:
-            _int(getattr(args, name), "--" + name.replace("_", "-"), 0 if name == "n_depth" else 1)
+            as_int(getattr(args, name), "--" + name.replace("_", "-"), 0 if name == "n_depth" else 1)
     from .api import load
     from .bench import run_bench as bench
     from .bench import tg_label
@@ -409,18 +331,90 @@ def run_profiles(argv: Sequence[str]) -> int:
     return 0
 
 
+def run_info(argv: Sequence[str]) -> int:
+    p = Parser(prog="llamachat info", description="Parameters, memory, KV cache, FLOPs and the decode ceiling of a model.")
+    p.add_argument("path", nargs="?", help="a model file or directory, or just its params.json / config.json (default: the default model)")
+    p.add_argument("-m", "--model", help="the model, as with `llamachat -m` (the same as PATH)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--bandwidth", type=float, metavar="GB/S", help="use this memory bandwidth instead of measuring it")
+    p.add_argument("--no-measure", action="store_true", help="skip the bandwidth measurement (no ceiling)")
+    args = p.parse_args(argv)
+    from .checkpoints import read_config_only
+    from .info import GB, print_report, report
+
+    if args.path and args.model:
+        p.error("give the model once: as PATH or with -m")
+    args.path = args.path or args.model
+    if args.path is None:
+        from .default_model import default_model
+
+        args.path = str(default_model())
+    found = read_config_only(args.path)
+    bandwidth = None
+    if args.bandwidth:
+        bandwidth = args.bandwidth * GB
+    elif not args.no_measure:
+        from .bench import memory_bandwidth
+
+        bandwidth = memory_bandwidth()
+    r = report(found.config, bandwidth)
+    on_disk = sum(f.stat().st_size for f in found.weight_files) or None
+    if args.json:
+        print(json.dumps(r | {"format": found.format, "notes": found.notes, "bytes_on_disk": on_disk}))
+    else:
+        print_report(r, str(Path(args.path)), found.format, found.notes, on_disk, measured=not args.bandwidth)
+    sys.stdout.flush()
+    return 0
+
+
+def run_convert(argv: Sequence[str]) -> int:
+    from .convert import DTYPES, TARGETS
+    from .quantize import AFFINE_GROUP_SIZES
+
+    p = Parser(prog="llamachat convert", description="Write a model as mlx-lm, GGUF or Hugging Face files.")
+    p.add_argument("src", help="any model llamachat reads (file or directory)")
+    p.add_argument("dst", help="the output directory (mlx, hf) or .gguf file")
+    p.add_argument("--to", choices=TARGETS, help="output format (default: gguf for a .gguf DST, else mlx)")
+    p.add_argument("-q", "--q-bits", type=int, choices=(4, 8), help="quantize: MLX affine (mlx) or Q4_0/Q8_0 (gguf)")
+    p.add_argument("--group-size", type=int, choices=AFFINE_GROUP_SIZES, help="MLX quantization group (default 64)")
+    p.add_argument("--dtype", choices=list(DTYPES), help="float type of unquantized weights (default: the source's)")
+    p.add_argument("--force", action="store_true", help="replace DST if it exists")
+    args = p.parse_args(argv)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from .convert import convert
+
+    to = args.to or ("gguf" if args.dst.endswith(".gguf") else "mlx")
+    console = Console(stderr=True)
+    with Progress(transient=True, console=console, disable=not console.is_terminal) as bar:  # a bar only on a terminal
+        task = bar.add_task("converting", total=None)
+        result = convert(
+            args.src,
+            args.dst,
+            to,
+            args.q_bits,
+            args.group_size,
+            args.dtype,
+            args.force,
+            progress=lambda _, n: bar.update(task, total=n, advance=1),
+        )
+    size = sum(f.stat().st_size for f in result.rglob("*")) if result.is_dir() else result.stat().st_size
+    print(f"wrote {result} ({to}{f', {args.q_bits}-bit' if args.q_bits else ''}, {size / 1e6:,.1f} MB)")
+    sys.stdout.flush()
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------
 
-
-def _lazy(module: str):
-    """The `run(argv)` of a subcommand that lives in its own module."""
-
-    def run(argv: Sequence[str]) -> int:
-        import importlib
-
-        return importlib.import_module(f"llamachat.{module}").run(argv)
-
-    return run
+SUBCOMMANDS = {
+    "plugins": run_plugins,
+    "bench": run_bench,
+    "sessions": run_sessions,
+    "profiles": run_profiles,
+    "info": run_info,
+    "convert": run_convert,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -428,15 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            handler = {
-                "plugins": run_plugins,
-                "bench": run_bench,
-                "sessions": run_sessions,
-                "profiles": run_profiles,
-                "info": _lazy("info"),
-                "convert": _lazy("convert"),
-            }[argv[0]]
-            return handler([a for a in argv[1:] if a != "--debug"])
+            return SUBCOMMANDS[argv[0]]([a for a in argv[1:] if a != "--debug"])
         return run_chat(argv)
     except (LlamachatError, TemplateError) as e:
         if debug:

@@ -19,9 +19,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -253,43 +252,3 @@ def convert(
         if tmp.exists():
             shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     return dst
-
-
-def run(argv: Sequence[str]) -> int:
-    from rich.progress import Progress
-
-    from .cli import Parser
-
-    p = Parser(prog="llamachat convert", description="Write a model as mlx-lm, GGUF or Hugging Face files.")
-    p.add_argument("src", help="any model llamachat reads (file or directory)")
-    p.add_argument("dst", help="the output directory (mlx, hf) or .gguf file")
-    p.add_argument("--to", choices=TARGETS, help="output format (default: gguf for a .gguf DST, else mlx)")
-    p.add_argument("-q", "--q-bits", type=int, choices=(4, 8), help="quantize: MLX affine (mlx) or Q4_0/Q8_0 (gguf)")
-    p.add_argument("--group-size", type=int, choices=AFFINE_GROUP_SIZES, help="MLX quantization group (default 64)")
-    p.add_argument("--dtype", choices=list(DTYPES), help="float type of unquantized weights (default: the source's)")
-    p.add_argument("--force", action="store_true", help="replace DST if it exists")
-    args = p.parse_args(argv)
-    to = args.to or ("gguf" if args.dst.endswith(".gguf") else "mlx")
-    console = _stderr_console()
-    with Progress(transient=True, console=console, disable=not console.is_terminal) as bar:  # a bar only on a terminal
-        task = bar.add_task("converting", total=None)
-        result = convert(
-            args.src,
-            args.dst,
-            to,
-            args.q_bits,
-            args.group_size,
-            args.dtype,
-            args.force,
-            progress=lambda _, n: bar.update(task, total=n, advance=1),
-        )
-    size = sum(f.stat().st_size for f in result.rglob("*")) if result.is_dir() else result.stat().st_size
-    print(f"wrote {result} ({to}{f', {args.q_bits}-bit' if args.q_bits else ''}, {size / 1e6:,.1f} MB)")
-    sys.stdout.flush()
-    return 0
-
-
-def _stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)

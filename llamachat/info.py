@@ -16,11 +16,8 @@ tokens/s <= memory bandwidth / weight bytes: the ceiling printed for this machin
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .protocols import ModelConfig
@@ -163,39 +160,3 @@ def print_report(r: dict[str, Any], source: str, fmt: str, notes: Sequence[str],
         console.print(f"weights on disk: {_size(on_disk)}, {8 * on_disk / r['total_params']:.2f} bits per weight")
     for note in notes:
         console.print(f"note: {note}", style="yellow")
-
-
-def run(argv: Sequence[str]) -> int:
-    from .checkpoints import read_config_only
-    from .cli import Parser
-
-    p = Parser(prog="llamachat info", description="Parameters, memory, KV cache, FLOPs and the decode ceiling of a model.")
-    p.add_argument("path", nargs="?", help="a model file or directory, or just its params.json / config.json (default: the default model)")
-    p.add_argument("-m", "--model", help="the model, as with `llamachat -m` (the same as PATH)")
-    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.add_argument("--bandwidth", type=float, metavar="GB/S", help="use this memory bandwidth instead of measuring it")
-    p.add_argument("--no-measure", action="store_true", help="skip the bandwidth measurement (no ceiling)")
-    args = p.parse_args(argv)
-    if args.path and args.model:
-        p.error("give the model once: as PATH or with -m")
-    args.path = args.path or args.model
-    if args.path is None:
-        from .default_model import default_model
-
-        args.path = str(default_model())
-    found = read_config_only(args.path)
-    bandwidth = None
-    if args.bandwidth:
-        bandwidth = args.bandwidth * GB
-    elif not args.no_measure:
-        from .bench import memory_bandwidth
-
-        bandwidth = memory_bandwidth()
-    r = report(found.config, bandwidth)
-    on_disk = sum(f.stat().st_size for f in found.weight_files) or None
-    if args.json:
-        print(json.dumps(r | {"format": found.format, "notes": found.notes, "bytes_on_disk": on_disk}))
-    else:
-        print_report(r, str(Path(args.path)), found.format, found.notes, on_disk, measured=not args.bandwidth)
-    sys.stdout.flush()
-    return 0

@@ -1,4 +1,5 @@
-"""TOML profiles: which model, backend, template, sampler settings and system prompt to chat with.
+"""TOML profiles: which model, backend, template, sampler settings and system prompt to chat with,
+and the `ChatSettings` a profile (with the command-line flags over it) decides.
 
 Shipped profiles are package data (`llamachat_profiles`, the top-level profiles/ folder); a file of the same name in the user's config
 directory (`<config dir>/profiles/NAME.toml`) overrides one. Command-line flags override the profile.
@@ -11,10 +12,11 @@ import difflib
 import importlib.resources
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import LlamachatError
+from .errors import LlamachatError, as_int
 
 if TYPE_CHECKING:
     from .protocols import Param
@@ -110,3 +112,74 @@ def parse_profile(text: str, source: str, sampler_params: Mapping[str, Param] | 
 def _closest(word: str, options) -> str:
     close = difflib.get_close_matches(word, list(options), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# -- what a profile decides for a chat -------------------------------------------------------------
+
+
+@dataclass
+class ChatSettings:
+    """What a profile (and the flags over it) decide for a chat."""
+
+    profile: str = "default"
+    model: str | None = None
+    backend: str = "numpy"
+    template: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    backend_extra: dict[str, Any] = field(default_factory=dict)  # the profile's threads, quantize, ...
+    system: str | None = None
+    max_tokens: int = 1024
+    context: int | None = None
+    overflow: str = "drop-oldest"
+    markdown: bool = True
+    stop: list[str] = field(default_factory=list)
+
+    @property
+    def backend_options(self) -> dict[str, Any]:
+        return {"device": self.device, "dtype": self.dtype, **self.backend_extra}
+
+
+def settings_from_profile(profile: dict[str, dict[str, Any]], name: str, args: Any = None) -> ChatSettings:
+    """ChatSettings from a checked profile, with the command-line flags (an argparse Namespace) over it."""
+
+    def flag(attr: str) -> Any:
+        return getattr(args, attr, None) if args is not None else None
+
+    chat, model, backend = profile["chat"], profile["model"], profile["backend"]
+    stop = chat.get("stop", [])
+    return ChatSettings(
+        profile=name,
+        model=flag("model") or model.get("path"),
+        backend=flag("backend") or backend.get("name", "numpy"),
+        template=flag("template") or model.get("template"),
+        device=flag("device") or backend.get("device"),
+        dtype=flag("dtype") or backend.get("dtype"),
+        backend_extra=_backend_extra(backend, flag("threads"), flag("quantize")),
+        system=flag("system") if flag("system") is not None else chat.get("system"),
+        max_tokens=as_int(flag("max_tokens") if flag("max_tokens") is not None else chat.get("max_tokens", 1024), "--max-tokens", 1),
+        context=as_int(flag("context"), "--context", 16) if flag("context") is not None else model.get("context"),
+        overflow=chat.get("overflow", "drop-oldest"),
+        markdown=chat.get("markdown", True),
+        stop=[stop] if isinstance(stop, str) else list(stop),
+    )
+
+
+def _backend_extra(backend: dict[str, Any], threads: Any, quantize: str | None) -> dict[str, Any]:
+    """The profile's other [backend] options (threads, quantize, ...), with --threads/--quantize over them."""
+    extra = {k: v for k, v in backend.items() if k not in ("name", "device", "dtype")}
+    if threads is not None:
+        extra["threads"] = as_int(threads, "--threads", 1)
+    if quantize is not None:
+        extra["quantize"] = quantize
+    return extra
+
+
+def check_profile_model(settings: ChatSettings) -> None:
+    """A profile's model that is not on this machine (the shipped LLaMA-2 ones point at ~/models/...):
+    one line naming the profile and the ways out, not a bare 'no such file'."""
+    if settings.model and not Path(settings.model).expanduser().exists():
+        raise LlamachatError(
+            f"profile {settings.profile!r} names the model {settings.model}, which is not here: give one with -m PATH, "
+            "or point [model] path at your copy in a profile of your own (`llamachat profiles` shows where they go)"
+        )

@@ -1,51 +1,29 @@
-"""The interactive chat: prompt_toolkit for input, rich for output.
+"""The interactive chat's terminal: prompt_toolkit for input, rich for output.
 
-The prompt appears at once; the model finishes loading in a background thread (the first message
-waits for it). Replies stream as they are generated, rendered as Markdown in a terminal and as plain
+The model's life (loading, the Session, switching backend, template or profile) is the engine's,
+chat.Chat; this module keeps the prompt, the toolbar, the reply printer and the messages. The prompt
+appears at once; the model finishes loading in a background thread (the first message waits for it). Replies stream as they are generated, rendered as Markdown in a terminal and as plain
 text otherwise. Ctrl-C stops a reply and keeps it; Ctrl-C at the prompt clears the line; Ctrl-D,
 /quit, /exit or /bye end the chat. After every turn the transcript is saved atomically.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prompt_toolkit.completion import Completer, Completion
 
 from . import commands, transcript
+from .chat import Chat
 from .errors import LlamachatError
+from .profiles import ChatSettings
 from .protocols import TemplateError
 from .reply import ReplyPrinter
 
 TRIPLE = '"""'
-
-
-@dataclass
-class ChatSettings:
-    """What a profile (and the flags over it) decide for a chat."""
-
-    profile: str = "default"
-    model: str | None = None
-    backend: str = "numpy"
-    template: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    backend_extra: dict[str, Any] = field(default_factory=dict)  # the profile's threads, quantize, ...
-    system: str | None = None
-    max_tokens: int = 1024
-    context: int | None = None
-    overflow: str = "drop-oldest"
-    markdown: bool = True
-    stop: list[str] = field(default_factory=list)
-
-    @property
-    def backend_options(self) -> dict[str, Any]:
-        return {"device": self.device, "dtype": self.dtype, **self.backend_extra}
 
 
 def in_triple_quotes(text: str) -> bool:
@@ -66,11 +44,8 @@ def unwrap_triple_quotes(text: str) -> str:
 class ChatApp:
     def __init__(
         self,
-        settings: ChatSettings,
-        chain,
+        chat: Chat,
         *,
-        model=None,
-        checkpoint=None,
         console=None,
         input=None,
         output=None,
@@ -80,59 +55,28 @@ class ChatApp:
     ):
         from rich.console import Console
 
-        self.settings, self.chain, self.debug = settings, chain, debug
+        self.chat, self.debug = chat, debug
         self.console = console or Console(highlight=False)
         self.history, self.resume = history, resume
         self.autosave_name = time.strftime("chat-%Y%m%d-%H%M%S")
-        self._session = None
-        self._load_error: BaseException | None = None
         self._pending = ""  # a message that could not be sent, offered again at the prompt
         self._prompt = self._make_prompt(input, output)
-        self._checkpoint = checkpoint
-        if model is not None:
-            self._start(model)
-            self._loader = None
-        else:
-            self._loader = threading.Thread(target=self._load, daemon=True)
-            self._loader.start()
 
-    # -- loading ----------------------------------------------------------------------------------
-    def _load(self) -> None:
-        from .api import load, load_checkpoint
-
-        s = self.settings
-        try:
-            if self._checkpoint is not None:
-                model = load_checkpoint(self._checkpoint, s.backend, template=s.template, **s.backend_options)
-            else:
-                model = load(s.model, s.backend, template=s.template, **s.backend_options)
-            # the first forward pass pays one-time costs (~1 s here): pay them while the user types
-            model.runner.forward([model.config.bos_id or 0] * 8, model.runner.new_cache(8))
-            self._start(model)
-        except BaseException as e:  # surfaced in the main thread
-            self._load_error = e
-
-    def _start(self, model) -> None:
-        from .session import Session
-
-        s = self.settings
-        session = Session(model, self.chain, system=s.system, max_tokens=s.max_tokens, context=s.context, overflow=s.overflow)
-        session.stop_strings = list(s.stop)
-        self._session = session
+    @property
+    def settings(self) -> ChatSettings:
+        return self.chat.settings
 
     @property
     def loaded(self) -> bool:
-        return self._session is not None
+        return self.chat.session is not None
 
     @property
     def session(self):
-        if self._session is None and self._loader is not None:
-            if self._loader.is_alive():
-                self.say("loading the model ...", "dim")
-            self._loader.join()
-        if self._load_error is not None:
-            raise self._load_error
-        return self._session
+        if self.chat.session is not None:
+            return self.chat.session
+        if self.chat.loading:
+            self.say("loading the model ...", "dim")
+        return self.chat.wait()
 
     # -- output -----------------------------------------------------------------------------------
     def say(self, text: str, style: str = "") -> None:
@@ -160,73 +104,15 @@ class ChatApp:
     def default_save_name(self) -> str:
         return self.autosave_name
 
-    # -- switching --------------------------------------------------------------------------------
+    # -- switching (the engine's; the words are the terminal's) ------------------------------------
     def switch_backend(self, name: str) -> None:
-        from .api import Model
-        from .backends import load_runner
-        from .checkpoints import open_checkpoint
-
-        old = self.session
-        m = old.model
-        s = self.settings
-        # device, dtype and quantize were chosen for the backend being left (numpy refuses bfloat16,
-        # mlx a CUDA device): the new one starts from its own defaults; the thread count is the machine's.
-        options = {k: v for k, v in s.backend_extra.items() if k == "threads"}
-        left = [k for k, v in s.backend_options.items() if v is not None and k not in options]
-        checkpoint = open_checkpoint(m.path)
-        runner = load_runner(name, checkpoint.config, checkpoint.weights, **options)
-        s.backend, s.device, s.dtype, s.backend_extra = name, None, None, options
-        self._replace_model(Model(m.path, m.config, m.tokenizer, m.template, runner, name))
-        defaults = f" with its own defaults (the {', '.join(left)} set for {m.backend} do not carry over)" if left else ""
-        self.say(f"backend set to {name}{defaults}; the conversation was re-evaluated ({len(self.session.ledger)} tokens)")
+        self.say(self.chat.switch_backend(name))
 
     def switch_template(self, name: str) -> None:
-        from .templates import choose_template
-
-        session = self.session
-        template = choose_template(name, session.model.config.chat_template, session.model.tokenizer)
-        old, session.model = session.model, session.model.with_template(template)
-        try:
-            session.resync()
-        except LlamachatError:
-            session.model = old
-            raise
-        self.settings.template = name
-        self.say(f"template set to {template.name}" if name in (template.name, None) else f"template set to {name} ({template.name})")
+        self.say(self.chat.switch_template(name))
 
     def switch_profile(self, name: str) -> None:
-        from .cli import check_profile_model, settings_from_profile
-        from .profiles import load_profile
-
-        session = self.session
-        profile = load_profile(name, session.chain.params)
-        new = settings_from_profile(profile, name)
-        check_profile_model(new)
-        if (new.model, new.backend, new.backend_options) != (self.settings.model, self.settings.backend, self.settings.backend_options):
-            from .api import load
-
-            self.say(f"loading {new.model or 'the default model'} on {new.backend} ...", "dim")
-            model = load(new.model, new.backend, template=new.template, **new.backend_options)
-            self._replace_model(model)
-        elif new.template != self.settings.template:
-            self.switch_template(new.template or "auto")
-        session = self.session
-        session.chain.configure(profile["sampler"])
-        session.max_tokens, session.overflow = new.max_tokens, new.overflow
-        if new.system != session.system:
-            session.set_system(new.system)
-        self.settings = new
-        self.say(f"profile set to {name}")
-
-    def _replace_model(self, model) -> None:
-        from .session import Session
-
-        old = self._session
-        s = self.settings
-        new = Session(model, old.chain, system=None, max_tokens=old.max_tokens, context=s.context, overflow=old.overflow)
-        new.messages, new.dropped, new.totals, new.stop_strings = old.messages, old.dropped, old.totals, old.stop_strings
-        new.resync(evaluate=True)
-        self._session = new
+        self.say(self.chat.switch_profile(name, note=lambda text: self.say(text, "dim")))
 
     # -- input ------------------------------------------------------------------------------------
     def _make_prompt(self, input, output):
@@ -261,7 +147,7 @@ class ChatApp:
     def toolbar(self) -> str:
         if not self.loaded:
             return f" {self.settings.model or 'default model'} · loading on {self.settings.backend} ..."
-        s = self._session
+        s = self.chat.session
         return (
             f" {s.model.config.name} · {s.model.backend} · {s.model.template.name} · temp {s.chain.settings.get('temperature')}"
             f" · context {s.used}/{s.context} · cached {len(s.ledger)} "
@@ -294,8 +180,8 @@ class ChatApp:
                 if code:
                     return code
                 break
-        if self._session is not None and any(m["role"] == "assistant" for m in self._session.messages):
-            self.autosave(self._session)
+        if self.chat.session is not None and any(m["role"] == "assistant" for m in self.chat.session.messages):
+            self.autosave(self.chat.session)
         return 0
 
     def handle_line(self, line: str) -> int | None:
@@ -321,7 +207,7 @@ class ChatApp:
         except commands.QuitChat:
             raise
         except (LlamachatError, TemplateError, ValueError) as e:
-            if self._load_error is e:
+            if self.chat.load_error is e:
                 self.say(f"llamachat: error: {e}", "red")
                 return False
             self.say(str(e), "red")
@@ -369,7 +255,9 @@ class SlashCompleter(Completer):
 
         if kind == "param":
             params = (
-                set(self.app._session.chain.params) if self.app.loaded else {p.name for s in registry().samplers.values() for p in s.params}
+                set(self.app.chat.session.chain.params)
+                if self.app.loaded
+                else {p.name for s in registry().samplers.values() for p in s.params}
             )
             return sorted(params | {"max_tokens"})
         if kind == "backend":

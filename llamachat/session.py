@@ -12,13 +12,13 @@ once where memory should be given back.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .api import Model
 from .errors import LlamachatError
-from .generate import Stats, generate
+from .generate import Stats
 from .protocols import TemplateError
 from .sampling import SamplerChain
 
@@ -86,12 +86,13 @@ class Session:
         max_tokens: int = 1024,
         context: int | None = None,
         overflow: str = "drop-oldest",
+        stop: Sequence[str] = (),
     ):
         if overflow not in OVERFLOW_POLICIES:
             raise LlamachatError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {overflow!r}")
         self.model, self.chain = model, chain
         self.max_tokens, self.overflow = max_tokens, overflow
-        self.stop_strings: list[str] = []
+        self.stop_strings: list[str] = list(stop)  # a reply also ends at any of these (/stop)
         self.context = min(context or model.config.context_length, model.config.context_length)
         self.messages: list[dict[str, Any]] = []  # role, content, time; replies also stats, interrupted
         self.dropped: list[dict[str, Any]] = []  # exchanges dropped to fit the context (kept for the transcript)
@@ -230,7 +231,6 @@ class Session:
         warnings = getattr(self.model.template, "warnings", lambda _: [])(self.chat())
         new_ids = self._sync(ids)
         stats, history = Stats(), list(ids)
-        decoder = self.model.tokenizer.stream_decoder()
         text = StopText(self.stop_strings)
         interrupted = False
 
@@ -238,26 +238,16 @@ class Session:
             if piece and on_text:
                 on_text(piece)
 
+        max_tokens = min(self.max_tokens, self.context - len(ids))
         try:
-            for token in generate(
-                self.model.runner,
-                self.cache,
-                new_ids,
-                self.chain,
-                history=history,
-                max_tokens=min(self.max_tokens, self.context - len(ids)),
-                stop_ids=self.model.template.stop_ids(self.model.tokenizer),
-                stats=stats,
-            ):
-                emit(text.feed(decoder.push(token)))
+            for piece in self.model.stream(self.cache, new_ids, self.chain, history=history, max_tokens=max_tokens, stats=stats):
+                emit(text.feed(piece))
                 if text.hit:
                     stats.finish_reason = "stop"
                     break
         except KeyboardInterrupt:
             interrupted = True
             stats.finish_reason = "interrupted"
-        if not text.hit:
-            emit(text.feed(decoder.flush()))
         emit(text.flush())
         self.ledger = history[: len(self.cache)]  # what the cache now holds
         self.used = len(history)

@@ -16,8 +16,10 @@ from rich.console import Console
 
 import llamachat
 from llamachat import transcript
+from llamachat.chat import Chat
 from llamachat.plugins import registry
-from llamachat.repl import ChatApp, ChatSettings, SlashCompleter
+from llamachat.profiles import ChatSettings
+from llamachat.repl import ChatApp, SlashCompleter
 from llamachat.reply import ReplyPrinter, finished_blocks
 from llamachat.sampling import SamplerChain
 
@@ -34,9 +36,7 @@ def chat(model, keys: str, history: bool = True, resume: str | None = None, **se
         chain = SamplerChain(registry().samplers, seed=0)
         chain.set("temperature", 0)
         app = ChatApp(
-            ChatSettings(**settings),
-            chain,
-            model=model,
+            Chat(ChatSettings(**settings), chain, model=model),
             console=Console(file=out, width=200),
             input=pipe,
             output=DummyOutput(),

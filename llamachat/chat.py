@@ -1,0 +1,155 @@
+"""The chat's engine, apart from its terminal: the model's life in a chat.
+
+`Chat` loads the model the settings name, builds the Session every turn goes through (the one place
+a Session is built: stop strings, context and overflow included), and switches backend, template or
+profile mid-chat. Loading takes one way, at start-up and for /backend or /profile alike: `plan`
+checks what can be checked at once (the backend, the template's name, the model's files) so that bad
+input is one line before anything heavy happens, and `Plan.load` loads the checkpoint on the backend.
+The REPL (repl.py) and the one-shot answer (cli.py) drive it; neither builds a model or a Session.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .api import Model, load_checkpoint
+from .backends import find_backend
+from .checkpoints import Checkpoint, open_checkpoint
+from .default_model import default_model
+from .errors import LlamachatError
+from .plugins import registry
+from .profiles import ChatSettings, check_profile_model, load_profile, settings_from_profile
+from .protocols import Backend
+from .sampling import SamplerChain
+from .session import Session
+from .templates import choose_template
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A model to load, checked: the backend found and able to run here, the checkpoint open."""
+
+    settings: ChatSettings
+    backend: Backend
+    checkpoint: Checkpoint
+
+    def load(self) -> Model:
+        s = self.settings
+        return load_checkpoint(self.checkpoint, self.backend, template=s.template, **s.backend_options)
+
+
+class Chat:
+    def __init__(self, settings: ChatSettings, chain: SamplerChain, *, model: Model | None = None):
+        self.settings, self.chain = settings, chain
+        self.session: Session | None = None  # None until the model is loaded
+        self.load_error: BaseException | None = None  # what stopped the background load
+        self._loader: threading.Thread | None = None
+        self._checkpoint: Checkpoint | None = None  # the last one opened (a backend switch reuses it)
+        if model is not None:
+            self.session = self._new_session(model)
+
+    # -- loading: start-up, /backend and /profile take the same way --------------------------------
+    def plan(self, settings: ChatSettings, path: str | Path | None = None) -> Plan:
+        """Check the backend and the template's name, and open the model (`path`, else the
+        settings' model, else the default one): bad input fails here, before anything heavy."""
+        backend = find_backend(settings.backend)
+        templates = registry().templates
+        if settings.template not in (None, "auto") and settings.template not in templates:
+            raise LlamachatError(f"unknown template {settings.template!r} (available: {', '.join(sorted(templates))})")
+        where = Path(path or settings.model or default_model())
+        if self._checkpoint is None or self._checkpoint.path != where:
+            self._checkpoint = open_checkpoint(where)
+        return Plan(settings, backend, self._checkpoint)
+
+    def start(self, plan: Plan, *, background: bool = False) -> None:
+        """Load the planned model and start the conversation, now or in a background thread (the
+        chat's prompt appears at once; `wait` joins it)."""
+        if not background:
+            self.session = self._new_session(plan.load())
+            return
+        self._loader = threading.Thread(target=self._load_and_warm_up, args=(plan,), daemon=True)
+        self._loader.start()
+
+    def _load_and_warm_up(self, plan: Plan) -> None:
+        try:
+            model = plan.load()
+            # the first forward pass pays one-time costs (~1 s here): pay them while the user types
+            model.runner.forward([model.config.bos_id or 0] * 8, model.runner.new_cache(8))
+            self.session = self._new_session(model)
+        except BaseException as e:  # surfaced in the thread that waits
+            self.load_error = e
+
+    @property
+    def loading(self) -> bool:
+        return self._loader is not None and self._loader.is_alive()
+
+    def wait(self) -> Session:
+        """The session, once the model is loaded; what stopped the load, raised here."""
+        if self.session is None and self._loader is not None:
+            self._loader.join()
+        if self.load_error is not None:
+            raise self.load_error
+        if self.session is None:
+            raise LlamachatError("no model is loaded")
+        return self.session
+
+    # -- the one place a Session is built ----------------------------------------------------------
+    def _new_session(self, model: Model, carry: Session | None = None) -> Session:
+        """A Session on `model` from the settings, or carrying `carry`'s conversation, sampler and
+        limits over to it (a switch of backend or model: the cache is re-evaluated at once)."""
+        s = self.settings
+        if carry is None:
+            return Session(model, self.chain, system=s.system, max_tokens=s.max_tokens, context=s.context, overflow=s.overflow, stop=s.stop)
+        new = Session(model, carry.chain, max_tokens=carry.max_tokens, context=s.context, overflow=carry.overflow, stop=carry.stop_strings)
+        new.messages, new.dropped, new.totals = carry.messages, carry.dropped, carry.totals
+        new.resync(evaluate=True)
+        return new
+
+    # -- switching ---------------------------------------------------------------------------------
+    def switch_backend(self, name: str) -> str:
+        """The same model and conversation on backend `name`; says what was left behind."""
+        old = self.wait()
+        s = self.settings
+        # device, dtype and quantize were chosen for the backend being left (numpy refuses bfloat16,
+        # mlx a CUDA device): the new one starts from its own defaults; the thread count is the machine's.
+        options = {k: v for k, v in s.backend_extra.items() if k == "threads"}
+        left = [k for k, v in s.backend_options.items() if v is not None and k not in options]
+        new = replace(s, backend=name, device=None, dtype=None, backend_extra=options)
+        self.session = self._new_session(self.plan(new, old.model.path).load(), carry=old)
+        self.settings = new
+        defaults = f" with its own defaults (the {', '.join(left)} set for {old.model.backend} do not carry over)" if left else ""
+        return f"backend set to {name}{defaults}; the conversation was re-evaluated ({len(self.session.ledger)} tokens)"
+
+    def switch_template(self, name: str) -> str:
+        session = self.wait()
+        template = choose_template(name, session.model.config.chat_template, session.model.tokenizer)
+        old, session.model = session.model, session.model.with_template(template)
+        try:
+            session.resync()
+        except LlamachatError:
+            session.model = old
+            raise
+        self.settings.template = name
+        return f"template set to {template.name}" if name in (template.name, None) else f"template set to {name} ({template.name})"
+
+    def switch_profile(self, name: str, note: Callable[[str], None] = lambda _: None) -> str:
+        """The profile's model, backend, template, sampler and chat settings; `note` hears of a load."""
+        session = self.wait()
+        profile = load_profile(name, session.chain.params)
+        new = settings_from_profile(profile, name)
+        check_profile_model(new)
+        if (new.model, new.backend, new.backend_options) != (self.settings.model, self.settings.backend, self.settings.backend_options):
+            note(f"loading {new.model or 'the default model'} on {new.backend} ...")
+            self.session = self._new_session(self.plan(new).load(), carry=session)
+        elif new.template != self.settings.template:
+            note(self.switch_template(new.template or "auto"))
+        session = self.wait()
+        session.chain.configure(profile["sampler"])
+        session.max_tokens, session.overflow = new.max_tokens, new.overflow
+        if new.system != session.system:
+            session.set_system(new.system)
+        self.settings = new
+        return f"profile set to {name}"
