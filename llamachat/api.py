@@ -119,11 +119,18 @@ def load(model: str | Path | None = None, backend: str = "numpy", *, template: s
     return load_checkpoint(open_checkpoint(path), backend, template=template, **options)
 
 
-def load_checkpoint(checkpoint: Checkpoint, backend: str | Backend = "numpy", *, template: str | None = None, **options: Any) -> Model:
+def load_checkpoint(
+    checkpoint: Checkpoint, backend: str | Backend = "numpy", *, template: str | Template | None = None, **options: Any
+) -> Model:
     """`load` for a checkpoint already opened (the chat opens it first, to fail fast on bad input).
-    `backend` is a plugin's name, or the plugin itself as `backends.find_backend` returned it."""
+    `backend` is a plugin's name, or the plugin itself as `backends.find_backend` returned it;
+    `template` a name, or a template already made for this tokenizer (a backend switch keeps its own)."""
     plugin = find_backend(backend) if isinstance(backend, str) else backend
     tokenizer = checkpoint.tokenizer
-    chat_template = choose_template(template, checkpoint.config.chat_template, tokenizer)
+    chat_template = (
+        template
+        if template is not None and not isinstance(template, str)
+        else choose_template(template, checkpoint.config.chat_template, tokenizer)
+    )
     runner = load_runner(plugin, checkpoint.config, checkpoint.weights, **options)
     return Model(checkpoint.path, checkpoint.config, tokenizer, chat_template, runner, plugin.name)

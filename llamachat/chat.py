@@ -22,7 +22,7 @@ from .default_model import default_model
 from .errors import LlamachatError
 from .plugins import registry
 from .profiles import ChatSettings, check_profile_model, load_profile, settings_from_profile
-from .protocols import Backend
+from .protocols import Backend, Template
 from .sampling import SamplerChain
 from .session import Session
 from .templates import choose_template
@@ -36,9 +36,10 @@ class Plan:
     backend: Backend
     checkpoint: Checkpoint
 
-    def load(self) -> Model:
+    def load(self, template: Template | None = None) -> Model:
+        """The model on the backend, with the settings' template (or `template`, already made)."""
         s = self.settings
-        return load_checkpoint(self.checkpoint, self.backend, template=s.template, **s.backend_options)
+        return load_checkpoint(self.checkpoint, self.backend, template=template or s.template, **s.backend_options)
 
 
 class Chat:
@@ -82,10 +83,6 @@ class Chat:
         except BaseException as e:  # surfaced in the thread that waits
             self.load_error = e
 
-    @property
-    def loading(self) -> bool:
-        return self._loader is not None and self._loader.is_alive()
-
     def wait(self) -> Session:
         """The session, once the model is loaded; what stopped the load, raised here."""
         if self.session is None and self._loader is not None:
@@ -118,7 +115,8 @@ class Chat:
         options = {k: v for k, v in s.backend_extra.items() if k == "threads"}
         left = [k for k, v in s.backend_options.items() if v is not None and k not in options]
         new = replace(s, backend=name, device=None, dtype=None, backend_extra=options)
-        self.session = self._new_session(self.plan(new, old.model.path).load(), carry=old)
+        # the same loader as start-up; the template, already made for this tokenizer, is kept
+        self.session = self._new_session(self.plan(new, old.model.path).load(old.model.template), carry=old)
         self.settings = new
         defaults = f" with its own defaults (the {', '.join(left)} set for {old.model.backend} do not carry over)" if left else ""
         return f"backend set to {name}{defaults}; the conversation was re-evaluated ({len(self.session.ledger)} tokens)"

@@ -74,7 +74,7 @@ class ChatApp:
     def session(self):
         if self.chat.session is not None:
             return self.chat.session
-        if self.chat.loading:
+        if self.chat.load_error is None:  # still loading in the background
             self.say("loading the model ...", "dim")
         return self.chat.wait()
 
