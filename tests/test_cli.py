@@ -204,3 +204,10 @@ def test_threads_limit_numpys_blas(default_model_path):
     finally:
         threadpool_limits(before, user_api="blas")
     assert blas_threads() == before
+
+
+def test_help_gives_the_sampler_chain_the_code_uses():
+    from llamachat.sampling import DEFAULT_CHAIN
+
+    text = " ".join(cli.chat_parser().format_help().split())
+    assert f"(default {', '.join(DEFAULT_CHAIN)})" in text
