@@ -11,7 +11,8 @@ from test_cli import assert_one_line_error
 from tiny_models import TinySpec, hf_model, write_hf
 
 from llamachat.checkpoints import read_config_only
-from llamachat.info import flops_per_token, kv_bytes_per_token, param_counts, report
+from llamachat.costs import flops_per_token, kv_bytes_per_token, param_counts
+from llamachat.info import report
 
 # Meta's params.json files as published (formats.md 2(a)); the totals are the widely quoted ones
 LLAMA2 = {
