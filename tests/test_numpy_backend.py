@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from llamachat_numpy.plain import PlainModel
 from tiny_models import TinySpec, canonical_weights, dequantized, hf_logits, hf_model, load_into_hf, write_gguf
 
 import llamachat
@@ -28,7 +29,9 @@ def test_logits_match_transformers_f32(tmp_path, name, forward):
     spec = SPECS[name]
     hf = hf_model(spec)
     path = write_gguf(tmp_path / "m.gguf", spec, canonical_weights(hf, spec))
-    logits = llamachat.load(path, **FORWARD_PASSES[forward]).logits(IDS)
+    model = llamachat.load(path, **FORWARD_PASSES[forward])
+    assert isinstance(model.runner, PlainModel) == (forward == "plain")  # the option picks the forward pass
+    logits = model.logits(IDS)
     assert logits.dtype == np.float32 and logits.shape == (len(IDS), spec.vocab)
     assert np.abs(logits - hf_logits(hf, IDS)).max() < 1e-4
 
