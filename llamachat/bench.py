@@ -20,9 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .costs import GIB
 from .protocols import Runner
-
-GIB = 1 << 30
 
 
 @dataclass

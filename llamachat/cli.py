@@ -340,7 +340,8 @@ def run_info(argv: Sequence[str]) -> int:
     p.add_argument("--no-measure", action="store_true", help="skip the bandwidth measurement (no ceiling)")
     args = p.parse_args(argv)
     from .checkpoints import read_config_only
-    from .info import GB, print_report, report
+    from .costs import GB
+    from .info import print_report, report
 
     if args.path and args.model:
         p.error("give the model once: as PATH or with -m")

@@ -1,72 +1,17 @@
 """`llamachat info`: what a model costs before it is loaded.
 
-Parameters are counted from the config (formats.md 4.1):
-    embedding   vocab * dim
-    attention   n_layers * (dim * q_dim + 2 * dim * kv_dim + q_dim * dim)
-    ffn         n_layers * 3 * dim * ffn_dim
-    norms       n_layers * 2 * dim + dim
-    output      vocab * dim, unless tied to the embedding
-Weight memory is parameters x bits per weight / 8 for each storage format (a block format's bits
-include its scales: Q8_0 keeps one fp16 scale per 32 weights, 8.5 bits). The KV cache holds keys and
-values of every layer: 2 * n_layers * kv_dim elements per token. FLOPs per generated token at context
-n are 2 * params (one multiply-add per weight, as LLaMA write-ups count) plus attention's
-4 * n_layers * n * q_dim (scores and weighted sum). Decoding reads every weight once per token, so
-tokens/s <= memory bandwidth / weight bytes: the ceiling printed for this machine.
+The arithmetic (parameters, memory per storage format, KV bytes and FLOPs per token) lives in
+llamachat/costs.py. Decoding reads every weight once per token, so tokens/s <= memory bandwidth /
+weight bytes: the ceiling printed for this machine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from .costs import GB, GIB, STORAGE_FORMATS, flops_per_token, kv_bytes_per_token, param_counts, weight_bytes
 from .protocols import ModelConfig
-
-GIB, GB = 1 << 30, 1e9
-
-# (name, bits per weight): dense dtypes, then GGUF blocks, then MLX affine (fp16 scale + bias per group)
-STORAGE_FORMATS: tuple[tuple[str, float], ...] = (
-    ("fp32", 32.0),
-    ("fp16/bf16", 16.0),
-    ("Q8_0 (int8)", 8.5),
-    ("MLX 8-bit g64", 8.5),
-    ("Q4_1", 5.0),
-    ("MLX 4-bit g32", 5.0),
-    ("Q4_0", 4.5),
-    ("MLX 4-bit g64", 4.5),
-)
-
-
-@dataclass(frozen=True)
-class ParamCounts:
-    embedding: int
-    attention: int
-    ffn: int
-    norms: int
-    output: int
-
-    @property
-    def total(self) -> int:
-        return self.embedding + self.attention + self.ffn + self.norms + self.output
-
-
-def param_counts(c: ModelConfig) -> ParamCounts:
-    return ParamCounts(
-        embedding=c.vocab_size * c.dim,
-        attention=c.n_layers * (2 * c.dim * c.q_dim + 2 * c.dim * c.kv_dim),
-        ffn=c.n_layers * 3 * c.dim * c.ffn_dim,
-        norms=c.n_layers * 2 * c.dim + c.dim,
-        output=0 if c.tied_embeddings else c.vocab_size * c.dim,
-    )
-
-
-def kv_bytes_per_token(c: ModelConfig, bytes_per_element: int = 2) -> int:
-    return 2 * c.n_layers * c.kv_dim * bytes_per_element
-
-
-def flops_per_token(c: ModelConfig, context: int) -> int:
-    """FLOPs to generate one token with `context` tokens already in the cache."""
-    return 2 * param_counts(c).total + 4 * c.n_layers * context * c.q_dim
 
 
 def report(c: ModelConfig, bandwidth: float | None = None) -> dict[str, Any]:
@@ -75,7 +20,7 @@ def report(c: ModelConfig, bandwidth: float | None = None) -> dict[str, Any]:
     total = counts.total
     memory = {}
     for name, bits in STORAGE_FORMATS:
-        nbytes = round(total * bits / 8)
+        nbytes = weight_bytes(c, bits)
         memory[name] = {"bits_per_weight": bits, "bytes": nbytes, "GiB": round(nbytes / GIB, 3), "GB": round(nbytes / GB, 3)}
         if bandwidth:
             memory[name]["decode_ceiling_tok_s"] = round(bandwidth / nbytes, 2)

@@ -6,10 +6,10 @@ import os
 import re
 from collections.abc import Mapping
 
+from .costs import GIB, dense_weight_bytes
 from .errors import LlamachatError
 from .protocols import ModelConfig, Tensor
 
-GIB = 1 << 30
 LIMIT_VARIABLE = "LLAMACHAT_MEMORY_LIMIT"  # e.g. "8G": treat this much as available (containers, tests)
 
 
@@ -37,10 +37,8 @@ def available_memory() -> int | None:
 
 def check_fits(backend: object, config: ModelConfig, weights: Mapping[str, Tensor], options: Mapping[str, object]) -> None:
     """One clear line, before loading, when the weights will not fit as this backend holds them."""
-    from .info import param_counts
-
     estimate = getattr(backend, "memory_needed", None)
-    needed = estimate(config, weights, **options) if estimate else 4 * param_counts(config).total
+    needed = estimate(config, weights, **options) if estimate else dense_weight_bytes(config, "float32")
     free = available_memory()
     if free is None or needed <= free:
         return

@@ -25,8 +25,10 @@ every backend implements one RoPE: rotation of consecutive pairs (x[2i], x[2i+1]
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -298,15 +300,43 @@ class Cache(Protocol):
         [n_layers, n_kv_heads, len(), head_dim], the layout every backend exports and imports."""
         ...
 
-    def load_state(self, state: Mapping[str, np.ndarray]) -> None: ...
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Hold the tokens of a saved `state()`; ValueError (and the cache unchanged) when it does not fit."""
+        ...
+
+    # Optional: `state_layout`, the name of what `state()` returns: "kv" (the shared layout above,
+    # CacheLength's default; portable between backends) or a backend's own opaque one. A cache that
+    # lives inside a C library (llama.cpp) has no k/v arrays to give: it returns {"blob": uint8 [n]},
+    # its library's serialized sequence state, with state_layout = "llama.cpp", and its load_state
+    # refuses (ValueError) a blob its library rejects. Such a state is reused only where the saved
+    # session's fingerprint (model hash, backend, dtype) and ledger hash match; docs/design.md, "Room
+    # for the backends to come".
+
+
+def cache_capacity(config: ModelConfig, capacity: int | None) -> int:
+    """The capacity a new cache gets: what was asked for, at most the model's context (all of it by default)."""
+    return min(capacity or config.context_length, config.context_length)
+
+
+def checked_state(state: Mapping[str, np.ndarray], config: ModelConfig, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """The keys and values of a saved state (see `Cache.state`) as float32 arrays, checked against this
+    model's layout [n_layers, n_kv_heads, tokens, head_dim] and the cache's capacity; ValueError otherwise."""
+    k, v = np.asarray(state["k"], np.float32), np.asarray(state["v"], np.float32)
+    layout = (config.n_layers, config.n_kv_heads, config.head_dim)
+    if k.shape != v.shape or k.ndim != 4 or k.shape[:2] + k.shape[3:] != layout or k.shape[2] > capacity:
+        expected = (config.n_layers, config.n_kv_heads, capacity, config.head_dim)
+        raise ValueError(f"cache state of shape {k.shape} does not fit this model's cache {expected}")
+    return k, v
 
 
 class CacheLength:
-    """The bookkeeping every cache shares: `length` tokens held of `capacity`, and truncation that
-    keeps the first n. Backends subclass it for their storage (the contract, not a code path)."""
+    """The bookkeeping every cache shares: `length` tokens held of `capacity`, truncation that keeps
+    the first n, and `extend`, the one place a forward pass's new length is committed. Backends
+    subclass it for their storage."""
 
     capacity: int
     length: int = 0
+    state_layout = "kv"  # state() is the shared float32 k/v layout (see Cache)
 
     def __len__(self) -> int:
         return self.length
@@ -322,6 +352,16 @@ class CacheLength:
         if end > self.capacity:
             raise ValueError(f"{end} tokens do not fit the cache ({self.capacity})")
         return self.length, end
+
+    @contextmanager
+    def extend(self, n: int) -> Iterator[tuple[int, int]]:
+        """`with cache.extend(T) as (start, end):` write the new tokens' keys and values at start:end.
+        The cache holds them (its length becomes `end`) only when the block ends normally: an exception
+        raised inside it (Ctrl-C's KeyboardInterrupt included) leaves the length, and so `state()` and
+        every later forward pass, exactly as before. Writes past the length are invisible until then."""
+        start, end = self.span(n)
+        yield start, end
+        self.length = end  # not reached when the block raises: contextmanager re-raises at the yield
 
 
 @runtime_checkable
@@ -353,3 +393,17 @@ class Backend(Protocol):
 
     # Optional: `memory_needed(config, weights, **options) -> int`, the bytes the loaded weights will
     # take (checked against the memory available before loading); without it, 4 bytes a parameter.
+    # Optional: `close()` on the Runner it builds, called when the chat lets the model go: a runner
+    # spread over several processes (tensor parallelism) stops its other ranks there.
+
+
+@runtime_checkable
+class FileBackend(Backend, Protocol):
+    """A backend that reads the checkpoint file itself instead of canonical weights (llama.cpp through
+    llama-cpp-python maps the GGUF file into its own memory). `formats` names the checkpoint formats it
+    reads ("gguf"); for those, the loader hands it the path and the config read from the file's header,
+    and no weight is read by llamachat. `load` stays for every other format (or refuses in one line)."""
+
+    formats: tuple[str, ...]
+
+    def load_file(self, path: Path, config: ModelConfig, **options: Any) -> Runner: ...

@@ -11,9 +11,10 @@ from test_cli import assert_one_line_error
 from tiny_models import TinySpec, hf_model, write_hf
 
 from llamachat.checkpoints import read_config_only
-from llamachat.info import flops_per_token, kv_bytes_per_token, param_counts, report
+from llamachat.costs import flops_per_token, kv_bytes_per_token, param_counts
+from llamachat.info import report
 
-# Meta's params.json files as published (formats.md 2(a)); the totals are the widely quoted ones
+# Meta's params.json files as published (docs/formats.md 2(a)); the totals are the widely quoted ones
 LLAMA2 = {
     "7B": ({"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-05, "vocab_size": -1}, 6_738_415_616),
     "13B": ({"dim": 5120, "multiple_of": 256, "n_heads": 40, "n_layers": 40, "norm_eps": 1e-05, "vocab_size": -1}, 13_015_864_320),

@@ -1,9 +1,11 @@
-"""The NumPy reference backend against HF transformers' LlamaForCausalLM on the same weights."""
+"""The NumPy reference backend against HF transformers' LlamaForCausalLM on the same weights: the
+fast forward pass (model.py) and the plain walk-through (plain.py, option `plain`) alike."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from llamachat_numpy.plain import PlainModel
 from tiny_models import TinySpec, canonical_weights, dequantized, hf_logits, hf_model, load_into_hf, write_gguf
 
 import llamachat
@@ -18,38 +20,47 @@ SPECS = {
 }
 
 
+FORWARD_PASSES = {"fast": {}, "plain": {"plain": True}}
+
+
+@pytest.mark.parametrize("forward", FORWARD_PASSES)
 @pytest.mark.parametrize("name", SPECS)
-def test_logits_match_transformers_f32(tmp_path, name):
+def test_logits_match_transformers_f32(tmp_path, name, forward):
     spec = SPECS[name]
     hf = hf_model(spec)
     path = write_gguf(tmp_path / "m.gguf", spec, canonical_weights(hf, spec))
-    logits = llamachat.load(path).logits(IDS)
+    model = llamachat.load(path, **FORWARD_PASSES[forward])
+    assert isinstance(model.runner, PlainModel) == (forward == "plain")  # the option picks the forward pass
+    logits = model.logits(IDS)
     assert logits.dtype == np.float32 and logits.shape == (len(IDS), spec.vocab)
     assert np.abs(logits - hf_logits(hf, IDS)).max() < 1e-4
 
 
+@pytest.mark.parametrize("forward", FORWARD_PASSES)
 @pytest.mark.parametrize("name", ["gqa", "mha-tied-theta"])
-def test_wrong_qk_layout_fails_the_same_comparison(tmp_path, name):
+def test_wrong_qk_layout_fails_the_same_comparison(tmp_path, name, forward):
     """Negative control: q/k rows left in HF's layout must be caught by the 1e-4 comparison."""
     spec = SPECS[name]
     hf = hf_model(spec)
     path = write_gguf(tmp_path / "m.gguf", spec, canonical_weights(hf, spec, permute_qk=False))
-    assert np.abs(llamachat.load(path).logits(IDS) - hf_logits(hf, IDS)).max() > 1e-2
+    assert np.abs(llamachat.load(path, **FORWARD_PASSES[forward]).logits(IDS) - hf_logits(hf, IDS)).max() > 1e-2
 
 
+@pytest.mark.parametrize("forward", FORWARD_PASSES)
 @pytest.mark.parametrize("qtype", ["Q8_0", "Q4_1"])
-def test_quantized_file_matches_transformers_on_dequantized_weights(tmp_path, qtype):
+def test_quantized_file_matches_transformers_on_dequantized_weights(tmp_path, qtype, forward):
     spec = SPECS["gqa"]
     hf = hf_model(spec)
     weights = canonical_weights(hf, spec)
     path = write_gguf(tmp_path / "m.gguf", spec, weights, qtype)
     load_into_hf(hf, dequantized(weights, qtype), spec)
-    assert np.abs(llamachat.load(path).logits(IDS) - hf_logits(hf, IDS)).max() < 1e-4
+    assert np.abs(llamachat.load(path, **FORWARD_PASSES[forward]).logits(IDS) - hf_logits(hf, IDS)).max() < 1e-4
 
 
-def test_incremental_decode_equals_prefill(tiny_gguf):
+@pytest.mark.parametrize("forward", FORWARD_PASSES)
+def test_incremental_decode_equals_prefill(tiny_gguf, forward):
     spec, _, path = tiny_gguf
-    runner = llamachat.load(path).runner
+    runner = llamachat.load(path, **FORWARD_PASSES[forward]).runner
     full = runner.forward(IDS, runner.new_cache(64), all_logits=True)
     cache = runner.new_cache(64)
     runner.forward(IDS[:20], cache)

@@ -32,7 +32,7 @@ def meta_chat_ids(sp, dialog):
     return tokens + encode(f"{B_INST} {(dialog[-1]['content']).strip()} {E_INST}", bos=True, eos=False)
 
 
-# The HF chat_template of meta-llama/Llama-2-*-chat-hf (formats.md 1.2).
+# The HF chat_template of meta-llama/Llama-2-*-chat-hf (docs/formats.md 1.2).
 HF_LLAMA2 = (
     "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}"
     "{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
@@ -61,7 +61,7 @@ DIALOGS = {
         {"role": "assistant", "content": "   I am an assistant   "},
         {"role": "user", "content": "Another question"},
     ],
-    "whitespace": [  # formats.md 4.4
+    "whitespace": [  # docs/formats.md 4.4
         {"role": "system", "content": "  sys  "},
         {"role": "user", "content": "  hi  "},
         {"role": "assistant", "content": "   I am   "},

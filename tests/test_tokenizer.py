@@ -29,7 +29,7 @@ def test_llama2_special_ids(llama2_tokenizer):
 
 
 def test_llama2_ids_from_meta(llama2_tokenizer):
-    """Ids Meta's tokenizer gives (formats.md 4.2): the dummy prefix at the start of every call."""
+    """Ids Meta's tokenizer gives (docs/formats.md 4.2): the dummy prefix at the start of every call."""
     tk = llama2_tokenizer
     assert tk.encode("[INST]") == [518, 25580, 29962]
     assert tk.encode("[INST] <<SYS>>\n")[3:] == [3532, 14816, 29903, 6778, 13]

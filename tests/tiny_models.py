@@ -261,7 +261,7 @@ def write_tokenizer_model(directory: Path) -> None:
 
 
 def write_meta(directory: Path, spec: TinySpec, weights: dict[str, np.ndarray], n_shards: int = 1, dtype=None) -> Path:
-    """consolidated.NN.pth split as fairscale's model parallelism splits them (formats.md 2(a)), plus
+    """consolidated.NN.pth split as fairscale's model parallelism splits them (docs/formats.md 2(a)), plus
     params.json and tokenizer.model. Written with torch.save, the way Meta's files were."""
     import json
 

@@ -5,14 +5,12 @@ HF-laid-out with 4/8-bit affine weights (`.weight` uint32, `.scales`, `.biases`)
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import LlamachatError
 from ..protocols import ModelConfig, RopeScaling, Tensor
+from ..rope import llama3_divisors
 from .layouts import HF, to_canonical, with_tied
 from .safetensors_file import read_safetensors
 
@@ -88,19 +86,6 @@ def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
     return config, extras
 
 
-def llama3_rope_divisors(head_dim: int, theta: float, rope: dict[str, Any]) -> np.ndarray:
-    """Llama-3.1's frequency scaling as the per-frequency divisors GGUF stores in `rope_freqs`
-    (formats.md 3; HF `_compute_llama3_parameters`)."""
-    factor, low, high = float(rope["factor"]), float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
-    old = float(rope.get("original_max_position_embeddings", 8192))
-    inv = theta ** -(np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    wavelen = 2 * math.pi / inv
-    smooth = np.clip((old / wavelen - low) / (high - low), 0.0, 1.0)
-    scaled = (1 - smooth) * inv / factor + smooth * inv
-    scaled = np.where(wavelen < old / high, inv, np.where(wavelen > old / low, inv / factor, scaled))
-    return (inv / scaled).astype(np.float32)
-
-
 def safetensors_files(directory: Path) -> list[Path]:
     """The weight files of an HF/mlx-lm directory: the index's, or every *.safetensors."""
     index = directory / INDEX
@@ -127,7 +112,7 @@ def read_hf(directory: Path) -> tuple[ModelConfig, dict[str, Tensor]]:
     tensors = {k.removeprefix("language_model."): v for k, v in tensors.items()}  # some exports nest the LM
     config = with_tied(config, tensors, HF)
     if "llama3_rope" in extras:
-        tensors["rope_freqs"] = llama3_rope_divisors(config.head_dim, config.rope_theta, extras["llama3_rope"])
+        tensors["rope_freqs"] = llama3_divisors(config.head_dim, config.rope_theta, extras["llama3_rope"])
     weights = to_canonical(tensors, config, HF, str(directory), hf_qk=True, quantization=extras["quantization"])
     return config, weights
 

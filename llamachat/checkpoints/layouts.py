@@ -1,7 +1,7 @@
 """Tensor names and q/k row orders of the formats, mapped onto llamachat's canonical ones.
 
 Meta, GGUF and MLX's `rope_traditional` store q/k rows for interleaved RoPE; Hugging Face (and so
-mlx-lm) permutes them within each head for its half-split `rotate_half` (formats.md 2(b)). One pair
+mlx-lm) permutes them within each head for its half-split `rotate_half` (docs/formats.md 2(b)). One pair
 of functions moves between the two; a QuantizedTensor is permuted by its rows (packed data, scales and
 biases alike), which is valid because quantization groups never cross a row.
 """

@@ -6,7 +6,7 @@ needs to llamachat's own functions and refuses every other (the check torch's `w
 does, without needing torch): a .pth holding a module, a function or any other object is refused
 before anything in it runs. Storages are memory-mapped straight out of the (uncompressed) zip.
 
-Model-parallel shards (13B: 2, 70B: 8) are merged as fairscale split them (formats.md 2(a)):
+Model-parallel shards (13B: 2, 70B: 8) are merged as fairscale split them (docs/formats.md 2(a)):
 column-parallel weights (wq, wk, wv, w1, w3, output) along axis 0, row-parallel ones (wo, w2) and
 LLaMA-1/2's embedding along axis 1, 1-D norms replicated.
 """
@@ -28,7 +28,8 @@ import numpy as np
 from ..errors import LlamachatError
 from ..protocols import ModelConfig, Tensor
 from ..quantize import bf16_tensor
-from .hf import llama3_rope_divisors, read_json
+from ..rope import llama3_divisors
+from .hf import read_json
 from .layouts import META, to_canonical, with_tied
 
 LLAMA2_VOCAB = 32000
@@ -230,7 +231,7 @@ def read_meta(directory: Path, vocab_size: int | None) -> tuple[ModelConfig, dic
         raise LlamachatError(f"{directory}: shards do not fit together ({e})") from None
     if params.get("use_scaled_rope"):  # Llama-3.1
         rope = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
-        tensors["rope_freqs"] = llama3_rope_divisors(config.head_dim, config.rope_theta, rope)
+        tensors["rope_freqs"] = llama3_divisors(config.head_dim, config.rope_theta, rope)
     else:
         tensors.pop("rope.freqs", None)  # a buffer Meta saves and never loads
     try:

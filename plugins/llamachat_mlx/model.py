@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 import mlx.core as mx
 import numpy as np
 
-from llamachat.protocols import CacheLength, ModelConfig, QuantizedTensor, Tensor, as_float32
+from llamachat.protocols import CacheLength, ModelConfig, QuantizedTensor, Tensor, as_float32, cache_capacity, checked_state
 from llamachat.quantize import gguf_to_affine, scale_floats
+from llamachat.rope import inverse_frequencies
 
 CACHE_STEP = 256  # the cache grows by this many positions at a time, not by one concatenation a token
 PACKABLE_GGUF = ("gguf:Q4_0", "gguf:Q4_1", "gguf:Q8_0")
@@ -91,10 +92,8 @@ class MlxKVCache(CacheLength):
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         c = self.config
-        k, v = np.asarray(state["k"], np.float32), np.asarray(state["v"], np.float32)
+        k, v = checked_state(state, c, self.capacity)
         n = k.shape[2]
-        if k.shape != v.shape or k.shape[:2] + k.shape[3:] != (c.n_layers, c.n_kv_heads, c.head_dim) or n > self.capacity:
-            raise ValueError(f"cache state of shape {k.shape} does not fit this model's cache")
         self.k, self.v, self.length = [], [], 0
         self.reserve(n)
         for i in range(c.n_layers):
@@ -130,54 +129,46 @@ class MlxModel:
         self.output_norm = norm("output_norm")
         self.embedding = Linear(weights["token_embd"], dtype)  # [V, D]
         self.head = self.embedding if config.tied_embeddings else Linear(weights["output"], dtype)
-        # mx.fast.rope takes per-pair periods (1 / inverse frequency) when they are not base ** (2i / Dh)
-        self.rope_scale = 1.0 / config.rope_scaling.factor if config.rope_scaling and config.rope_scaling.kind == "linear" else 1.0
-        self.rope_periods = None
-        if "rope_freqs" in weights:
-            periods = config.rope_theta ** (np.arange(0, config.head_dim, 2) / config.head_dim) * as_float32(weights["rope_freqs"])
-            self.rope_periods = mx.array(periods.astype(np.float32))
+        # mx.fast.rope takes per-pair periods, 1 / inverse frequency, scaling included
+        divisors = as_float32(weights["rope_freqs"]) if "rope_freqs" in weights else None
+        self.rope_periods = mx.array((1 / inverse_frequencies(config, divisors)).astype(np.float32))  # [Dh/2]
         linears = [lin for layer in self.layers for lin in layer.values() if isinstance(lin, Linear)]
         linears += [self.embedding] + ([] if config.tied_embeddings else [self.head])
         mx.eval([lin.weight for lin in linears])
         self.weight_bytes = sum(lin.nbytes for lin in linears) + (2 * config.n_layers + 1) * config.dim * dtype.size
 
     def new_cache(self, capacity: int | None = None) -> MlxKVCache:
-        capacity = min(capacity or self.config.context_length, self.config.context_length)
-        return MlxKVCache(self.config, capacity, self.mx_dtype)
+        return MlxKVCache(self.config, cache_capacity(self.config, capacity), self.mx_dtype)
 
     def rope(self, x: mx.array, offset: int) -> mx.array:
         """Rotate consecutive pairs (traditional=True) of x [1, N, T, Dh] at positions offset.."""
-        c = self.config
-        if self.rope_periods is not None:
-            return mx.fast.rope(x, c.head_dim, traditional=True, base=None, scale=self.rope_scale, offset=offset, freqs=self.rope_periods)
-        return mx.fast.rope(x, c.head_dim, traditional=True, base=c.rope_theta, scale=self.rope_scale, offset=offset)
+        return mx.fast.rope(x, self.config.head_dim, traditional=True, base=None, scale=1.0, offset=offset, freqs=self.rope_periods)
 
     def forward(self, ids: Sequence[int], cache: MlxKVCache, all_logits: bool = False) -> np.ndarray:
         c = self.config
         T, H, K, Dh = len(ids), c.n_heads, c.n_kv_heads, c.head_dim
-        start, end = cache.span(T)
-        cache.reserve(end)
-        x = self.embedding.rows(mx.array(list(ids)))[None]  # [1, T, D]
-        mask = None
-        if T > 1:  # new token t (at position start + t) attends to positions <= start + t
-            mask = mx.arange(end)[None] <= mx.arange(start, end)[:, None]  # [T, S]
-        keys, values = cache.k, cache.v  # written in place at start:end, beyond what the cache holds
-        for i, layer in enumerate(self.layers):
-            h = mx.fast.rms_norm(x, layer["attn_norm"], c.norm_eps)
-            q = self.rope(layer["attn_q"](h).reshape(1, T, H, Dh).transpose(0, 2, 1, 3), start)  # [1, H, T, Dh]
-            k = self.rope(layer["attn_k"](h).reshape(1, T, K, Dh).transpose(0, 2, 1, 3), start)  # [1, K, T, Dh]
-            v = layer["attn_v"](h).reshape(1, T, K, Dh).transpose(0, 2, 1, 3)
-            keys[i][:, :, start:end] = k
-            values[i][:, :, start:end] = v
-            out = mx.fast.scaled_dot_product_attention(q, keys[i][:, :, :end], values[i][:, :, :end], scale=Dh**-0.5, mask=mask)
-            x = x + layer["attn_output"](out.transpose(0, 2, 1, 3).reshape(1, T, H * Dh))
-            h = mx.fast.rms_norm(x, layer["ffn_norm"], c.norm_eps)
-            gate = layer["ffn_gate"](h)
-            x = x + layer["ffn_down"](gate * mx.sigmoid(gate) * layer["ffn_up"](h))
-        if not all_logits:
-            x = x[:, -1:]
-        logits = self.head(mx.fast.rms_norm(x, self.output_norm, c.norm_eps))[0].astype(mx.float32)  # [T, V]
-        mx.eval(logits, keys, values)
-        cache.length = end  # only now: an interrupted forward leaves the cache as it was
+        with cache.extend(T) as (start, end):  # the cache holds the new tokens once this block completes (after mx.eval)
+            cache.reserve(end)
+            x = self.embedding.rows(mx.array(list(ids)))[None]  # [1, T, D]
+            mask = None
+            if T > 1:  # new token t (at position start + t) attends to positions <= start + t
+                mask = mx.arange(end)[None] <= mx.arange(start, end)[:, None]  # [T, S]
+            keys, values = cache.k, cache.v  # written in place at start:end, beyond what the cache holds
+            for i, layer in enumerate(self.layers):
+                h = mx.fast.rms_norm(x, layer["attn_norm"], c.norm_eps)
+                q = self.rope(layer["attn_q"](h).reshape(1, T, H, Dh).transpose(0, 2, 1, 3), start)  # [1, H, T, Dh]
+                k = self.rope(layer["attn_k"](h).reshape(1, T, K, Dh).transpose(0, 2, 1, 3), start)  # [1, K, T, Dh]
+                v = layer["attn_v"](h).reshape(1, T, K, Dh).transpose(0, 2, 1, 3)
+                keys[i][:, :, start:end] = k
+                values[i][:, :, start:end] = v
+                out = mx.fast.scaled_dot_product_attention(q, keys[i][:, :, :end], values[i][:, :, :end], scale=Dh**-0.5, mask=mask)
+                x = x + layer["attn_output"](out.transpose(0, 2, 1, 3).reshape(1, T, H * Dh))
+                h = mx.fast.rms_norm(x, layer["ffn_norm"], c.norm_eps)
+                gate = layer["ffn_gate"](h)
+                x = x + layer["ffn_down"](gate * mx.sigmoid(gate) * layer["ffn_up"](h))
+            if not all_logits:
+                x = x[:, -1:]
+            logits = self.head(mx.fast.rms_norm(x, self.output_norm, c.norm_eps))[0].astype(mx.float32)  # [T, V]
+            mx.eval(logits, keys, values)
         out = np.array(logits)
         return out if all_logits else out[0]

@@ -1,7 +1,8 @@
 """The NumPy reference backend: float32 on the CPU, the one every other backend is checked against.
 
 Options: `threads` (the BLAS threads, through threadpoolctl); `dtype` float32 only; `device` "cpu"
-or "auto" (the CPU is the only one; asking for a GPU here is refused, not silently ignored).
+or "auto" (the CPU is the only one; asking for a GPU here is refused, not silently ignored); `plain`
+(true: the plain walk-through forward pass of plain.py instead of model.py's faster one).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class NumpyBackend:
 
     def load(self, config: ModelConfig, weights: Mapping[str, Tensor], **options: Any):
         from .model import NumpyModel
+        from .plain import PlainModel
 
         dtype = options.pop("dtype", None)
         if dtype not in (None, "auto", "float32", "fp32"):
@@ -37,7 +39,7 @@ class NumpyBackend:
             from threadpoolctl import threadpool_limits
 
             threadpool_limits(int(options["threads"]), user_api="blas")  # NumPy's BLAS does the heavy lifting
-        return NumpyModel(config, weights)
+        return (PlainModel if options.get("plain") else NumpyModel)(config, weights)
 
 
 @hookimpl

@@ -2,6 +2,8 @@
 
 Read it top to bottom: `NumpyModel.forward` embeds the tokens, runs each block (attention, then the
 SwiGLU feed-forward, each behind an RMSNorm and a residual add) and projects onto the vocabulary.
+The same algebra with none of the speed tricks below is plain.py (the backend's `plain` option): read
+that first; the tests hold both to transformers.
 
 Shapes in comments: T new tokens, S = cached + new tokens, D dim, H query heads, K key/value heads,
 R = H // K query heads per kv head (GQA), Dh head dim, F feed-forward dim, V vocabulary.
@@ -28,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32
+from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32, cache_capacity, checked_state
+from llamachat.rope import angles
 
 f32 = np.float32
 
@@ -40,6 +43,7 @@ class KVCache(CacheLength):
     """
 
     def __init__(self, config: ModelConfig, capacity: int):
+        self.config = config
         shape = (config.n_layers, config.n_kv_heads, capacity, config.head_dim)
         self.k = np.zeros(shape, f32)  # zero pages cost nothing until written
         self.v = np.zeros(shape, f32)
@@ -51,10 +55,8 @@ class KVCache(CacheLength):
         return {"k": self.k[:, :, :n].copy(), "v": self.v[:, :, :n].copy()}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
-        k, v = np.asarray(state["k"], f32), np.asarray(state["v"], f32)
+        k, v = checked_state(state, self.config, self.capacity)
         n = k.shape[2]
-        if k.shape != v.shape or k.shape[:2] + k.shape[3:] != self.k.shape[:2] + self.k.shape[3:] or n > self.capacity:
-            raise ValueError(f"cache state of shape {k.shape} does not fit this model's cache {self.k.shape}")
         self.k[:, :, :n], self.v[:, :, :n] = k, v
         self.length = n
 
@@ -80,12 +82,7 @@ class Layer:
 
 def rope_table(config: ModelConfig, n_positions: int, freq_divisors: np.ndarray | None = None) -> np.ndarray:
     """e^(i * position * inv_freq) as complex64, [n_positions, Dh/2] (angles computed in float64)."""
-    inv_freq = config.rope_theta ** -(np.arange(0, config.head_dim, 2, dtype=np.float64) / config.head_dim)
-    if config.rope_scaling is not None and config.rope_scaling.kind == "linear":
-        inv_freq = inv_freq / config.rope_scaling.factor
-    if freq_divisors is not None:  # Llama-3.1 style per-frequency factors (GGUF rope_freqs)
-        inv_freq = inv_freq / freq_divisors.astype(np.float64)
-    return np.exp(1j * np.outer(np.arange(n_positions, dtype=np.float64), inv_freq)).astype(np.complex64)
+    return np.exp(1j * angles(config, n_positions, freq_divisors)).astype(np.complex64)
 
 
 def rope(x: np.ndarray, cis: np.ndarray) -> np.ndarray:
@@ -130,21 +127,20 @@ class NumpyModel:
             yield self.embedding
 
     def new_cache(self, capacity: int | None = None) -> KVCache:
-        return KVCache(self.config, min(capacity or self.config.context_length, self.config.context_length))
+        return KVCache(self.config, cache_capacity(self.config, capacity))
 
     # -- the forward pass ------------------------------------------------------------------------
     def forward(self, ids: Sequence[int], cache: KVCache, all_logits: bool = False) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
-        start, end = cache.span(len(ids))
-        x = self.embed(ids)  # [T, D]
-        cis = self.cis[start:end, None]  # [T, 1, Dh/2] complex
-        # causal mask: new token t (at position start + t) sees positions up to its own
-        mask = np.triu(np.full((len(ids), end), -np.inf, dtype=f32), start + 1) if len(ids) > 1 else None  # [T, S]
-        with np.errstate(over="ignore"):  # exp(-g) of a very negative gate is inf: silu is then 0, as it should be
-            for i, layer in enumerate(self.layers):
-                x += self.attention(layer, self.rms_norm(x), cache, i, start, cis, mask)
-                x += self.feed_forward(layer, self.rms_norm(x))
-        cache.length = end
+        with cache.extend(len(ids)) as (start, end):  # the cache holds the new tokens once this block completes
+            x = self.embed(ids)  # [T, D]
+            cis = self.cis[start:end, None]  # [T, 1, Dh/2] complex
+            # causal mask: new token t (at position start + t) sees positions up to its own
+            mask = np.triu(np.full((len(ids), end), -np.inf, dtype=f32), start + 1) if len(ids) > 1 else None  # [T, S]
+            with np.errstate(over="ignore"):  # exp(-g) of a very negative gate is inf: silu is then 0, as it should be
+                for i, layer in enumerate(self.layers):
+                    x += self.attention(layer, self.rms_norm(x), cache, i, start, cis, mask)
+                    x += self.feed_forward(layer, self.rms_norm(x))
         if not all_logits:
             x = x[-1:]
         logits = (self.rms_norm(x) * self.output_norm) @ self.head.T  # [T, V]

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llamachat.backends import float_dtype
+from llamachat.costs import dense_weight_bytes, param_counts
 from llamachat.hookspecs import hookimpl
 from llamachat.protocols import ModelConfig, Tensor
 
@@ -83,15 +84,12 @@ class TorchBackend:
 
     def memory_needed(self, config: ModelConfig, weights: Mapping[str, Tensor], **options: Any) -> int:
         """Host memory for the weights at the chosen dtype (a CUDA GPU's own memory is not host memory)."""
-        from llamachat.info import param_counts
-
         device = pick_device(options.get("device"))
         if device.startswith("cuda"):
             return 0
         if pick_quantize(options.get("quantize"), device):
             return param_counts(config).total  # well above: the embedding and head stay bf16, the rest 4.5-5 bits
-        size = {"float32": 4, "float16": 2, "bfloat16": 2}[pick_dtype(options.get("dtype"), device)]
-        return size * param_counts(config).total
+        return dense_weight_bytes(config, pick_dtype(options.get("dtype"), device))
 
     def load(self, config: ModelConfig, weights: Mapping[str, Tensor], **options: Any):
         import torch

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32
+from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32, cache_capacity, checked_state
+from llamachat.rope import angles
 
 from .int4 import Int4Linear
 from .sliced import SlicedLinear
@@ -42,6 +43,7 @@ class TorchKVCache(CacheLength):
     in the layout every backend shares."""
 
     def __init__(self, config: ModelConfig, capacity: int, device: torch.device, dtype: torch.dtype):
+        self.config = config
         shape = (config.n_layers, config.n_kv_heads, capacity, config.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
@@ -52,10 +54,8 @@ class TorchKVCache(CacheLength):
         return {name: t[:, :, :n].float().cpu().numpy() for name, t in (("k", self.k), ("v", self.v))}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
-        k, v = np.asarray(state["k"], np.float32), np.asarray(state["v"], np.float32)
+        k, v = checked_state(state, self.config, self.capacity)
         n = k.shape[2]
-        if k.shape != v.shape or k.shape[:2] + k.shape[3:] != tuple(self.k.shape[:2] + self.k.shape[3:]) or n > self.capacity:
-            raise ValueError(f"cache state of shape {k.shape} does not fit this model's cache {tuple(self.k.shape)}")
         self.k[:, :, :n] = torch.from_numpy(k).to(self.k)
         self.v[:, :, :n] = torch.from_numpy(v).to(self.v)
         self.length = n
@@ -106,13 +106,9 @@ class TorchModel:
         self.head = self.dense(w("token_embd" if config.tied_embeddings else "output"))  # [V, D]
         # tied: one copy, the head's, and a token's embedding is its row
         self.embedding = None if config.tied_embeddings else w("token_embd").to(device=device, dtype=dtype)  # [V, D]
-        inv_freq = config.rope_theta ** -(torch.arange(0, config.head_dim, 2, dtype=torch.float64) / config.head_dim)
-        if config.rope_scaling is not None and config.rope_scaling.kind == "linear":
-            inv_freq = inv_freq / config.rope_scaling.factor
-        if "rope_freqs" in weights:
-            inv_freq = inv_freq / w("rope_freqs").double()
-        angles = torch.outer(torch.arange(config.context_length, dtype=torch.float64), inv_freq)
-        self.cis = torch.polar(torch.ones_like(angles), angles).to(torch.complex64).to(device)  # [ctx, Dh/2]
+        divisors = as_float32(weights["rope_freqs"]) if "rope_freqs" in weights else None
+        theta = torch.from_numpy(angles(config, config.context_length, divisors))  # [ctx, Dh/2] float64
+        self.cis = torch.polar(torch.ones_like(theta), theta).to(torch.complex64).to(device)  # [ctx, Dh/2]
         tensors = [t for layer in self.layers for t in layer.values()] + [self.output_norm, self.head]
         if self.embedding is not None:
             tensors.append(self.embedding)
@@ -131,8 +127,7 @@ class TorchModel:
         return self.head.rows(ids) if isinstance(self.head, SlicedLinear) else self.head[ids]  # tied: the head's rows
 
     def new_cache(self, capacity: int | None = None) -> TorchKVCache:
-        capacity = min(capacity or self.config.context_length, self.config.context_length)
-        return TorchKVCache(self.config, capacity, self.device, self.cache_dtype)
+        return TorchKVCache(self.config, cache_capacity(self.config, capacity), self.device, self.cache_dtype)
 
     def linear(self, x: torch.Tensor, w: Linear) -> torch.Tensor:
         if not isinstance(w, torch.Tensor):  # an Int4Linear or a SlicedLinear
@@ -174,16 +169,15 @@ class TorchModel:
     @torch.inference_mode()
     def forward(self, ids: Sequence[int], cache: TorchKVCache, all_logits: bool = False) -> np.ndarray:
         T = len(ids)
-        start, end = cache.span(T)
-        x = self.embed(torch.tensor(list(ids), device=self.device))  # [T, D]
-        cis = self.cis[start:end, None]  # [T, 1, Dh/2]
-        # new token t (at position start + t) attends to positions <= start + t
-        mask = None
-        if T > 1:
-            mask = torch.ones(T, end, dtype=torch.bool, device=self.device).tril(start)
-        for i, layer in enumerate(self.layers):
-            x = self.block(x, layer, cache.k[i], cache.v[i], cis, mask, start, end)
-        cache.length = end
+        with cache.extend(T) as (start, end):  # the cache holds the new tokens once this block completes
+            x = self.embed(torch.tensor(list(ids), device=self.device))  # [T, D]
+            cis = self.cis[start:end, None]  # [T, 1, Dh/2]
+            # new token t (at position start + t) attends to positions <= start + t
+            mask = None
+            if T > 1:
+                mask = torch.ones(T, end, dtype=torch.bool, device=self.device).tril(start)
+            for i, layer in enumerate(self.layers):
+                x = self.block(x, layer, cache.k[i], cache.v[i], cis, mask, start, end)
         if not all_logits:
             x = x[-1:]
         logits = self.linear(self.rms_norm(x, self.output_norm), self.head).float().cpu().numpy()  # [T, V]
