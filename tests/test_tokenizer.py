@@ -312,3 +312,49 @@ def test_neither_sentencepiece_nor_tiktoken(tmp_path):
     path.write_bytes(bytes(range(256)) * 8)
     with pytest.raises(LlamachatError, match="neither a SentencePiece model nor tiktoken BPE ranks"):
         load_tokenizer(path)
+
+
+# -------------------------------------------------------------------------------------------------
+# Bad tokenizers at start-up: one line naming the file and what is accepted, exit 2
+
+
+@pytest.fixture(scope="module")
+def meta_directory(tmp_path_factory):
+    """A tiny Meta-layout model whose tokenizer.model each test replaces."""
+    from tiny_models import TinySpec, canonical_weights, hf_model, write_meta
+
+    spec = TinySpec()
+    return write_meta(tmp_path_factory.mktemp("meta") / "model", spec, canonical_weights(hf_model(spec), spec))
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        (bytes(range(256)) * 8, ("tokenizer.model: neither a SentencePiece model nor tiktoken BPE ranks",)),
+        (b"IQ== 0\nIg== 0\n", ("tokenizer.model: line 2 repeats rank 0 of line 1", "one 'base64(token bytes) rank' line per token")),
+        (b"IQ== 0\nIg==\n", ("tokenizer.model: line 2 is not 'base64(token bytes) rank'",)),
+    ],
+)
+def test_bad_tokenizer_model_at_start_up(meta_directory, content, fragments):
+    from conftest import run_cli
+    from test_cli import assert_one_line_error
+
+    (meta_directory / "tokenizer.model").write_bytes(content)
+    assert_one_line_error(run_cli("-p", "hi", "-m", str(meta_directory)), str(meta_directory), *fragments)
+
+
+def test_unknown_pre_tokenizer_at_start_up(tmp_path):
+    from conftest import run_cli
+    from test_cli import assert_one_line_error
+    from tiny_models import TinySpec, canonical_weights, hf_model, write_gguf
+
+    spec = TinySpec()
+    vocab = {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "tekken",
+        "tokenizer.ggml.tokens": ["a", "b"],
+        "tokenizer.ggml.merges": ["a b"],
+    }
+    path = write_gguf(tmp_path / "nemo.gguf", spec, canonical_weights(hf_model(spec), spec), tokenizer=vocab)
+    out = run_cli("-p", "hi", "-m", str(path))
+    assert_one_line_error(out, f"{path}: tokenizer pre-type 'tekken' is not supported (supported: default, gpt-2", "qwen2", "deepseek-llm")
