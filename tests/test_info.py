@@ -140,3 +140,19 @@ def test_llama32_rope_divisors_match_transformers():
 def test_no_rope_scaling_shown(tmp_path):
     (tmp_path / "params.json").write_text(json.dumps(LLAMA2["7B"][0]))
     assert report(read_config_only(tmp_path).config)["architecture"]["rope_scaling"] is None
+
+
+def test_gguf_rope_factor_from_rope_freqs(tmp_path):
+    """A GGUF keeps Llama-3.1's scaling only as rope_freqs divisors (as llama.cpp's converter writes
+    them); the factor shown is the largest divisor."""
+    from tiny_models import canonical_weights, write_gguf
+
+    from llamachat.checkpoints.hf import llama3_rope_divisors
+
+    spec = TinySpec()
+    weights = canonical_weights(hf_model(spec), spec)
+    rope = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    weights["rope_freqs.weight"] = llama3_rope_divisors(spec.head_dim, 500000.0, rope)
+    path = write_gguf(tmp_path / "m.gguf", spec, weights)
+    r = json.loads(run_cli("info", str(path), "--json", "--no-measure").stdout)
+    assert r["architecture"]["rope_scaling"] == {"rope_type": "llama3 (rope_freqs)", "factor": 8.0}
