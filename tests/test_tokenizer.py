@@ -358,3 +358,22 @@ def test_unknown_pre_tokenizer_at_start_up(tmp_path):
     path = write_gguf(tmp_path / "nemo.gguf", spec, canonical_weights(hf_model(spec), spec), tokenizer=vocab)
     out = run_cli("-p", "hi", "-m", str(path))
     assert_one_line_error(out, f"{path}: tokenizer pre-type 'tekken' is not supported (supported: default, gpt-2", "qwen2", "deepseek-llm")
+
+
+def test_qwen2_hf_folder_normalizes_and_gguf_does_not(tmp_path):
+    """transformers' Qwen2 tokenizer (saved as an HF folder's tokenizer.json) applies NFC; llama.cpp's
+    qwen2 GGUF tokenizer has no normalizer. Each source follows its own reference (design.md)."""
+    from transformers import Qwen2Tokenizer
+
+    from llamachat.checkpoints.gguf import GGUFFile
+
+    meta = GGUFFile(DATA / "ggml-vocab-qwen2.gguf").metadata
+    types, tokens = meta["tokenizer.ggml.token_type"], meta["tokenizer.ggml.tokens"]
+    vocab = {t: i for i, t in enumerate(tokens) if int(types[i]) == 1}  # NORMAL pieces; the rest are added tokens
+    reference = Qwen2Tokenizer(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]])
+    reference.save_pretrained(tmp_path)
+    hf, gguf_tk = load_tokenizer(tmp_path / "tokenizer.json"), _cached(DATA / "ggml-vocab-qwen2.gguf")
+    decomposed = "Cafe\u0301 cre\u0300me bru\u0302le\u0301e"
+    assert hf.encode(decomposed) == reference.encode(decomposed, add_special_tokens=False) == gguf_tk.encode("Café crème brûlée")
+    assert hf.decode(hf.encode(decomposed)) == "Café crème brûlée"  # NFC
+    assert gguf_tk.encode(decomposed) != hf.encode(decomposed) and gguf_tk.decode(gguf_tk.encode(decomposed)) == decomposed
