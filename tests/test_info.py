@@ -156,3 +156,29 @@ def test_gguf_rope_factor_from_rope_freqs(tmp_path):
     path = write_gguf(tmp_path / "m.gguf", spec, weights)
     r = json.loads(run_cli("info", str(path), "--json", "--no-measure").stdout)
     assert r["architecture"]["rope_scaling"] == {"rope_type": "llama3 (rope_freqs)", "factor": 8.0}
+
+
+def test_chat_info_shows_rope_scaling(tmp_path):
+    """/info in a chat: the same RoPE line as `llamachat info`."""
+    from tiny_models import canonical_weights, write_gguf
+
+    import llamachat
+    from llamachat.checkpoints.hf import llama3_rope_divisors
+    from llamachat.commands import cmd_info
+
+    spec = TinySpec()
+    weights = canonical_weights(hf_model(spec), spec)
+    rope = {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    weights["rope_freqs.weight"] = llama3_rope_divisors(spec.head_dim, 500000.0, rope)
+    model = llamachat.load(write_gguf(tmp_path / "m.gguf", spec, weights))
+
+    class Chat:
+        session = type("Session", (), {"model": model})
+        said: list[str] = []
+
+        def say(self, text: str) -> None:
+            self.said.append(text)
+
+    chat = Chat()
+    cmd_info(chat, "")
+    assert "rope     scaling llama3 (rope_freqs), factor 32" in chat.said
