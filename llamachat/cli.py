@@ -358,7 +358,7 @@ def run_info(argv: Sequence[str]) -> int:
         from .bench import memory_bandwidth
 
         bandwidth = memory_bandwidth()
-    r = report(found.config, bandwidth)
+    r = report(found.config, bandwidth, found.rope_scaling)
     on_disk = sum(f.stat().st_size for f in found.weight_files) or None
     if args.json:
         print(json.dumps(r | {"format": found.format, "notes": found.notes, "bytes_on_disk": on_disk}))

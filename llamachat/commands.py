@@ -202,8 +202,21 @@ def cmd_info(chat: ChatLike, arg: str) -> None:
     chat.say(f"model    {c.name} ({m.path})")
     chat.say(f"shape    {c.n_layers} layers, dim {c.dim}, {c.n_heads} heads / {c.n_kv_heads} kv heads of {c.head_dim}, ffn {c.ffn_dim}")
     chat.say(f"vocab    {c.vocab_size} ({m.tokenizer.kind}), context {c.context_length}, rope theta {c.rope_theta:g}")
+    chat.say(f"rope     scaling {_rope_scaling(m)}")
     chat.say(f"backend  {m.backend} ({m.runner.dtype}, {m.runner.weight_bytes / 1e6:.0f} MB of weights)")
     chat.say(f"template {m.template.name}")
+
+
+def _rope_scaling(model: Any) -> str:
+    """The model's RoPE scaling as `llamachat info` shows it, read again from its config file (the
+    loaded ModelConfig does not carry Llama-3.1-style scaling, only its rope_freqs weights do)."""
+    from .checkpoints import read_config_only
+    from .info import describe_rope_scaling, rope_scaling
+
+    try:
+        return describe_rope_scaling(rope_scaling(model.config, read_config_only(model.path).rope_scaling))
+    except (LlamachatError, OSError):
+        return "unknown (the model's files cannot be read again)"
 
 
 def cmd_save(chat: ChatLike, arg: str) -> None:

@@ -14,7 +14,29 @@ from .costs import GB, GIB, STORAGE_FORMATS, flops_per_token, kv_bytes_per_token
 from .protocols import ModelConfig
 
 
-def report(c: ModelConfig, bandwidth: float | None = None) -> dict[str, Any]:
+def rope_scaling(c: ModelConfig, llama3: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How positions are stretched: Llama-3.1-style (`llama3`, from the checkpoint) or linear."""
+    if llama3 is not None:
+        return {
+            k: llama3[k]
+            for k in ("rope_type", "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+            if k in llama3
+        }
+    if c.rope_scaling is not None:
+        return {"rope_type": c.rope_scaling.kind, "factor": c.rope_scaling.factor}
+    return None
+
+
+def describe_rope_scaling(rope: dict[str, Any] | None) -> str:
+    if rope is None:
+        return "none"
+    extra = [f"{k.removesuffix('_factor')} {rope[k]:g}" for k in ("low_freq_factor", "high_freq_factor") if k in rope]
+    if "original_max_position_embeddings" in rope:
+        extra.append(f"original context {int(rope['original_max_position_embeddings']):,}")
+    return f"{rope['rope_type']}, factor {rope['factor']:g}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def report(c: ModelConfig, bandwidth: float | None = None, llama3_rope: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything `info` prints, as plain JSON-ready values (bytes and FLOPs as integers)."""
     counts = param_counts(c)
     total = counts.total
@@ -37,6 +59,7 @@ def report(c: ModelConfig, bandwidth: float | None = None) -> dict[str, Any]:
             "vocab_size": c.vocab_size,
             "context_length": c.context_length,
             "rope_theta": c.rope_theta,
+            "rope_scaling": rope_scaling(c, llama3_rope),
             "norm_eps": c.norm_eps,
             "tied_embeddings": c.tied_embeddings,
         },
@@ -77,6 +100,8 @@ def print_report(r: dict[str, Any], source: str, fmt: str, notes: Sequence[str],
     console.print(f"[bold]{r['name']}[/bold]  ({fmt}: {source})", highlight=False, soft_wrap=True)
     arch = Table("architecture", "", show_header=False)
     for key, value in r["architecture"].items():
+        if key == "rope_scaling":
+            value = describe_rope_scaling(value)
         arch.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
     console.print(arch)
     params = Table("parameters", "count", "share", title_justify="left")

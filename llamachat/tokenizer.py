@@ -1,6 +1,7 @@
-"""Tokenizers behind one interface (see `protocols.Tokenizer`): SentencePiece and byte-level BPE.
+"""Tokenizers behind one interface (see `protocols.Tokenizer`): SentencePiece, byte-level BPE and
+Llama-3's tiktoken ranks.
 
-Both kinds are built from what people have: a `tokenizer.model`, a `tokenizer.json`, or the
+Each kind is built from what people have: a `tokenizer.model`, a `tokenizer.json`, or the
 vocabulary stored in a GGUF file. Whatever the source, `encode` treats its input as text: control
 and special tokens are never produced from it (a user who types "<s>" or "<|im_end|>" gets those
 characters, not the ids), and no BOS/EOS is added. Templates splice special ids in themselves.
@@ -12,9 +13,13 @@ UTF-8 sequences and keeps the leading spaces of pieces.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,19 +30,49 @@ from .errors import LlamachatError
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 _GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-_LLAMA3_SPLIT = (
+LLAMA3_SPLIT = (  # Meta's Llama-3 tokenizer.py `pat_str`, also Llama-3's tokenizer.json
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-# GGUF `tokenizer.ggml.pre` values for byte-level BPE, and how each splits text before the merges
-# (as llama.cpp's llama-vocab.cpp does): a list of (regex, digits-one-by-one first).
+_QWEN2_SPLIT = (  # Llama-3's with single digits
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_DEEPSEEK_LLM_SPLITS = (  # llama.cpp's LLAMA_VOCAB_PRE_TYPE_DEEPSEEK_LLM, copied character for character
+    "[\r\n]",
+    "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
+    "\\s?[!-/:-~！-／：-～‘-‟\u3000-。]+",
+    "\\s+$",
+    "[一-龥ࠀ-一가-\ud7ff]+",
+    "\\p{N}+",
+)
+
+
+@dataclass(frozen=True)
+class PreTokenizer:
+    """How a GGUF `tokenizer.ggml.pre` type splits text before the merges, as llama.cpp's
+    llama-vocab.cpp defines it: each regex in turn splits every piece the previous one left, keeping
+    matches and the text between them; `ignore_merges` looks a whole piece up in the vocabulary first."""
+
+    splits: tuple[str, ...]
+    ignore_merges: bool = False
+
+
+_GPT2 = PreTokenizer((_GPT2_SPLIT,))
+_LLAMA3 = PreTokenizer((LLAMA3_SPLIT,), ignore_merges=True)
+_QWEN2 = PreTokenizer((_QWEN2_SPLIT,))
+# GGUF `tokenizer.ggml.pre` values for byte-level BPE. Mistral-Nemo's "tekken" is not here: llama.cpp's
+# sdist has no reference ids to check it against.
 SUPPORTED_PRE = {
-    "default": (_GPT2_SPLIT, False),
-    "gpt-2": (_GPT2_SPLIT, False),
-    "smollm": (_GPT2_SPLIT, True),  # SmolLM: every digit its own token, then GPT-2's split
-    "llama-bpe": (_LLAMA3_SPLIT, False),  # Llama-3
-    "llama3": (_LLAMA3_SPLIT, False),
-    "llama-v3": (_LLAMA3_SPLIT, False),
+    "default": _GPT2,
+    "gpt-2": _GPT2,
+    "smollm": PreTokenizer((r"\p{N}", _GPT2_SPLIT)),  # SmolLM: every digit its own token, then GPT-2's split
+    "llama-bpe": _LLAMA3,  # Llama-3
+    "llama3": _LLAMA3,
+    "llama-v3": _LLAMA3,
+    "qwen2": _QWEN2,  # Qwen2, Qwen2.5, Qwen3
+    "deepseek-r1-qwen": _QWEN2,  # DeepSeek-R1-Distill-Qwen
+    "deepseek-llm": PreTokenizer(_DEEPSEEK_LLM_SPLITS),  # DeepSeek LLM 7B/67B (and R1-Distill-Llama's is llama-bpe)
 }
 
 
@@ -171,6 +206,15 @@ def _byte_alphabet() -> dict[str, int]:
     return chars
 
 
+@lru_cache(maxsize=1)
+def _byte_characters() -> list[str]:
+    """GPT-2's map of bytes to printable characters (byte -> character)."""
+    characters = [""] * 256
+    for c, b in _byte_alphabet().items():
+        characters[b] = c
+    return characters
+
+
 def _byte_level_bytes(token: str) -> bytes:
     alphabet = _byte_alphabet()
     if all(c in alphabet for c in token):
@@ -254,6 +298,106 @@ def _write_tokenizer_config(directory: Path, tokenizer: BaseTokenizer, cls: str)
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
+# Meta's Llama-3 tokenizer (meta-llama/llama-models, models/llama3/tokenizer.py): the special tokens
+# after the file's ranks, in this order, then reserved ones up to 256; looked up by name, never by id.
+LLAMA3_SPECIAL_TOKENS = (
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>",
+    "<|finetune_right_pad_id|>",
+    "<|step_id|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eom_id|>",  # end of message (a tool call follows)
+    "<|eot_id|>",  # end of turn
+    "<|python_tag|>",
+    "<|image|>",
+)
+LLAMA3_RESERVED_SPECIAL_TOKENS = 256
+TIKTOKEN_MAX_ENCODE_CHARS = 400_000  # tiktoken panics beyond this (Meta's comment)
+TIKTOKEN_MAX_RUN = 25_000  # longer runs of (non-)whitespace are split: tiktoken issue #195
+
+
+def llama3_special_tokens() -> list[str]:
+    named = list(LLAMA3_SPECIAL_TOKENS)
+    reserved = [f"<|reserved_special_token_{2 + i}|>" for i in range(LLAMA3_RESERVED_SPECIAL_TOKENS - len(named))]
+    return named + reserved
+
+
+def split_runs(text: str, max_run: int = TIKTOKEN_MAX_RUN) -> list[str]:
+    """`text` cut so that no piece holds more than `max_run` consecutive whitespace or consecutive
+    non-whitespace characters, where Meta's `_split_whitespaces_or_nonwhitespaces` cuts: every
+    `max_run` characters into a longer run, counted from its start. (A regex finds the long runs:
+    Meta's loop over characters would cost as much as the encoding itself.)"""
+    if len(text) <= max_run:
+        return [text]
+    cuts = [
+        run.start() + k * max_run
+        for run in re.finditer(rf"\s{{{max_run + 1},}}|\S{{{max_run + 1},}}", text)
+        for k in range(1, (len(run.group()) - 1) // max_run + 1)
+    ]
+    return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+
+
+class TiktokenTokenizer(BaseTokenizer):
+    """Meta's Llama-3 `tokenizer.model` (tiktoken BPE ranks) on the `tiktoken` package, as Meta loads
+    it: Llama-3's split pattern, the 256 special tokens from id len(ranks), and input cut at 400,000
+    characters and at runs of 25,000 (non-)whitespace characters. Text never yields a special id."""
+
+    kind = "tiktoken"
+
+    def __init__(self, ranks: dict[bytes, int], name: str = "tokenizer.model"):
+        import tiktoken
+
+        n = len(ranks)
+        self.special_ids = {token: n + i for i, token in enumerate(llama3_special_tokens())}
+        self.encoding = tiktoken.Encoding(name=name, pat_str=LLAMA3_SPLIT, mergeable_ranks=ranks, special_tokens=self.special_ids)
+        s = self.special_ids
+        super().__init__(s["<|begin_of_text|>"], s["<|end_of_text|>"], (s["<|eom_id|>"], s["<|eot_id|>"]), n + len(s))
+        self.n_ranks = n
+        self._bytes = [b""] * self.vocab_size
+        for token, rank in ranks.items():
+            self._bytes[rank] = token
+        self._names = list(s)
+        self._ids: dict[str, int] | None = None  # piece -> id, built on the first look-up of a plain piece
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for start in range(0, len(text), TIKTOKEN_MAX_ENCODE_CHARS):
+            for piece in split_runs(text[start : start + TIKTOKEN_MAX_ENCODE_CHARS]):
+                ids += self.encoding.encode_ordinary(piece)  # = Meta's encode(allowed_special=(), disallowed_special=())
+        return ids
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._bytes[token_id]
+
+    def token_id(self, piece: str) -> int | None:
+        if piece in self.special_ids:
+            return self.special_ids[piece]
+        if self._ids is None:  # 0.6 s for 128,000 pieces: not at start-up
+            self._ids = {self.piece(i): i for i in range(self.n_ranks)}
+        return self._ids.get(piece)
+
+    def piece(self, token_id: int) -> str:
+        """Plain tokens spelled as Hugging Face and GGUF spell Llama-3's (GPT-2's byte-to-character
+        map, "ĠHello"); special tokens by name."""
+        if token_id >= self.n_ranks:
+            return self._names[token_id - self.n_ranks]
+        return "".join(_byte_characters()[b] for b in self._bytes[token_id])
+
+    def is_special(self, token_id: int) -> bool:
+        return token_id >= self.n_ranks
+
+    def gguf_fields(self) -> dict[str, Any]:
+        raise LlamachatError(
+            "a tiktoken tokenizer.model cannot be written to GGUF yet (its merges would have to be derived from the ranks)"
+        )
+
+    def save(self, directory: Path) -> None:
+        raise LlamachatError("a tiktoken tokenizer.model cannot be written as tokenizer.json yet")
+
+
 # ------------------------------------------------------------------------------------------------
 # Building tokenizers from each source
 
@@ -285,11 +429,20 @@ def sentencepiece_from_gguf(meta: dict[str, Any], source: str = "GGUF") -> Sente
         p = m.pieces.add()
         p.piece = piece
         p.score = float(scores[i]) if scores is not None else 0.0
-        p.type = int(types[i]) if types is not None else NORMAL
+        p.type = _piece_type(int(types[i]) if types is not None else NORMAL, i, t.unk_id)
     try:
         return SentencePieceTokenizer(m.SerializeToString(), eot_ids=_gguf_eot_ids(meta))
     except RuntimeError as e:
         raise LlamachatError(f"{source}: cannot build a SentencePiece tokenizer from its vocabulary ({e})") from None
+
+
+def _piece_type(gguf_type: int, i: int, unk_id: int) -> int:
+    """SentencePiece allows one UNKNOWN piece, the unk id's. Phi-3's GGUF vocabulary marks <unk> CONTROL
+    and its 53 [PADnnnnn] fillers UNKNOWN; llama.cpp never produces either from text, nor does an
+    UNUSED piece in SentencePiece."""
+    if i == unk_id:
+        return UNKNOWN
+    return UNUSED if gguf_type == UNKNOWN else gguf_type
 
 
 def bpe_from_gguf(meta: dict[str, Any], source: str = "GGUF") -> BPETokenizer:
@@ -303,11 +456,10 @@ def bpe_from_gguf(meta: dict[str, Any], source: str = "GGUF") -> BPETokenizer:
     types = meta.get("tokenizer.ggml.token_type")
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
     vocab = {t: i for i, t in enumerate(tokens)}
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, ignore_merges=pre.startswith("llama")))
-    split, digits = SUPPORTED_PRE[pre]
-    steps = [pre_tokenizers.Digits(individual_digits=True)] if digits else []
-    steps += [pre_tokenizers.Split(Regex(split), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
-    tk.pre_tokenizer = pre_tokenizers.Sequence(steps)
+    spec = SUPPORTED_PRE[pre]
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, ignore_merges=spec.ignore_merges))
+    steps = [pre_tokenizers.Split(Regex(split), behavior="isolated") for split in spec.splits]
+    tk.pre_tokenizer = pre_tokenizers.Sequence([*steps, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tk.decoder = decoders.ByteLevel()
     special = {i for i, ty in enumerate(types) if int(ty) in (CONTROL, UNUSED)} if types is not None else set()
     bos, eos = meta.get("tokenizer.ggml.bos_token_id"), meta.get("tokenizer.ggml.eos_token_id")
@@ -369,6 +521,53 @@ def _token_text(value: Any) -> str | None:
     return value.get("content") if isinstance(value, dict) else value
 
 
+TIKTOKEN_LINE = "one 'base64(token bytes) rank' line per token, ranks 0, 1, 2, ... each once"
+
+
+def read_tiktoken_ranks(path: Path, data: bytes) -> dict[bytes, int]:
+    """The BPE ranks of a tiktoken file; LlamachatError naming the first bad line. Stricter than Meta's
+    `load_bpe_file`, which skips a malformed line with a warning and so shifts every id after it."""
+    ranks: dict[bytes, int] = {}
+    seen: dict[int, int] = {}
+    for number, line in enumerate(data.decode("ascii").splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        try:
+            token, rank = base64.b64decode(fields[0], validate=True), int(fields[1])
+            if len(fields) != 2 or rank < 0:
+                raise ValueError
+        except (ValueError, IndexError, binascii.Error):
+            raise LlamachatError(f"{path}: line {number} is not 'base64(token bytes) rank' (a tiktoken file has {TIKTOKEN_LINE})") from None
+        if rank in seen:
+            raise LlamachatError(f"{path}: line {number} repeats rank {rank} of line {seen[rank]} (a tiktoken file has {TIKTOKEN_LINE})")
+        if token in ranks:
+            raise LlamachatError(f"{path}: line {number} repeats the token of rank {ranks[token]} (a tiktoken file has {TIKTOKEN_LINE})")
+        ranks[token], seen[rank] = rank, number
+    if not ranks or max(seen) != len(ranks) - 1:
+        raise LlamachatError(f"{path}: ranks do not run 0..{len(ranks) - 1} without a gap (a tiktoken file has {TIKTOKEN_LINE})")
+    return ranks
+
+
+def _is_text(data: bytes) -> bool:
+    """tiktoken files are printable ASCII lines; a SentencePiece model is binary protobuf."""
+    return all(32 <= b < 127 or b in b"\r\n\t" for b in data[:4096]) and data.isascii()
+
+
+def tokenizer_from_model_file(path: Path) -> BaseTokenizer:
+    """A `tokenizer.model`, recognised by its content: SentencePiece protobuf (LLaMA-1/2, Mistral,
+    Phi-3) or tiktoken BPE ranks (Llama-3)."""
+    data = path.read_bytes()
+    if data and _is_text(data):
+        return TiktokenTokenizer(read_tiktoken_ranks(path, data), path.name)
+    try:
+        return SentencePieceTokenizer(data)
+    except RuntimeError:
+        raise LlamachatError(
+            f"{path}: neither a SentencePiece model nor tiktoken BPE ranks (accepted: those two kinds of tokenizer.model)"
+        ) from None
+
+
 def load_tokenizer(path: str | Path) -> BaseTokenizer:
     """A tokenizer from a `tokenizer.model`, a `tokenizer.json`, a GGUF file or a model directory."""
     path = Path(path)
@@ -389,8 +588,5 @@ def load_tokenizer(path: str | Path) -> BaseTokenizer:
     if path.suffix == ".json":
         return tokenizer_from_json(path)
     if path.suffix == ".model":
-        try:
-            return SentencePieceTokenizer(path.read_bytes())
-        except RuntimeError as e:
-            raise LlamachatError(f"{path}: not a SentencePiece model ({e})") from None
+        return tokenizer_from_model_file(path)
     raise LlamachatError(f"{path}: not a tokenizer (accepted: tokenizer.model, tokenizer.json, .gguf, or a model directory)")

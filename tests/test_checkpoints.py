@@ -70,6 +70,40 @@ def test_fp32_formats_match_transformers(tiny, layout):
     assert_logits_match(path, hf_logits(model, IDS))
 
 
+# A tiny Llama-3.1 in Meta's layout: the real tokenizer.model and vocabulary size, use_scaled_rope.
+# rope_theta 10,000 (not 500,000) so that at head_dim 16 the scaled low frequencies turn far enough
+# within 160 positions for the logits to show whether the scaling was applied.
+LLAMA31 = TinySpec(vocab=128256, rope_theta=10000.0, llama3_rope_factor=8.0)
+LLAMA31_TEXT = "The quick brown fox jumps over the lazy dog; 12345 héllo wörld 😀 " * 12
+
+
+@pytest.fixture(scope="module")
+def tiny_llama31(tmp_path_factory):
+    model = hf_model(LLAMA31, seed=5)
+    return model, canonical_weights(model, LLAMA31), tmp_path_factory.mktemp("llama31")
+
+
+@pytest.mark.parametrize("n_shards", [1, 2])
+def test_meta_llama31_matches_transformers(tiny_llama31, n_shards):
+    """Meta's Llama-3.1 download (embedding split along the vocabulary across shards, use_scaled_rope,
+    tiktoken tokenizer.model) gives transformers' logits with rope_scaling llama3 on the same weights."""
+    model, weights, tmp = tiny_llama31
+    directory = write_meta(tmp / f"shards-{n_shards}", LLAMA31, weights, n_shards=n_shards, llama3=True)
+    if n_shards == 2:
+        from llamachat.checkpoints.meta import read_pth
+
+        assert read_pth(directory / "consolidated.01.pth")["tok_embeddings.weight"].shape == (LLAMA31.vocab // 2, LLAMA31.dim)
+    loaded = llamachat.load(directory)
+    assert loaded.tokenizer.kind == "tiktoken"
+    c = loaded.config
+    assert (c.vocab_size, c.bos_id, c.eos_id, c.eot_ids) == (128256, 128000, 128001, (128001, 128008, 128009))
+    ids = [c.bos_id, *loaded.tokenizer.encode(LLAMA31_TEXT)]
+    assert len(ids) > 150
+    logits, reference = loaded.logits(ids), hf_logits(model, ids)
+    assert np.abs(logits - reference).max() < 1e-4
+    assert (logits.argmax(-1) == reference.argmax(-1)).all()
+
+
 def test_meta_bf16_shards(tiny):
     """Meta's files are bfloat16: read as raw bits, widened exactly."""
     import torch

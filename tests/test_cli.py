@@ -104,8 +104,8 @@ def test_other_architecture(tmp_path):
     ("tokenizer", "fragment"),
     [
         (
-            {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "qwen2", "tokenizer.ggml.tokens": ["a", "b"]},
-            "pre-type 'qwen2' is not supported",
+            {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "tekken", "tokenizer.ggml.tokens": ["a", "b"]},
+            "pre-type 'tekken' is not supported",
         ),
         ({"tokenizer.ggml.model": "t5", "tokenizer.ggml.tokens": ["a", "b"]}, "tokenizer model 't5' is not supported"),
     ],

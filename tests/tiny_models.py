@@ -15,6 +15,7 @@ import numpy as np
 
 DATA = Path(__file__).parent / "data"
 LLAMA2_VOCAB = DATA / "llama2-vocab.gguf"
+LLAMA3_TOKENIZER = DATA / "llama3-tokenizer.model"  # Meta's tiktoken ranks (tokenizers.README.md)
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,23 @@ class TinySpec:
     tied: bool = False
     vocab: int = 32000  # the LLaMA-2 vocabulary travels with the file
     context: int = 256
+    llama3_rope_factor: float | None = None  # Llama-3.1's RoPE scaling (low 1, high 4, original 8192)
 
     @property
     def head_dim(self) -> int:
         return self.dim // self.n_heads
+
+
+def llama3_rope(spec: TinySpec) -> dict | None:
+    if spec.llama3_rope_factor is None:
+        return None
+    return {
+        "rope_type": "llama3",
+        "factor": spec.llama3_rope_factor,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
 
 
 def hf_model(spec: TinySpec, seed: int = 0):
@@ -49,6 +63,7 @@ def hf_model(spec: TinySpec, seed: int = 0):
         max_position_embeddings=spec.context,
         rms_norm_eps=1e-5,
         rope_theta=spec.rope_theta,
+        rope_scaling=llama3_rope(spec),
         tie_word_embeddings=spec.tied,
         bos_token_id=1,
         eos_token_id=2,
@@ -260,10 +275,15 @@ def write_tokenizer_model(directory: Path) -> None:
     load_tokenizer(LLAMA2_VOCAB).save(directory)
 
 
-def write_meta(directory: Path, spec: TinySpec, weights: dict[str, np.ndarray], n_shards: int = 1, dtype=None) -> Path:
+def write_meta(
+    directory: Path, spec: TinySpec, weights: dict[str, np.ndarray], n_shards: int = 1, dtype=None, llama3: bool = False
+) -> Path:
     """consolidated.NN.pth split as fairscale's model parallelism splits them (docs/formats.md 2(a)), plus
-    params.json and tokenizer.model. Written with torch.save, the way Meta's files were."""
+    params.json and tokenizer.model. Written with torch.save, the way Meta's files were. `llama3`:
+    Llama-3.1's download (VocabParallelEmbedding splits the embedding along the vocabulary,
+    params.json says use_scaled_rope and the vocabulary size, Meta's tiktoken tokenizer.model)."""
     import json
+    import shutil
 
     import torch
 
@@ -271,19 +291,24 @@ def write_meta(directory: Path, spec: TinySpec, weights: dict[str, np.ndarray], 
     state = meta_names(weights)
     state["rope.freqs"] = np.ones(spec.head_dim // 2, np.float32)  # Meta saves this buffer; loaders ignore it
     shards: list[dict] = [{} for _ in range(n_shards)]
+    row_parallel = ("attention.wo", "feed_forward.w2") + (() if llama3 else ("tok_embeddings",))
     for name, w in state.items():
         t = torch.from_numpy(np.ascontiguousarray(w)).to(dtype or torch.float32)
         if t.ndim == 1:
             parts = [t.clone() for _ in range(n_shards)]
         else:
-            row_parallel = any(k in name for k in ("tok_embeddings", "attention.wo", "feed_forward.w2"))
-            parts = [p.clone() for p in torch.chunk(t, n_shards, dim=1 if row_parallel else 0)]
+            parts = [p.clone() for p in torch.chunk(t, n_shards, dim=1 if any(k in name for k in row_parallel) else 0)]
         for shard, p in zip(shards, parts):
             shard[name] = p
     for i, shard in enumerate(shards):
         torch.save(shard, directory / f"consolidated.{i:02d}.pth")
-    (directory / "params.json").write_text(json.dumps(params_json(spec)))
-    write_tokenizer_model(directory)
+    params = params_json(spec, vocab_size=spec.vocab if llama3 else -1)
+    if llama3:
+        params["use_scaled_rope"] = spec.llama3_rope_factor is not None
+        shutil.copyfile(LLAMA3_TOKENIZER, directory / "tokenizer.model")
+    else:
+        write_tokenizer_model(directory)
+    (directory / "params.json").write_text(json.dumps(params))
     return directory
 
 

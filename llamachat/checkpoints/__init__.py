@@ -172,12 +172,13 @@ class ConfigOnly:
     format: str
     notes: list[str]
     weight_files: list[Path]
+    rope_scaling: dict | None = None  # Llama-3.1-style scaling in HF's rope_scaling terms (llama3 divisors)
 
 
 def read_config_only(path: str | Path) -> ConfigOnly:
     """A model's ModelConfig from its config file (or GGUF header), without reading weights."""
     from .hf import read_hf_config, read_json
-    from .meta import config_from_params
+    from .meta import config_from_params, llama3_rope
 
     path = Path(path).expanduser()
     if path.is_dir() and not any(path.glob("*.gguf")):  # a directory with only a config file is enough
@@ -189,7 +190,8 @@ def read_config_only(path: str | Path) -> ConfigOnly:
         if kind == "gguf":
             from .gguf import GGUFFile, read_config
 
-            return ConfigOnly(read_config(GGUFFile(target)), "gguf", [], [target])
+            gf = GGUFFile(target)
+            return ConfigOnly(read_config(gf), "gguf", [], [target], _gguf_rope(gf))
         directory = target
         config_file = directory / ("params.json" if kind == "meta" else "config.json")
     raw = read_json(config_file)
@@ -197,7 +199,7 @@ def read_config_only(path: str | Path) -> ConfigOnly:
     if "hidden_size" in raw:
         config, extras = read_hf_config(config_file)
         fmt = "mlx-lm" if extras.get("quantization") else "hf"
-        return ConfigOnly(config, fmt, [], weight_files)
+        return ConfigOnly(config, fmt, [], weight_files, extras.get("llama3_rope"))
     tokenizer_file = find_tokenizer(directory)
     vocab = None
     if int(raw.get("vocab_size", -1)) <= 0 and tokenizer_file is not None:
@@ -207,4 +209,12 @@ def read_config_only(path: str | Path) -> ConfigOnly:
     config, notes = config_from_params(raw, str(config_file), vocab, directory.name)
     if "hidden_dim" not in raw and "multiple_of" not in raw:
         notes.append("no multiple_of or hidden_dim: the FFN size assumes multiple_of 256")
-    return ConfigOnly(config, "meta" if config_file.name == "params.json" else "mlx", notes, weight_files)
+    return ConfigOnly(config, "meta" if config_file.name == "params.json" else "mlx", notes, weight_files, llama3_rope(raw))
+
+
+def _gguf_rope(gf) -> dict | None:
+    """GGUF stores Llama-3.1's scaling only as per-frequency divisors (`rope_freqs`); the lowest
+    frequencies are divided by the factor itself."""
+    if "rope_freqs.weight" not in gf.tensors:
+        return None
+    return {"rope_type": "llama3 (rope_freqs)", "factor": float(gf.tensor("rope_freqs.weight").max())}

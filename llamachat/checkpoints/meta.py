@@ -95,6 +95,28 @@ def config_from_params(params: dict[str, Any], source: str, vocab_size: int | No
     return config, notes
 
 
+# Llama-3.2 1B and 3B as (dim, n_layers): no other Llama-3 text model has these shapes. Their
+# params.json says only use_scaled_rope, like 3.1's; Meta's reference code then applies factor 8, but
+# these two were trained for factor 32 (their HF configs since a post-release fix; Meta's maintainers in
+# llama-models issue #166; with 8 the output degrades beyond ~80k tokens, issue #241). See design.md.
+LLAMA32_SMALL_SHAPES = {(2048, 16): "Llama-3.2 1B", (3072, 28): "Llama-3.2 3B"}
+
+
+def llama3_rope(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The Llama-3.1-style RoPE scaling a params.json asks for (`use_scaled_rope`), in Hugging Face's
+    rope_scaling terms; None without it. Factor 32 for Llama-3.2 1B/3B, 8 otherwise (Meta's code)."""
+    if not params.get("use_scaled_rope"):
+        return None
+    factor = 32.0 if (params.get("dim"), params.get("n_layers")) in LLAMA32_SMALL_SHAPES else 8.0
+    return {
+        "rope_type": "llama3",
+        "factor": factor,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+
+
 # -------------------------------------------------------------------------------------------------
 # .pth without running its pickle
 
@@ -229,8 +251,8 @@ def read_meta(directory: Path, vocab_size: int | None) -> tuple[ModelConfig, dic
         tensors = merge_shards(shards, config)
     except ValueError as e:  # shards that do not concatenate
         raise LlamachatError(f"{directory}: shards do not fit together ({e})") from None
-    if params.get("use_scaled_rope"):  # Llama-3.1
-        rope = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    rope = llama3_rope(params)
+    if rope is not None:  # Llama-3.1 and later
         tensors["rope_freqs"] = llama3_divisors(config.head_dim, config.rope_theta, rope)
     else:
         tensors.pop("rope.freqs", None)  # a buffer Meta saves and never loads
