@@ -136,7 +136,9 @@ def test_invalid_dialogs(dialog, reason, name):
 
 
 def test_unknown_template_lists_available():
-    with pytest.raises(TemplateError, match=r"unknown template 'llama2' \(available: chatml, jinja, llama-2, llama-3, none, zephyr\)"):
+    with pytest.raises(
+        TemplateError, match=r"unknown template 'llama2' \(available: chatml, jinja, llama-2, llama-3, mistral, none, phi-3, zephyr\)"
+    ):
         get_template("llama2")
     assert {"llama-2", "chatml", "jinja", "none"} <= set(available_templates())
 
