@@ -115,7 +115,8 @@ class SegmentTemplate:
         return ids
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True, context=None, tokenizer=None) -> str:
-        return "".join(s.piece if isinstance(s, Special) else s for s in self.segments(messages, add_generation_prompt))
+        """The segments as one string; BOS and EOS spelled as `tokenizer` spells them, if given."""
+        return "".join(_spelling(s, tokenizer) if isinstance(s, Special) else s for s in self.segments(messages, add_generation_prompt))
 
     def stop_ids(self, tokenizer: Tokenizer) -> tuple[int, ...]:
         extra = (tokenizer.token_id(p) for p in self.end_pieces)
@@ -124,6 +125,11 @@ class SegmentTemplate:
     def warnings(self, messages: Sequence[Message]) -> list[str]:
         """Things worth telling the user about this conversation (e.g. control tags typed as text)."""
         return []
+
+
+def _spelling(special: Special, tokenizer: Tokenizer | None) -> str:
+    i = {"bos": getattr(tokenizer, "bos_id", None), "eos": getattr(tokenizer, "eos_id", None)}.get(special.role or "")
+    return tokenizer.piece(i) if tokenizer is not None and i is not None else special.piece
 
 
 def check_dialog(messages: Sequence[Message], add_generation_prompt: bool) -> None:
