@@ -35,6 +35,12 @@ class Model:
         """The same loaded model behind another chat template (the runner is shared, not copied)."""
         return Model(self.path, self.config, self.tokenizer, template, self.runner, self.backend)
 
+    def stop_ids(self) -> tuple[int, ...]:
+        """Every id that ends a reply: those the model's files declare (GGUF EOS/EOT/EOM and the
+        end-of-turn texts llama.cpp stops at, HF config/generation_config eos lists), the tokenizer's,
+        and the template's own end-of-turn tokens."""
+        return tuple(dict.fromkeys([*self.config.eot_ids, *self.template.stop_ids(self.tokenizer)]))
+
     def __repr__(self) -> str:
         return f"<llamachat.Model {self.config.name!r} on {self.backend}, template {self.template.name}>"
 
@@ -70,7 +76,7 @@ class Model:
         cache = self.runner.new_cache(capacity)
         self.last_stats = stats = Stats()
         decoder = self.tokenizer.stream_decoder()
-        stop_ids = options.get("stop_ids") or self.template.stop_ids(self.tokenizer)
+        stop_ids = options.get("stop_ids") or self.stop_ids()
         max_tokens = max(0, capacity - len(ids))
         for token in generate(self.runner, cache, ids, chain, history=list(ids), max_tokens=max_tokens, stop_ids=stop_ids, stats=stats):
             text = decoder.push(token)

@@ -246,7 +246,7 @@ class Session:
                 self.chain,
                 history=history,
                 max_tokens=min(self.max_tokens, self.context - len(ids)),
-                stop_ids=self.model.template.stop_ids(self.model.tokenizer),
+                stop_ids=self.model.stop_ids(),
                 stats=stats,
             ):
                 emit(text.feed(decoder.push(token)))
