@@ -38,7 +38,9 @@ def chat_parser() -> Parser:
     p.add_argument("-m", "--model", help="a model file or directory (default: the profile's, else SmolLM2-135M-Instruct)")
     p.add_argument("-b", "--backend", help="backend plugin (see `llamachat plugins`; default numpy)")
     p.add_argument("--profile", help="a profile name or .toml path (default: default)")
-    p.add_argument("--template", help="chat template: auto (the model's own), llama-2, chatml, zephyr, llama-3, jinja, none")
+    p.add_argument(
+        "--template", help="chat template: auto (the model's own), llama-2, mistral, chatml, zephyr, llama-3, phi-3, jinja, none"
+    )
     p.add_argument("-s", "--system", help="system prompt")
     p.add_argument(
         "--samplers",
@@ -184,7 +186,12 @@ def preflight(settings):
         raise LlamachatError(f"backend {settings.backend!r} cannot run here: {reason}")
     if settings.template not in (None, "auto") and settings.template not in reg.templates:
         raise LlamachatError(f"unknown template {settings.template!r} (available: {', '.join(sorted(reg.templates))})")
-    return open_checkpoint(settings.model or default_model())
+    checkpoint = open_checkpoint(settings.model or default_model())
+    if settings.template in (None, "auto", "jinja") and checkpoint.config.chat_template:
+        from .templates import get_template
+
+        get_template("jinja", checkpoint.config.chat_template)  # compiled and tried now: a template needing what we lack fails here
+    return checkpoint
 
 
 def run_chat(argv: Sequence[str]) -> int:

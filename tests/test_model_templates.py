@@ -189,3 +189,44 @@ def test_a_template_needing_an_unknown_variable_is_one_line():
         "the model's chat template needs the variable persona, which llamachat does not provide; "
         "choose another template with --template NAME (see llamachat --help)"
     )
+
+
+NEEDS_PERSONA = "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}{{ persona.name }}"
+
+
+def test_a_model_whose_template_needs_an_unknown_variable_stops_at_start_up(tmp_path, tiny_gguf):
+    """One line naming the template and the way out, exit 2, before the chat starts (the chat loads
+    its model in the background: preflight is what fails at start-up); --template gets past it."""
+    from conftest import run_cli
+    from tiny_models import canonical_weights, write_gguf
+
+    from llamachat.cli import preflight
+    from llamachat.repl import ChatSettings
+
+    spec, hf, _ = tiny_gguf
+    path = write_gguf(tmp_path / "persona.gguf", spec, canonical_weights(hf, spec), chat_template=NEEDS_PERSONA)
+    with pytest.raises(TemplateError, match="needs the variable persona, which llamachat does not provide; choose another template"):
+        preflight(ChatSettings(model=str(path)))
+    preflight(ChatSettings(model=str(path), template="llama-2"))
+    r = run_cli("-m", str(path), "-p", "hi", "-n", "2", "--no-history")
+    assert r.returncode == 2
+    assert r.stderr.decode() == (
+        "llamachat: error: the model's chat template needs the variable persona, which llamachat does not provide; "
+        "choose another template with --template NAME (see llamachat --help)\n"
+    )
+    assert run_cli("-m", str(path), "-p", "hi", "-n", "2", "--no-history", "--template", "llama-2").returncode == 0
+
+
+def test_mid_chat_a_template_needing_an_unknown_variable_is_one_line_and_the_chat_goes_on(tiny_gguf):
+    from dataclasses import replace
+
+    from test_repl import chat
+
+    import llamachat
+    from llamachat.api import Model
+
+    tiny = llamachat.load(tiny_gguf[2])
+    model = Model(tiny.path, replace(tiny.config, chat_template=NEEDS_PERSONA), tiny.tokenizer, tiny.template, tiny.runner, "numpy")
+    code, out, app = chat(model, "/template jinja\r/temp 0.5\r", history=False)
+    assert code == 0 and "the model's chat template needs the variable persona" in out and "Traceback" not in out
+    assert "temperature set to 0.5" in out and app.session.model.template.name == "llama-2"

@@ -165,3 +165,15 @@ def test_printer_shows_reasoning_dimmed_and_apart():
         printer.think("secret")
         printer.write("Paris.")
     assert plain.getvalue() == "(reasoning, hidden: /think show shows it)\nParis.\n"
+
+
+def test_think_in_the_chat(default_model):
+    from test_repl import chat
+
+    model = default_model.with_template(get_template("jinja", QWEN3))
+    code, out, app = chat(model, "/think off\r/think loud\r/think hide\r/temp 0.5\r", history=False)
+    assert code == 0 and "Traceback" not in out
+    assert "thinking set to off: the template's own switch turns reasoning off" in out
+    assert "usage: /think show|hide|off (now off)" in out
+    assert "thinking set to hide" in out and "temperature set to 0.5" in out
+    assert app.session.think == "hide" and app.session.template_context.thinking is True
