@@ -187,7 +187,7 @@ def test_a_template_needing_an_unknown_variable_is_one_line():
     message = str(e.value)
     assert message == (
         "the model's chat template needs the variable persona, which llamachat does not provide; "
-        "choose another template with --template NAME (see llamachat --help)"
+        "choose another template with --template NAME (/template NAME in a chat)"
     )
 
 
@@ -212,7 +212,7 @@ def test_a_model_whose_template_needs_an_unknown_variable_stops_at_start_up(tmp_
     assert r.returncode == 2
     assert r.stderr.decode() == (
         "llamachat: error: the model's chat template needs the variable persona, which llamachat does not provide; "
-        "choose another template with --template NAME (see llamachat --help)\n"
+        "choose another template with --template NAME (/template NAME in a chat)\n"
     )
     assert run_cli("-m", str(path), "-p", "hi", "-n", "2", "--no-history", "--template", "llama-2").returncode == 0
 

@@ -27,7 +27,7 @@ from llamachat.templates import ChatContext, SegmentTemplate, check_dialog
 
 # Reasoning markers, as (opening, closing) tags, in the order they are looked for in a template.
 THINKING_TAGS = (("<think>", "</think>"), ("[THINK]", "[/THINK]"))
-OUT = "choose another template with --template NAME (see llamachat --help)"
+OUT = "choose another template with --template NAME (/template NAME in a chat)"
 
 
 def _raise(message: str):
