@@ -138,6 +138,9 @@ def test_ledger_and_cache_stay_consistent_when_the_template_drops_reasoning(tiny
     chain = scripted_chain(tiny_r1.tokenizer, "hm</think>ok")
     s = Session(tiny_r1, chain, max_tokens=10, context=160, overflow=overflow)
     run_actions(s, actions)
+    for m in s.messages:  # every reply began inside its reasoning (R1's prompt opens it), kept apart for people
+        if m["role"] == "assistant":
+            assert m["reasoning"] == m["content"].split("</think>")[0].strip() and "</think>" not in m["answer"]
 
 
 def test_overflow_drops_the_oldest_exchanges(tiny):

@@ -70,11 +70,6 @@ def test_hf_generation_config_eos_list(tmp_path):
     assert config.eos_id == 128009
 
 
-def test_hf_config_eos_list_alone(tmp_path):
-    config, _ = read_hf_config(hf_dir(tmp_path, [128001, 128008, 128009]))
-    assert config.eot_ids == (128001, 128008, 128009)
-
-
 def test_hf_bad_generation_config_is_one_line(tmp_path):
     from llamachat.errors import LlamachatError
 
