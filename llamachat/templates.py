@@ -179,7 +179,8 @@ def choose_template(requested: str | None, model_template: str | None, tokenizer
         return get_template(requested, model_template)
     if model_template:
         return get_template("jinja", model_template)
-    for piece, name in (("<|start_header_id|>", "llama-3"), ("<|im_start|>", "chatml"), ("<|user|>", "zephyr")):
+    # Phi-3's vocabulary has zephyr's <|user|> too, and ends turns with its own <|end|>
+    for piece, name in (("<|start_header_id|>", "llama-3"), ("<|im_start|>", "chatml"), ("<|end|>", "phi-3"), ("<|user|>", "zephyr")):
         if tokenizer.token_id(piece) is not None:
             return get_template(name)
     return get_template("llama-2" if tokenizer.kind == "sentencepiece" else "none")

@@ -244,3 +244,17 @@ def test_phi3_renders_as_phi35s_own_template():
             assert get_template("phi-3").render(messages, generation_prompt, tokenizer=Phi3Pieces()) == expected, name
     empty_system = [{"role": "system", "content": ""}, {"role": "user", "content": "hi"}]
     assert get_template("phi-3").render(empty_system) == "<|user|>\nhi<|end|>\n<|assistant|>\n"
+
+
+def test_a_phi3_vocabulary_without_a_template_gets_phi3(llama2_tokenizer):
+    """Phi-3's vocabulary (LLaMA-2's plus <|endoftext|>, <|assistant|>, ..., <|end|>, <|user|>; ids
+    32000-32010 of microsoft/Phi-3.5-mini-instruct's tokenizer.json) has zephyr's <|user|> as well."""
+
+    class Phi3Vocabulary:
+        kind = "sentencepiece"
+        added = {"<|endoftext|>": 32000, "<|assistant|>": 32001, "<|system|>": 32006, "<|end|>": 32007, "<|user|>": 32010}
+
+        def token_id(self, piece):
+            return self.added.get(piece, llama2_tokenizer.token_id(piece))
+
+    assert choose_template(None, None, Phi3Vocabulary()).name == "phi-3"
