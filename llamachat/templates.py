@@ -65,7 +65,12 @@ class ChatContext:
 
     def variables(self) -> dict[str, object]:
         """The extra variables a Jinja template sees (transformers passes these as `**kwargs`)."""
-        return {"strftime_now": self.started.strftime, "enable_thinking": self.thinking}
+        started = self.started
+
+        def strftime_now(format: str) -> str:  # a plain function, as transformers' (no datetime object to reach into)
+            return started.strftime(format)
+
+        return {"strftime_now": strftime_now, "enable_thinking": self.thinking}
 
 
 def encode_chat(
