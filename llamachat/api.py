@@ -37,9 +37,11 @@ class Model:
         return Model(self.path, self.config, self.tokenizer, template, self.runner, self.backend)
 
     @cached_property
-    def stop_ids(self) -> list[int]:
-        """The ids that end a reply: the template's end-of-turn ids in this vocabulary (computed once)."""
-        return list(self.template.stop_ids(self.tokenizer))
+    def stop_ids(self) -> tuple[int, ...]:
+        """Every id that ends a reply (computed once): those the model's files declare (GGUF
+        EOS/EOT/EOM and the end-of-turn texts llama.cpp stops at, HF config/generation_config eos
+        lists), the tokenizer's, and the template's own end-of-turn tokens."""
+        return tuple(dict.fromkeys([*self.config.eot_ids, *self.template.stop_ids(self.tokenizer)]))
 
     def __repr__(self) -> str:
         return f"<llamachat.Model {self.config.name!r} on {self.backend}, template {self.template.name}>"

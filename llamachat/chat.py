@@ -25,7 +25,7 @@ from .profiles import ChatSettings, check_profile_model, load_profile, settings_
 from .protocols import Backend, Template
 from .sampling import SamplerChain
 from .session import Session
-from .templates import choose_template
+from .templates import choose_template, get_template
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,9 @@ class Chat:
         where = Path(path or settings.model or default_model())
         if self._checkpoint is None or self._checkpoint.path != where:
             self._checkpoint = open_checkpoint(where)
+        own = self._checkpoint.config.chat_template
+        if settings.template in (None, "auto", "jinja") and own:
+            get_template("jinja", own)  # compiled and tried now: a template needing what we lack fails here
         return Plan(settings, backend, self._checkpoint)
 
     def start(self, plan: Plan, *, background: bool = False) -> None:
@@ -102,6 +105,7 @@ class Chat:
             return Session(model, self.chain, system=s.system, max_tokens=s.max_tokens, context=s.context, overflow=s.overflow, stop=s.stop)
         new = Session(model, carry.chain, max_tokens=carry.max_tokens, context=s.context, overflow=carry.overflow, stop=carry.stop_strings)
         new.messages, new.dropped, new.totals = carry.messages, carry.dropped, carry.totals
+        new.template_context, new.think = carry.template_context, carry.think  # the chat's date and /think carry over
         new.resync(evaluate=True)
         return new
 

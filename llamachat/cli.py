@@ -43,7 +43,9 @@ def chat_parser() -> Parser:
     p.add_argument("-m", "--model", help="a model file or directory (default: the profile's, else SmolLM2-135M-Instruct)")
     p.add_argument("-b", "--backend", help="backend plugin (see `llamachat plugins`; default numpy)")
     p.add_argument("--profile", help="a profile name or .toml path (default: default)")
-    p.add_argument("--template", help="chat template: auto (the model's own), llama-2, chatml, zephyr, llama-3, jinja, none")
+    p.add_argument(
+        "--template", help="chat template: auto (the model's own), llama-2, mistral, chatml, zephyr, llama-3, phi-3, jinja, none"
+    )
     p.add_argument("-s", "--system", help="system prompt")
     p.add_argument(
         "--samplers",

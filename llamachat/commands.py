@@ -33,7 +33,7 @@ class Command:
     usage: str
     help: str
     run: Callable[[ChatLike, str], Any]
-    completes: str = ""  # what its argument is: "param", "backend", "profile", "template", "session"
+    completes: str = ""  # what its argument is: "param", "backend", "profile", "template", "session", "think"
 
 
 def parse(line: str) -> tuple[str, str] | None:
@@ -145,7 +145,13 @@ def cmd_undo(chat: ChatLike, arg: str) -> None:
 
 
 def cmd_retry(chat: ChatLike, arg: str) -> None:
-    chat.reply(lambda on_text: chat.session.retry(on_text))
+    chat.reply(lambda out: chat.session.retry(out.write, out.think))
+
+
+def cmd_think(chat: ChatLike, arg: str) -> None:
+    from .reasoning import set_mode
+
+    chat.say(set_mode(chat.session, arg.strip().lower()))
 
 
 def cmd_history(chat: ChatLike, arg: str) -> None:
@@ -153,7 +159,7 @@ def cmd_history(chat: ChatLike, arg: str) -> None:
     if not s.messages:
         chat.say("no messages yet")
     for i, m in enumerate(s.messages, 1):
-        text = " ".join(m["content"].split())
+        text = " ".join(m.get("answer", m["content"]).split())  # a reasoning model's answer, without its reasoning
         flag = " (interrupted)" if m.get("interrupted") else ""
         chat.say(f"{i:3} {m['role']:9} {text[:100]}{'…' if len(text) > 100 else ''}{flag}")
 
@@ -170,7 +176,7 @@ def cmd_tokens(chat: ChatLike, arg: str) -> None:
     tk = s.model.tokenizer
     pieces = " ".join(f"{tk.piece(i)!r}:{i}" for i in ids)
     chat.say(f"{len(ids)} tokens as the model sees them ({cached} in the KV cache), template {s.model.template.name}:")
-    chat.say(s.model.template.render(s.chat(), add_generation_prompt=s.messages[-1]["role"] == "user"), style="dim")
+    chat.say(s.render(add_generation_prompt=s.messages[-1]["role"] == "user"), style="dim")
     chat.say(pieces, style="dim")
 
 
@@ -305,6 +311,7 @@ _TABLE = [
     Command("backend", "backend NAME", "switch backend, at its defaults (the conversation is re-evaluated)", cmd_backend, "backend"),
     Command("profile", "profile NAME", "switch profile", cmd_profile, "profile"),
     Command("template", "template NAME", "switch chat template", cmd_template, "template"),
+    Command("think", "think show|hide|off", "a reasoning model's reasoning: shown dimmed, hidden, or off", cmd_think, "think"),
     Command("quit", "quit", "end the chat (also /exit, /bye, Ctrl-D)", cmd_quit),
     Command("exit", "exit", "end the chat", cmd_quit),
     Command("bye", "bye", "end the chat", cmd_quit),

@@ -198,7 +198,14 @@ class TemplateError(ValueError):
 
 @runtime_checkable
 class Template(Protocol):
-    """Formats a conversation exactly as the model was trained on it."""
+    """Formats a conversation exactly as the model was trained on it.
+
+    Optional (the built-ins have them): `takes_context = True` with a `context` keyword on encode and
+    render (a `templates.ChatContext`: the chat's start, for dates, and the thinking switch), a
+    `tokenizer` keyword on render (BOS/EOS spelled as it spells them), and for reasoning models
+    `thinking_tags` ((open, close), e.g. ("<think>", "</think>")) and `thinking_switch` (the format
+    reads ChatContext.thinking).
+    """
 
     name: str
 

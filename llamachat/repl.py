@@ -84,8 +84,8 @@ class ChatApp:
 
     def reply(self, action: Callable) -> None:
         session = self.session
-        with ReplyPrinter(self.console, self.settings.markdown) as printer:
-            reply = action(printer.write)
+        with ReplyPrinter(self.console, self.settings.markdown, session.think) as printer:
+            reply = action(printer)  # the answer goes to printer.write, a reasoning model's reasoning to printer.think
         if reply.interrupted:
             self.say("[interrupted: the partial reply is kept]", "yellow")
         for notice in reply.notices:
@@ -197,7 +197,7 @@ class ChatApp:
             ok = self._handle(lambda: commands.run(self, *parsed))
         else:
             text = unwrap_triple_quotes(commands.message_text(line))
-            ok = self._handle(lambda: self.reply(lambda on_text: self.session.ask(text, on_text)), unsent=text)
+            ok = self._handle(lambda: self.reply(lambda out: self.session.ask(text, out.write, out.think)), unsent=text)
         return None if ok else 2
 
     def _handle(self, action: Callable[[], Any], unsent: str = "") -> bool:
@@ -264,6 +264,8 @@ class SlashCompleter(Completer):
             return sorted(registry().backends)
         if kind == "template":
             return sorted(registry().templates) + ["auto"]
+        if kind == "think":
+            return ["show", "hide", "off"]
         if kind == "profile":
             from .profiles import available_profiles
 

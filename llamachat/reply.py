@@ -9,6 +9,10 @@ is printed too. All are printed as the lines the whole reply renders to, so the 
 reply had been rendered in one piece; that costs one render of the printed part per finished block
 (~2 ms per 1,000 characters here), not per refresh. Markdown is parsed when Live draws it, not at
 every token.
+
+A reasoning model's reasoning (`think`) comes first, dimmed, as plain text (its finished lines printed
+once, the line being written live), then a blank line and the answer; hidden (/think hide), one dim
+line stands for it.
 """
 
 from __future__ import annotations
@@ -48,10 +52,14 @@ class _LiveBlock:
 
     def __init__(self) -> None:
         self.text, self.gap = "", False
+        self.thinking = ""  # the reasoning's line being written, dimmed
 
     def __rich_console__(self, console, options):
         from rich.markdown import Markdown
+        from rich.text import Text
 
+        if self.thinking:
+            yield Text(self.thinking, style="dim")
         lines = console.render_lines(Markdown(self.text), options, pad=False) if self.text else []
         while lines and not any(segment.text for segment in lines[0]):
             lines.pop(0)
@@ -63,8 +71,9 @@ class _LiveBlock:
 class ReplyPrinter:
     """Streams a reply: live Markdown in a terminal, plain text anywhere else. `text` is the reply so far."""
 
-    def __init__(self, console, markdown: bool):
+    def __init__(self, console, markdown: bool, thinking: str = "show"):
         self.console, self.text = console, ""
+        self.thinking, self.thought, self.thought_printed = thinking, "", 0  # /think mode, the reasoning, how much is printed
         self.live = None
         if markdown and console.is_terminal:
             from rich.live import Live
@@ -78,7 +87,37 @@ class ReplyPrinter:
             self.live.__enter__()
         return self
 
+    def think(self, piece: str) -> None:
+        """Reasoning, before the answer: dimmed and apart from it, or (hidden) one dim line saying so."""
+        if self.thinking == "hide":
+            if not self.thought:
+                self._print_dim("(reasoning, hidden: /think show shows it)\n")
+            self.thought += piece
+            return
+        self.thought += piece
+        done = self.thought.rfind("\n") + 1 if self.live else len(self.thought)  # live: whole lines only
+        if done > self.thought_printed:
+            self._print_dim(self.thought[self.thought_printed : done])
+            self.thought_printed = done
+        if self.live:
+            self.view.thinking = self.thought[self.thought_printed :]
+
+    def _print_dim(self, text: str) -> None:
+        from rich.text import Text
+
+        self.console.print(Text(text, style="dim"), end="", soft_wrap=True)
+
+    def _end_reasoning(self) -> None:
+        """The rest of the reasoning's last line, then a blank line before the answer."""
+        if self.thinking != "hide":
+            self._print_dim(self.thought[self.thought_printed :] + "\n\n")
+            if self.live:
+                self.view.thinking = ""
+        self.thought, self.thought_printed = "", 0
+
     def write(self, piece: str) -> None:
+        if self.thought:
+            self._end_reasoning()
         self.text += piece
         if not self.live:
             self.console.file.write(piece)
@@ -101,6 +140,11 @@ class ReplyPrinter:
         self.console.print(Segments(_segments(new)), end="")
 
     def __exit__(self, *exc) -> None:
+        if self.thought and not self.text:  # a reply that ended inside its reasoning (Ctrl-C, max_tokens)
+            if self.thinking != "hide":
+                self._print_dim(self.thought[self.thought_printed :] + "\n")
+            if self.live:
+                self.view.thinking = ""
         if self.live:  # the last block too is printed as the whole reply renders it (also after Ctrl-C)
             self.printed = len(self.text)
             self._print_finished()

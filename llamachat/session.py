@@ -20,17 +20,21 @@ from .api import Model
 from .errors import LlamachatError
 from .generate import Stats
 from .protocols import TemplateError
+from .reasoning import ReasoningSplitter, starts_inside
 from .sampling import SamplerChain
+from .templates import ChatContext, encode_chat, render_chat
 
 OVERFLOW_POLICIES = ("drop-oldest", "stop")
+OnText = Callable[[str], None] | None
 
 
 @dataclass
 class Reply:
-    text: str
+    text: str  # the answer (a reasoning model's reasoning is apart, in `reasoning`)
     stats: Stats
     interrupted: bool = False
     notices: list[str] = field(default_factory=list)  # one line each: warnings, what was dropped
+    reasoning: str = ""
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -100,6 +104,8 @@ class Session:
             self.messages.append({"role": "system", "content": system, "time": _now()})
         self.cache = model.runner.new_cache(self.context)
         self.ledger: list[int] = []
+        self.template_context = ChatContext()  # the chat's start (its date) and thinking switch, saved with it
+        self.think = "show"  # /think: show, hide or off
         self.used = 0  # tokens the conversation took at the last turn (prompt and reply)
         self.totals = {"prompt_new": 0, "prompt_cached": 0, "generated": 0, "replies": 0}
 
@@ -114,7 +120,17 @@ class Session:
 
     def encode(self, messages: list[dict[str, Any]] | None = None, add_generation_prompt: bool = True) -> list[int]:
         try:
-            return self.model.template.encode(self.chat(messages), self.model.tokenizer, add_generation_prompt=add_generation_prompt)
+            return encode_chat(self.model.template, self.chat(messages), self.model.tokenizer, add_generation_prompt, self.template_context)
+        except TemplateError as e:
+            raise LlamachatError(str(e)) from None
+
+    def render(self, add_generation_prompt: bool | None = None) -> str:
+        """The conversation as the template writes it (special tokens spelled out); with the
+        generation prompt when it ends with a user message, unless told."""
+        if add_generation_prompt is None:
+            add_generation_prompt = bool(self.messages) and self.messages[-1]["role"] == "user"
+        try:
+            return render_chat(self.model.template, self.chat(), add_generation_prompt, self.template_context, self.model.tokenizer)
         except TemplateError as e:
             raise LlamachatError(str(e)) from None
 
@@ -143,8 +159,9 @@ class Session:
             self.ledger = list(ids)
 
     # -- turns ------------------------------------------------------------------------------------
-    def ask(self, text: str, on_text: Callable[[str], None] | None = None) -> Reply:
-        """Answer `text`. Ctrl-C (KeyboardInterrupt) during the reply keeps what was generated."""
+    def ask(self, text: str, on_text: OnText = None, on_reasoning: OnText = None) -> Reply:
+        """Answer `text`, streaming the answer to `on_text` and a reasoning model's reasoning to
+        `on_reasoning`. Ctrl-C (KeyboardInterrupt) during the reply keeps what was generated."""
         if not text.strip():
             raise LlamachatError("empty message: nothing to send")
         if self.messages and self.messages[-1]["role"] == "user":  # an answer was never generated
@@ -152,16 +169,16 @@ class Session:
         candidate = [*self.messages, {"role": "user", "content": text, "time": _now()}]
         messages, ids, notices = self._fit(candidate)
         self.messages = messages
-        return self._reply(ids, notices, on_text)
+        return self._reply(ids, notices, on_text, on_reasoning)
 
-    def retry(self, on_text: Callable[[str], None] | None = None) -> Reply:
+    def retry(self, on_text: OnText = None, on_reasoning: OnText = None) -> Reply:
         """Generate the last reply again."""
         if not self.messages or self.messages[-1]["role"] != "assistant":
             raise LlamachatError("nothing to retry: there is no reply yet")
         self.messages.pop()
         messages, ids, notices = self._fit(self.messages)
         self.messages = messages
-        return self._reply(ids, notices, on_text)
+        return self._reply(ids, notices, on_text, on_reasoning)
 
     def undo(self) -> str:
         """Drop the last exchange; say what was removed."""
@@ -227,16 +244,24 @@ class Session:
         )
         return [*head, *body, *newest], ids, [notice]
 
-    def _reply(self, ids: list[int], notices: list[str], on_text: Callable[[str], None] | None) -> Reply:
+    def _splitter(self) -> ReasoningSplitter:
+        """Where the reply's reasoning ends (and whether it starts inside it), for a reasoning template."""
+        tags = getattr(self.model.template, "thinking_tags", None)
+        return ReasoningSplitter(tags, tags is not None and starts_inside(self.render(), tags))
+
+    def _reply(self, ids: list[int], notices: list[str], on_text: OnText, on_reasoning: OnText) -> Reply:
         warnings = getattr(self.model.template, "warnings", lambda _: [])(self.chat())
+        splitter = self._splitter()
         new_ids = self._sync(ids)
         stats, history = Stats(), list(ids)
         text = StopText(self.stop_strings)
         interrupted = False
 
-        def emit(piece: str) -> None:
-            if piece and on_text:
-                on_text(piece)
+        def emit(piece: str, final: bool = False) -> None:
+            for kind, part in splitter.feed(piece) + (splitter.flush() if final else []):
+                sink = on_text if kind == "answer" else on_reasoning
+                if sink:
+                    sink(part)
 
         max_tokens = min(self.max_tokens, self.context - len(ids))
         try:
@@ -248,14 +273,15 @@ class Session:
         except KeyboardInterrupt:
             interrupted = True
             stats.finish_reason = "interrupted"
-        emit(text.flush())
+        emit(text.flush(), final=True)
         self.ledger = history[: len(self.cache)]  # what the cache now holds
         self.used = len(history)
-        self.messages.append(
-            {"role": "assistant", "content": text.text, "time": _now(), "stats": vars(stats).copy(), "interrupted": interrupted}
-        )
+        message = {"role": "assistant", "content": text.text, "time": _now(), "stats": vars(stats).copy(), "interrupted": interrupted}
+        if splitter.seen_reasoning:  # content stays as written, for the template; these are for people
+            message |= {"reasoning": splitter.reasoning, "answer": splitter.answer}
+        self.messages.append(message)
         self.totals["prompt_new"] += stats.prompt_tokens
         self.totals["prompt_cached"] += stats.cached_tokens
         self.totals["generated"] += stats.generated_tokens
         self.totals["replies"] += 1
-        return Reply(text.text, stats, interrupted, notices + warnings)
+        return Reply(splitter.answer, stats, interrupted, notices + warnings, splitter.reasoning)

@@ -9,11 +9,23 @@ plugins (`register_templates`); this module holds what they share and how one is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from .protocols import Message, Template, TemplateError, Tokenizer
 
-__all__ = ["Special", "SegmentTemplate", "TemplateError", "get_template", "available_templates", "choose_template", "check_dialog"]
+__all__ = [
+    "Special",
+    "SegmentTemplate",
+    "TemplateError",
+    "ChatContext",
+    "encode_chat",
+    "render_chat",
+    "get_template",
+    "available_templates",
+    "choose_template",
+    "check_dialog",
+]
 
 ROLES = ("system", "user", "assistant")
 
@@ -39,16 +51,66 @@ Segment = str | Special
 BOS, EOS = Special("<s>", "bos"), Special("</s>", "eos")
 
 
+@dataclass(frozen=True)
+class ChatContext:
+    """What a template may read besides the messages, fixed for one chat.
+
+    `started` is the moment the chat began: a template's `strftime_now` formats it (and never the
+    clock), so a chat resumed on another day renders the same date and keeps its cached prefix.
+    `thinking` is the reasoning switch passed as `enable_thinking` (Qwen3, llama.cpp's R1-Distill).
+    """
+
+    started: datetime = field(default_factory=lambda: datetime.now().replace(microsecond=0))
+    thinking: bool = True
+
+    def variables(self) -> dict[str, object]:
+        """The extra variables a Jinja template sees (transformers passes these as `**kwargs`)."""
+        started = self.started
+
+        def strftime_now(format: str) -> str:  # a plain function, as transformers' (no datetime object to reach into)
+            return started.strftime(format)
+
+        return {"strftime_now": strftime_now, "enable_thinking": self.thinking}
+
+
+def encode_chat(
+    template: Template, messages: Sequence[Message], tokenizer: Tokenizer, add_generation_prompt: bool, context: ChatContext | None
+) -> list[int]:
+    """`template.encode`, with the chat's context where the template takes one (`takes_context`):
+    the Template protocol does not require it, so an outside template without it still works."""
+    if context is not None and getattr(template, "takes_context", False):
+        return template.encode(messages, tokenizer, add_generation_prompt=add_generation_prompt, context=context)  # type: ignore[call-arg]
+    return template.encode(messages, tokenizer, add_generation_prompt=add_generation_prompt)
+
+
+def render_chat(
+    template: Template,
+    messages: Sequence[Message],
+    add_generation_prompt: bool,
+    context: ChatContext | None,
+    tokenizer: Tokenizer | None = None,
+) -> str:
+    """`template.render` with the chat's context (and the tokenizer's BOS/EOS spelling) where it takes them."""
+    if getattr(template, "takes_context", False):
+        return template.render(messages, add_generation_prompt=add_generation_prompt, context=context, tokenizer=tokenizer)  # type: ignore[call-arg]
+    return template.render(messages, add_generation_prompt=add_generation_prompt)
+
+
 class SegmentTemplate:
     """Base of the built-in templates: subclasses define `segments`; encode and render follow."""
 
     name = "segments"
     end_pieces: tuple[str, ...] = ()  # special tokens that end an assistant turn
+    takes_context = True  # encode/render accept `context` (built-in formats read nothing from it)
+    thinking_tags: tuple[str, str] | None = None  # how a reasoning model marks its reasoning, if it is one
+    thinking_switch = False  # whether ChatContext.thinking changes the format (/think off)
 
     def segments(self, messages: Sequence[Message], add_generation_prompt: bool) -> list[Segment]:  # pragma: no cover
         raise NotImplementedError
 
-    def encode(self, messages: Sequence[Message], tokenizer: Tokenizer, add_generation_prompt: bool = True) -> list[int]:
+    def encode(
+        self, messages: Sequence[Message], tokenizer: Tokenizer, add_generation_prompt: bool = True, context: ChatContext | None = None
+    ) -> list[int]:
         ids: list[int] = []
         for seg in self.segments(messages, add_generation_prompt):
             if isinstance(seg, Special):
@@ -57,8 +119,9 @@ class SegmentTemplate:
                 ids += tokenizer.encode(seg)
         return ids
 
-    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
-        return "".join(s.piece if isinstance(s, Special) else s for s in self.segments(messages, add_generation_prompt))
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True, context=None, tokenizer=None) -> str:
+        """The segments as one string; BOS and EOS spelled as `tokenizer` spells them, if given."""
+        return "".join(_spelling(s, tokenizer) if isinstance(s, Special) else s for s in self.segments(messages, add_generation_prompt))
 
     def stop_ids(self, tokenizer: Tokenizer) -> tuple[int, ...]:
         extra = (tokenizer.token_id(p) for p in self.end_pieces)
@@ -67,6 +130,11 @@ class SegmentTemplate:
     def warnings(self, messages: Sequence[Message]) -> list[str]:
         """Things worth telling the user about this conversation (e.g. control tags typed as text)."""
         return []
+
+
+def _spelling(special: Special, tokenizer: Tokenizer | None) -> str:
+    i = {"bos": getattr(tokenizer, "bos_id", None), "eos": getattr(tokenizer, "eos_id", None)}.get(special.role or "")
+    return tokenizer.piece(i) if tokenizer is not None and i is not None else special.piece
 
 
 def check_dialog(messages: Sequence[Message], add_generation_prompt: bool) -> None:
@@ -116,7 +184,8 @@ def choose_template(requested: str | None, model_template: str | None, tokenizer
         return get_template(requested, model_template)
     if model_template:
         return get_template("jinja", model_template)
-    for piece, name in (("<|start_header_id|>", "llama-3"), ("<|im_start|>", "chatml"), ("<|user|>", "zephyr")):
+    # Phi-3's vocabulary has zephyr's <|user|> too, and ends turns with its own <|end|>
+    for piece, name in (("<|start_header_id|>", "llama-3"), ("<|im_start|>", "chatml"), ("<|end|>", "phi-3"), ("<|user|>", "zephyr")):
         if tokenizer.token_id(piece) is not None:
             return get_template(name)
     return get_template("llama-2" if tokenizer.kind == "sentencepiece" else "none")

@@ -20,7 +20,8 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,10 @@ def to_markdown(session) -> str:
     for m in session.messages:
         who = {"system": "System", "user": "You", "assistant": "Assistant"}[m["role"]]
         suffix = " *(interrupted)*" if m.get("interrupted") else ""
-        lines += [f"**{who}** ({m.get('time', '')}){suffix}", "", m["content"], ""]
+        lines += [f"**{who}** ({m.get('time', '')}){suffix}", ""]
+        if "reasoning" in m:  # a reasoning model's reasoning, quoted before its answer
+            lines += ["> *Reasoning:*", ">", *(f"> {line}".rstrip() for line in m["reasoning"].splitlines()), ""]
+        lines += [m.get("answer", m["content"]), ""]
     return "\n".join(lines)
 
 
@@ -120,6 +124,7 @@ def session_record(session) -> dict[str, Any]:
         "fingerprint": fingerprint(session.model),
         "sampler": {"chain": session.chain.chain, "settings": session.chain.settings},
         "settings": {"max_tokens": session.max_tokens, "context": session.context, "overflow": session.overflow},
+        "chat": {"started": session.template_context.started.isoformat(), "think": session.think},  # what templates read
         "messages": session.messages,
         "dropped": session.dropped,
         "ledger": session.ledger,
@@ -267,12 +272,27 @@ def delete(name: str) -> list[Path]:
     return removed
 
 
+def restore_chat_context(session, chat: Any) -> None:
+    """The saved chat's start and /think mode: a template that prints the date renders the day the chat
+    began, so a chat resumed on another day keeps its cached prefix. (Sessions saved before this have none.)"""
+    if not isinstance(chat, dict):
+        return
+    try:
+        started = datetime.fromisoformat(chat["started"])
+    except (KeyError, TypeError, ValueError):
+        return
+    think = chat.get("think") if chat.get("think") in ("show", "hide", "off") else "show"
+    session.template_context = replace(session.template_context, started=started, thinking=think != "off")
+    session.think = think
+
+
 def restore(session, saved: SavedSession) -> str:
     """Put a saved conversation into `session`: with a matching fingerprint and cache, the cache is
     reused as saved; otherwise the conversation is re-evaluated on the next turn. Returns a notice."""
     record = saved.record
     session.messages = [dict(m) for m in record["messages"]]
     session.dropped = list(record.get("dropped", []))
+    restore_chat_context(session, record.get("chat"))
     session.keep(0)
     theirs, ours = record.get("fingerprint", {}), fingerprint(session.model)
     ledger = record.get("ledger", [])

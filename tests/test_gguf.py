@@ -43,7 +43,7 @@ def test_default_model_config(default_model_path):
     c = read_config(GGUFFile(default_model_path))
     assert (c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.vocab_size) == (576, 30, 9, 3, 64, 1536, 49152)
     assert c.tied_embeddings and c.rope_theta == 100000.0 and c.context_length == 8192
-    assert c.bos_id == 1 and c.eos_id == 2 and c.eot_ids == (2,)
+    assert c.bos_id == 1 and c.eos_id == 2 and c.eot_ids == (2, 0)  # EOS <|im_end|>, and <|endoftext|> as llama.cpp stops at it
     assert c.norm_eps == pytest.approx(1e-5) and c.chat_template.startswith("{% for message in messages %}")
 
 

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reasoning_helpers import R1_LLAMA, scripted_chain
 
 import llamachat
 from llamachat.errors import LlamachatError
 from llamachat.plugins import registry
 from llamachat.sampling import SamplerChain
 from llamachat.session import Session
+from llamachat.templates import get_template
 
 
 def greedy() -> SamplerChain:
@@ -95,10 +97,7 @@ ACTIONS = st.lists(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(actions=ACTIONS, overflow=st.sampled_from(["drop-oldest", "stop"]))
-def test_ledger_and_cache_stay_consistent(tiny, actions, overflow):
-    s = Session(tiny, SamplerChain(registry().samplers, ["temperature"], seed=3), max_tokens=8, context=96, overflow=overflow)
+def run_actions(s: Session, actions) -> None:
     for action, arg in actions:
         try:
             if action == "ask":
@@ -116,6 +115,32 @@ def test_ledger_and_cache_stay_consistent(tiny, actions, overflow):
         assert_cache_is_fresh_prefill(s)
         ids = s.encode(add_generation_prompt=s.messages[-1]["role"] == "user") if any(m["role"] == "user" for m in s.messages) else []
         assert len(ids) <= s.context
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(actions=ACTIONS, overflow=st.sampled_from(["drop-oldest", "stop"]))
+def test_ledger_and_cache_stay_consistent(tiny, actions, overflow):
+    s = Session(tiny, SamplerChain(registry().samplers, ["temperature"], seed=3), max_tokens=8, context=96, overflow=overflow)
+    run_actions(s, actions)
+
+
+@pytest.fixture(scope="module")
+def tiny_r1(tiny):
+    """The tiny model behind DeepSeek-R1-Distill-Llama's template, which drops earlier replies' reasoning."""
+    return tiny.with_template(get_template("jinja", R1_LLAMA))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(actions=ACTIONS, overflow=st.sampled_from(["drop-oldest", "stop"]))
+def test_ledger_and_cache_stay_consistent_when_the_template_drops_reasoning(tiny_r1, actions, overflow):
+    """As above, with replies that reason ("...</think>answer", written by a scripted sampler, cut
+    where max_tokens falls) and a template that drops that reasoning from every earlier reply."""
+    chain = scripted_chain(tiny_r1.tokenizer, "hm</think>ok")
+    s = Session(tiny_r1, chain, max_tokens=10, context=160, overflow=overflow)
+    run_actions(s, actions)
+    for m in s.messages:  # every reply began inside its reasoning (R1's prompt opens it), kept apart for people
+        if m["role"] == "assistant":
+            assert m["reasoning"] == m["content"].split("</think>")[0].strip() and "</think>" not in m["answer"]
 
 
 def test_overflow_drops_the_oldest_exchanges(tiny):

@@ -129,14 +129,16 @@ def test_typed_tags_are_text_and_warned(llama2_tokenizer):
         ([{"role": "tool", "content": "a"}], "roles are system, user and assistant"),
     ],
 )
-@pytest.mark.parametrize("name", ["llama-2", "chatml", "zephyr", "llama-3"])
+@pytest.mark.parametrize("name", ["llama-2", "mistral", "chatml", "zephyr", "llama-3", "phi-3"])
 def test_invalid_dialogs(dialog, reason, name):
     with pytest.raises(TemplateError, match=reason):
         get_template(name).render(dialog)
 
 
 def test_unknown_template_lists_available():
-    with pytest.raises(TemplateError, match=r"unknown template 'llama2' \(available: chatml, jinja, llama-2, llama-3, none, zephyr\)"):
+    with pytest.raises(
+        TemplateError, match=r"unknown template 'llama2' \(available: chatml, jinja, llama-2, llama-3, mistral, none, phi-3, zephyr\)"
+    ):
         get_template("llama2")
     assert {"llama-2", "chatml", "jinja", "none"} <= set(available_templates())
 
@@ -173,3 +175,86 @@ def test_missing_special_token_is_a_clear_error(llama2_tokenizer):
 
 def test_default_model_stop_ids(default_model):
     assert default_model.template.stop_ids(default_model.tokenizer) == (2,)
+
+
+# --- mistral: mistral-common's InstructTokenizerV1 (mistralai/mistral-common at bc022b9,
+# src/mistral_common/tokens/tokenizers/instruct.py), transcribed on the raw SentencePiece processor ---
+def mistral_common_v1_ids(sp, dialog):
+    system = dialog[0]["content"] if dialog[0]["role"] == "system" else None
+    messages = [m for m in dialog if m["role"] != "system"]
+    first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
+    tokens = [sp.bos_id()]  # InstructTokenizerBase.start()
+    for i, m in enumerate(messages):
+        if m["role"] == "user":  # encode_user_message: the system prompt joins the first user message
+            content = system + "\n\n" + m["content"] if i == first_user and system else m["content"]
+            tokens += sp.encode(f"[INST] {content} [/INST]")
+        else:  # encode_assistant_message: the content, then EOS
+            tokens += sp.encode(m["content"]) + [sp.eos_id()]
+    return tokens
+
+
+# mistral-common's own tests (tests/test_tokenize_v1.py) document these token strings for its v1 tokenizer
+MISTRAL_DOCUMENTED = [
+    (
+        [{"role": "user", "content": c} if i % 2 == 0 else {"role": "assistant", "content": c} for i, c in enumerate("abcd")],
+        "<s>▁[INST]▁a▁[/INST]▁b</s>▁[INST]▁c▁[/INST]▁d</s>",
+    ),
+    ([{"role": "system", "content": "SYSTEM"}, {"role": "user", "content": "a"}], "<s>▁[INST]▁SYSTEM<0x0A><0x0A>a▁[/INST]"),
+    (
+        [{"role": "system", "content": "SYSTEM"}]
+        + [{"role": "user", "content": c} if i % 2 == 0 else {"role": "assistant", "content": c} for i, c in enumerate("abcd")],
+        "<s>▁[INST]▁SYSTEM<0x0A><0x0A>a▁[/INST]▁b</s>▁[INST]▁c▁[/INST]▁d</s>",
+    ),
+]
+
+
+@pytest.mark.parametrize(("dialog", "documented"), MISTRAL_DOCUMENTED)
+def test_mistral_pieces_are_mistral_commons_documented_strings(llama2_tokenizer, dialog, documented):
+    """On a vocabulary where [INST] is text (LLaMA-2's, as Mistral-7B v0.1's), the pieces spell exactly
+    what mistral-common's tests show (its ids are of Mistral's own vocabulary, not this one)."""
+    closed = dialog[-1]["role"] == "assistant"
+    ids = get_template("mistral").encode(dialog, llama2_tokenizer, add_generation_prompt=not closed)
+    assert "".join(llama2_tokenizer.piece(i) for i in ids) == documented
+
+
+@pytest.mark.parametrize("name", [n for n in DIALOGS])
+def test_mistral_ids_equal_mistral_common(llama2_tokenizer, name):
+    dialog = DIALOGS[name]
+    assert get_template("mistral").encode(dialog, llama2_tokenizer) == mistral_common_v1_ids(llama2_tokenizer.sp, dialog)
+
+
+def test_phi3_renders_as_phi35s_own_template():
+    """The built-in phi-3 writes what microsoft/Phi-3.5-mini-instruct's template does, with its BOS/EOS
+    (tests/data/templates; rendered by transformers in test_model_templates.py, by jinja2 here)."""
+    from pathlib import Path
+
+    source = (Path(__file__).parent / "data" / "templates" / "microsoft-Phi-3.5-mini-instruct.jinja").read_text(encoding="utf-8")
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+    class Phi3Pieces:
+        bos_id, eos_id = 1, 32000
+
+        def piece(self, i):
+            return {1: "<s>", 32000: "<|endoftext|>"}[i]
+
+    for name, dialog in DIALOGS.items():
+        for generation_prompt in (True, False):
+            messages = dialog if generation_prompt else [*dialog, {"role": "assistant", "content": "Done."}]
+            expected = env.from_string(source).render(messages=messages, add_generation_prompt=generation_prompt, eos_token="<|endoftext|>")
+            assert get_template("phi-3").render(messages, generation_prompt, tokenizer=Phi3Pieces()) == expected, name
+    empty_system = [{"role": "system", "content": ""}, {"role": "user", "content": "hi"}]
+    assert get_template("phi-3").render(empty_system) == "<|user|>\nhi<|end|>\n<|assistant|>\n"
+
+
+def test_a_phi3_vocabulary_without_a_template_gets_phi3(llama2_tokenizer):
+    """Phi-3's vocabulary (LLaMA-2's plus <|endoftext|>, <|assistant|>, ..., <|end|>, <|user|>; ids
+    32000-32010 of microsoft/Phi-3.5-mini-instruct's tokenizer.json) has zephyr's <|user|> as well."""
+
+    class Phi3Vocabulary:
+        kind = "sentencepiece"
+        added = {"<|endoftext|>": 32000, "<|assistant|>": 32001, "<|system|>": 32006, "<|end|>": 32007, "<|user|>": 32010}
+
+        def token_id(self, piece):
+            return self.added.get(piece, llama2_tokenizer.token_id(piece))
+
+    assert choose_template(None, None, Phi3Vocabulary()).name == "phi-3"

@@ -134,10 +134,16 @@ def copy_vocab(writer: gguf.GGUFWriter, source: Path = LLAMA2_VOCAB) -> None:
 
 
 def write_gguf(
-    path: Path, spec: TinySpec, weights: dict[str, np.ndarray], qtype: str = "F32", arch: str = "llama", tokenizer: dict | None = None
+    path: Path,
+    spec: TinySpec,
+    weights: dict[str, np.ndarray],
+    qtype: str = "F32",
+    arch: str = "llama",
+    tokenizer: dict | None = None,
+    chat_template: str | None = None,
 ) -> Path:
     """A GGUF file holding `weights` (2-D ones stored as `qtype`: F32, F16, Q8_0, Q4_0 or Q4_1), with
-    the LLaMA-2 vocabulary, or the `tokenizer.*` string fields given instead."""
+    the LLaMA-2 vocabulary, or the `tokenizer.*` string fields given instead, and `chat_template`."""
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name("tiny-llama")
     w.add_context_length(spec.context)
@@ -155,6 +161,8 @@ def write_gguf(
     else:
         for key, value in tokenizer.items():
             w.add_array(key, value) if isinstance(value, list) else w.add_string(key, value)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
     q = gguf.GGMLQuantizationType[qtype]
     for name, arr in weights.items():
         if arr.ndim == 1 or q == gguf.GGMLQuantizationType.F32:

@@ -189,6 +189,30 @@ def _meta(gf: GGUFFile, key: str, default: Any = None, *, required: bool = False
     return default
 
 
+# The token texts llama.cpp ends generation at, whatever ids the file declares (llama-vocab.cpp,
+# llama_vocab::impl::load, `special_eog_ids`, as vendored in llama-cpp-python 0.3.36). A GGUF declares
+# one EOS (Llama-3.1-Instruct's is <|eot_id|>, Qwen2.5's <|im_end|>, Phi-3's <|endoftext|>), while the
+# model also ends turns with <|end_of_text|> and <|eom_id|>, <|endoftext|>, <|end|>: llama.cpp finds
+# those by their text. (Its FIM tokens, also on that list, end infilling, not a chat turn: left out.)
+EOG_TEXTS = frozenset(
+    (
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+        "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+        "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+    )
+)  # fmt: skip
+
+
+def end_of_generation_ids(declared: list[Any], tokens: list[str]) -> tuple[int, ...]:
+    """The declared EOS/EOT/EOM ids, then every token whose text is on llama.cpp's list (without <|end|>
+    where <|return|> and <|call|> both exist, the workaround llama.cpp applies to gpt-oss's vocabulary)."""
+    texts = set(EOG_TEXTS)
+    if {"<|return|>", "<|call|>"} <= set(tokens) or {"<|calls|>", "<|flush|>"} <= set(tokens):
+        texts.discard("<|end|>")
+    by_text = (i for i, t in enumerate(tokens) if t in texts)
+    return tuple(dict.fromkeys([*(int(i) for i in declared if i is not None), *by_text]))
+
+
 def read_config(gf: GGUFFile) -> ModelConfig:
     """ModelConfig from the metadata of a llama-architecture GGUF."""
     arch = _meta(gf, "general.architecture", "unknown")
@@ -211,7 +235,7 @@ def read_config(gf: GGUFFile) -> ModelConfig:
         raise LlamachatError(f"{gf.path}: RoPE scaling {kind!r} is not supported (supported: none, linear)")
     bos = _meta(gf, "tokenizer.ggml.bos_token_id")
     eos = _meta(gf, "tokenizer.ggml.eos_token_id")
-    eot = [_meta(gf, f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot", "eom")]
+    declared = [_meta(gf, f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot", "eom")]
     return ModelConfig(
         dim=dim,
         n_layers=int(_meta(gf, a + "block_count", required=True)),
@@ -227,7 +251,7 @@ def read_config(gf: GGUFFile) -> ModelConfig:
         tied_embeddings="output.weight" not in gf.tensors,
         bos_id=None if bos is None else int(bos),
         eos_id=None if eos is None else int(eos),
-        eot_ids=tuple(dict.fromkeys(int(i) for i in eot if i is not None)),
+        eot_ids=end_of_generation_ids(declared, tokens or []),
         chat_template=_meta(gf, "tokenizer.chat_template"),
         name=str(_meta(gf, "general.name", gf.path.stem)),
     )

@@ -64,7 +64,7 @@ def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
     elif kind != "default":
         raise LlamachatError(f"{path}: RoPE scaling {kind!r} is not supported (supported: default, linear, llama3)")
     eos = cfg.get("eos_token_id")
-    eot = tuple(int(e) for e in eos) if isinstance(eos, list) else ((int(eos),) if eos is not None else ())
+    eot = end_of_turn_ids(eos, path.with_name("generation_config.json"))
     config = ModelConfig(
         dim=dim,
         n_layers=_int(cfg, "num_hidden_layers", path),
@@ -84,6 +84,19 @@ def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
         name=path.parent.name,
     )
     return config, extras
+
+
+def end_of_turn_ids(eos: Any, generation_config: Path) -> tuple[int, ...]:
+    """config.json's eos_token_id (an id or a list), then generation_config.json's, which is what
+    transformers' generate stops at (Llama-3.1: [128001, 128008, 128009]; Qwen2.5: [151645, 151643])."""
+    declared = [eos]
+    if generation_config.is_file():
+        declared.append(read_json(generation_config).get("eos_token_id"))
+    ids = [e for d in declared for e in (d if isinstance(d, list) else [d]) if e is not None]
+    try:
+        return tuple(dict.fromkeys(int(i) for i in ids))
+    except (TypeError, ValueError):
+        raise LlamachatError(f"{generation_config.parent}: eos_token_id must be an id or a list of ids, got {ids!r}") from None
 
 
 def safetensors_files(directory: Path) -> list[Path]:

@@ -1,14 +1,16 @@
-"""The built-in chat templates: llama-2 (Meta's chat_completion), chatml, zephyr, llama-3, the model's
-own Jinja template, and none (raw text for base models)."""
+"""The built-in chat templates: llama-2 (Meta's chat_completion), mistral (mistral-common's v1),
+chatml, zephyr, llama-3, phi-3, the model's own Jinja template (jinja.py), and none (raw text for base
+models)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from llamachat.hookspecs import hookimpl
 from llamachat.protocols import Message, TemplateError
 from llamachat.templates import BOS, EOS, Segment, SegmentTemplate, Special, check_dialog
+
+from .jinja import Jinja
 
 
 class Llama2(SegmentTemplate):
@@ -45,6 +47,30 @@ class Llama2(SegmentTemplate):
         return [
             f"the conversation contains {', '.join(tags)}: encoded as plain text, not as control tags (Meta's reference refuses such prompts)"
         ]
+
+
+class Mistral(SegmentTemplate):
+    """Mistral's v1 instruct format, exactly as mistral-common's `InstructTokenizerV1` builds it
+    (mistralai/mistral-common, tokens/tokenizers/instruct.py at bc022b9; the format of Mistral-7B-
+    Instruct v0.1, where [INST] is text): BOS once, then each user turn one encode call
+    `encode(f"[INST] {u} [/INST]")`, each reply `encode(a) + [EOS]`. A system prompt has no tags of its
+    own: it goes before the first user message as `system + "\n\n" + u`. Nothing is stripped.
+    """
+
+    name = "mistral"
+
+    def segments(self, messages: Sequence[Message], add_generation_prompt: bool) -> list[Segment]:
+        check_dialog(messages, add_generation_prompt)
+        system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+        turns = [m for m in messages if m["role"] != "system"]
+        out: list[Segment] = [BOS]
+        for i, m in enumerate(turns):
+            if m["role"] == "user":
+                content = system + "\n\n" + m["content"] if i == 0 and system else m["content"]
+                out.append(f"[INST] {content} [/INST]")
+            else:
+                out += [m["content"], EOS]
+        return out
 
 
 class ChatML(SegmentTemplate):
@@ -90,6 +116,24 @@ class Llama3(SegmentTemplate):
         return out
 
 
+class Phi3(SegmentTemplate):
+    """Phi-3's format, as microsoft/Phi-3.5-mini-instruct's chat template writes it: each message
+    `<|role|>\ncontent<|end|>\n` (an empty system message is left out), then `<|assistant|>\n` for a
+    reply; a closed conversation ends with EOS."""
+
+    name = "phi-3"
+    end_pieces = ("<|end|>", "<|endoftext|>")
+
+    def segments(self, messages: Sequence[Message], add_generation_prompt: bool) -> list[Segment]:
+        check_dialog(messages, add_generation_prompt)
+        out: list[Segment] = []
+        for m in messages:
+            if m["role"] != "system" or m["content"]:
+                out += [Special(f"<|{m['role']}|>"), "\n" + m["content"], Special("<|end|>"), "\n"]
+        out += [Special("<|assistant|>"), "\n"] if add_generation_prompt else [EOS]
+        return out
+
+
 class Raw(SegmentTemplate):
     """No chat format: the messages' text as is, after BOS where the tokenizer is SentencePiece."""
 
@@ -100,100 +144,18 @@ class Raw(SegmentTemplate):
             raise TemplateError("nothing to answer: no text")
         return ["".join(m["content"] for m in messages)]
 
-    def encode(self, messages, tokenizer, add_generation_prompt=True):
+    def encode(self, messages, tokenizer, add_generation_prompt=True, context=None):
         ids = super().encode(messages, tokenizer, add_generation_prompt)
         return ([tokenizer.bos_id] if tokenizer.kind == "sentencepiece" and tokenizer.bos_id is not None else []) + ids
-
-
-class Jinja(SegmentTemplate):
-    """The model's own `chat_template`, rendered in jinja2's sandbox as transformers does.
-
-    Special-token strings become ids only where the template emitted them: before rendering, each
-    special string inside message content is broken by an invisible sentinel, so after splitting the
-    output on special strings every match is the template's own; the sentinels are then removed.
-    """
-
-    name = "jinja"
-    KNOWN_ENDS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>")  # those the source uses end a turn
-
-    def __init__(self, source: str | None):
-        if not source:
-            raise TemplateError("this model has no chat template of its own; choose one with --template (e.g. llama-2, chatml)")
-        from jinja2 import TemplateError as JinjaError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = _raise
-        try:
-            self.template = env.from_string(source)
-        except JinjaError as e:
-            raise TemplateError(f"the model's chat template does not compile: {e}") from None
-        self.source = source
-        self.end_pieces = tuple(p for p in self.KNOWN_ENDS if p in source)
-        self._tokenizer = None
-        self._specials: list[str] = []
-
-    def _render(self, messages: Sequence[Message], add_generation_prompt: bool, bos: str = "<s>", eos: str = "</s>") -> str:
-        from jinja2 import TemplateError as JinjaError
-
-        try:
-            return self.template.render(messages=list(messages), add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token=eos)
-        except TemplateError:
-            raise
-        except JinjaError as e:
-            raise TemplateError(f"the model's chat template failed: {e}") from None
-
-    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
-        check_dialog(messages, add_generation_prompt)
-        return self._render(messages, add_generation_prompt)
-
-    def encode(self, messages, tokenizer, add_generation_prompt=True):
-        check_dialog(messages, add_generation_prompt)
-        specials = self._special_pieces(tokenizer)
-        sentinel = next(chr(c) for c in range(0xE000, 0xF900) if not any(chr(c) in m["content"] for m in messages))
-        escaped = [dict(m, content=_break(m["content"], specials, sentinel)) for m in messages]
-        bos = tokenizer.piece(tokenizer.bos_id) if tokenizer.bos_id is not None else ""
-        eos = tokenizer.piece(tokenizer.eos_id) if tokenizer.eos_id is not None else ""
-        text = self._render(escaped, add_generation_prompt, bos, eos)
-        ids: list[int] = []
-        if not specials:
-            return tokenizer.encode(text.replace(sentinel, ""))
-        pattern = "(" + "|".join(re.escape(s) for s in specials) + ")"
-        for i, part in enumerate(re.split(pattern, text)):
-            if i % 2:
-                ids.append(tokenizer.token_id(part))
-            elif part:
-                ids += tokenizer.encode(part.replace(sentinel, ""))
-        return ids
-
-    def _special_pieces(self, tokenizer) -> list[str]:
-        if tokenizer is not self._tokenizer:  # longest first, so that no special hides a longer one
-            pieces = {tokenizer.piece(i) for i in range(tokenizer.vocab_size) if tokenizer.is_special(i)}
-            used = {p for p in pieces if p and p in self.source} | _bos_eos(tokenizer)  # bos/eos come in as variables
-            self._specials = sorted(used, key=len, reverse=True)
-            self._tokenizer = tokenizer
-        return self._specials
-
-
-def _bos_eos(tokenizer) -> set[str]:
-    return {tokenizer.piece(i) for i in (tokenizer.bos_id, tokenizer.eos_id) if i is not None}
-
-
-def _break(content: str, specials: list[str], sentinel: str) -> str:
-    for s in specials:
-        content = content.replace(s, s[0] + sentinel + s[1:])
-    return content
-
-
-def _raise(message: str):
-    raise TemplateError(f"the model's chat template refused the conversation: {message}")
 
 
 @hookimpl
 def register_templates(register):
     register("llama-2", lambda _: Llama2())
+    register("mistral", lambda _: Mistral())
     register("chatml", lambda _: ChatML())
     register("zephyr", lambda _: Zephyr())
     register("llama-3", lambda _: Llama3())
+    register("phi-3", lambda _: Phi3())
     register("jinja", Jinja)
     register("none", lambda _: Raw())
