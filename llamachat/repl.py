@@ -18,6 +18,7 @@ from typing import Any
 from prompt_toolkit.completion import Completer, Completion
 
 from . import commands, transcript
+from .echo import no_echo
 from .errors import LlamachatError
 from .protocols import TemplateError
 from .reply import ReplyPrinter
@@ -140,7 +141,7 @@ class ChatApp:
 
     def reply(self, action: Callable) -> None:
         session = self.session
-        with ReplyPrinter(self.console, self.settings.markdown) as printer:
+        with no_echo(), ReplyPrinter(self.console, self.settings.markdown) as printer:  # echo.py: why
             reply = action(printer.write)
         if reply.interrupted:
             self.say("[interrupted: the partial reply is kept]", "yellow")
