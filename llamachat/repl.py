@@ -261,10 +261,10 @@ class ChatApp:
 
     def toolbar(self) -> str:
         if not self.loaded:
-            return f" {self.settings.model or 'default model'} · loading on {self.settings.backend} ..."
+            return f" {self.model_name()} · loading on {self.settings.backend} ..."
         s = self._session
         return (
-            f" {s.model.config.name} · {s.model.backend} · {s.model.template.name} · temp {s.chain.settings.get('temperature')}"
+            f" {self.model_name()} · {s.model.backend} · {s.model.template.name} · temp {s.chain.settings.get('temperature')}"
             f" · context {s.used}/{s.context} · cached {len(s.ledger)} "
         )
 
@@ -273,8 +273,16 @@ class ChatApp:
         return self._prompt.prompt(">>> ", default=text)
 
     # -- the loop ---------------------------------------------------------------------------------
+    def model_name(self) -> str:
+        """The model's display name (checkpoints/names.py), known as soon as its checkpoint is open."""
+        if self._session is not None:
+            return self._session.model.config.name
+        if self._checkpoint is not None:
+            return self._checkpoint.config.name
+        return self.settings.model or "the default model"
+
     def banner(self) -> None:
-        name = self.settings.model or "the default model (SmolLM2-135M-Instruct)"
+        name = self.model_name()
         self.say(f"llamachat: chatting with {name} on {self.settings.backend}. /help for commands, Ctrl-D or /quit to end.", "dim")
 
     def run(self) -> int:

