@@ -212,7 +212,7 @@ class ChatApp:
         elif new.template != self.settings.template:
             self.switch_template(new.template or "auto")
         session = self.session
-        session.chain.configure(profile["sampler"])
+        session.chain.configure(profile["sampler"], source=f"profile {name}")
         session.max_tokens, session.overflow = new.max_tokens, new.overflow
         if new.system != session.system:
             session.set_system(new.system)
