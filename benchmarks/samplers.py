@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/samplers.py [--reps 500]
 
-On the default model's logits after a chat prompt (49,152 candidates; the default profile's settings:
-top_k 40, top_p 0.95, min_p 0.05, temperature 0.8), each sampler is fed what the one before it
+On the default model's logits after a chat prompt (49,152 candidates; the built-in settings, as the
+default profile now sets none: top_k 40, top_p 0.95, min_p 0.05, temperature 0.8), each sampler is fed what the one before it
 returns, as in the chain. Best of 3 rounds of `reps` calls, in milliseconds.
 """
 

@@ -43,7 +43,7 @@ class Plan:
 
 
 class Chat:
-    def __init__(self, settings: ChatSettings, chain: SamplerChain, *, model: Model | None = None):
+    def __init__(self, settings: ChatSettings, chain: SamplerChain | None = None, *, model: Model | None = None):
         self.settings, self.chain = settings, chain
         self.session: Session | None = None  # None until the model is loaded
         self.load_error: BaseException | None = None  # what stopped the background load
@@ -95,6 +95,14 @@ class Chat:
         if self.session is None:
             raise LlamachatError("no model is loaded")
         return self.session
+
+    def model_name(self) -> str:
+        """The model's display name (checkpoints/names.py), known as soon as its checkpoint is open."""
+        if self.session is not None:
+            return self.session.model.config.name
+        if self._checkpoint is not None:
+            return self._checkpoint.config.name
+        return self.settings.model or "the default model"
 
     # -- the one place a Session is built ----------------------------------------------------------
     def _new_session(self, model: Model, carry: Session | None = None) -> Session:
@@ -149,7 +157,7 @@ class Chat:
         elif new.template != self.settings.template:
             note(self.switch_template(new.template or "auto"))
         session = self.wait()
-        session.chain.configure(profile["sampler"])
+        session.chain.configure(profile["sampler"], source=f"profile {name}")
         session.max_tokens, session.overflow = new.max_tokens, new.overflow
         if new.system != session.system:
             session.set_system(new.system)

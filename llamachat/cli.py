@@ -52,10 +52,17 @@ def chat_parser() -> Parser:
         metavar="CHAIN",
         help=f"sampler chain, comma-separated, in order (default {', '.join(DEFAULT_CHAIN)})",
     )
-    p.add_argument("--temp", "--temperature", dest="temperature", metavar="T", help="temperature (0 = greedy; default 0.8)")
-    p.add_argument("--top-k", dest="top_k", metavar="K", help="keep the K likeliest tokens (0 = off; default 40)")
-    p.add_argument("--top-p", dest="top_p", metavar="P", help="nucleus sampling mass (1 = off; default 0.95)")
-    p.add_argument("--min-p", dest="min_p", metavar="P", help="minimum probability relative to the likeliest (0 = off; default 0.05)")
+    p.add_argument(
+        "--temp", "--temperature", dest="temperature", metavar="T", help="temperature (0 = greedy; default: the model's, else 0.8)"
+    )
+    p.add_argument("--top-k", dest="top_k", metavar="K", help="keep the K likeliest tokens (0 = off; default: the model's, else 40)")
+    p.add_argument("--top-p", dest="top_p", metavar="P", help="nucleus sampling mass (1 = off; default: the model's, else 0.95)")
+    p.add_argument(
+        "--min-p",
+        dest="min_p",
+        metavar="P",
+        help="minimum probability relative to the likeliest (0 = off; default: the model's, else 0.05)",
+    )
     p.add_argument(
         "-o",
         "--option",
@@ -84,23 +91,43 @@ def chat_parser() -> Parser:
 # chat and one-shot
 
 
-def build_chain(args: argparse.Namespace, profile: dict[str, dict[str, Any]]):
+def build_chain(args: argparse.Namespace, profile: dict[str, dict[str, Any]], profile_name: str, checkpoint=None):
+    """The sampler chain at the settings that win (sampling_defaults.py): flags over the profile over
+    the model's recommendation over the built-in values; each remembers where it came from."""
     from .plugins import registry
     from .sampling import DEFAULT_CHAIN, SamplerChain
+    from .sampling_defaults import BUILT_IN, resolve_sampling
 
     chain = SamplerChain(registry().samplers, DEFAULT_CHAIN)
-    chain.configure(profile["sampler"])  # the profile's chain, seed and values; flags override them
+    recommended = {k: v for k, v in checkpoint.sampling.items() if k in chain.params} if checkpoint is not None else {}
+    layers = [
+        (BUILT_IN, {"chain": list(DEFAULT_CHAIN)}),
+        (checkpoint.sampling_source if checkpoint is not None else "model", recommended),
+        (f"profile {profile_name}", profile["sampler"]),
+        ("flag", _flag_values(args)),
+    ]
+    values, sources = resolve_sampling(layers)
+    chain.set_chain(values.pop("chain"), sources["chain"])
+    seed = values.pop("seed", None)
+    for name, value in values.items():
+        chain.set(name, value, sources[name])
+    if seed is not None:
+        chain.seed(as_int(seed, "--seed") if sources["seed"] == "flag" else seed)
+    return chain
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampler settings given on the command line (--temp, --samplers, -o NAME=VALUE, --seed)."""
+    values: dict[str, Any] = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "min_p")}
     if args.samplers:
-        chain.set_chain([n.strip() for n in args.samplers.split(",") if n.strip()])
-    chain.update({name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "min_p")})
+        values["chain"] = [n.strip() for n in args.samplers.split(",") if n.strip()]
     for option in args.option:
         name, eq, value = option.partition("=")
         if not eq:
             raise LlamachatError(f"-o takes NAME=VALUE, got {option!r}")
-        chain.set(name.strip(), value.strip())
-    if args.seed is not None:
-        chain.seed(as_int(args.seed, "--seed"))
-    return chain
+        values[name.strip()] = value.strip()
+    values["seed"] = args.seed
+    return values
 
 
 def read_stdin() -> str:
@@ -128,7 +155,6 @@ def run_chat(argv: Sequence[str]) -> int:
     sampler_params = SamplerChain(reg.samplers, []).params  # qualified where names clash
     profile_name = args.profile or "default"
     profile = load_profile(profile_name, sampler_params)
-    chain = build_chain(args, profile)
     settings = settings_from_profile(profile, profile_name, args)
     resume = args.resume
     if args.continue_:
@@ -155,8 +181,9 @@ def run_chat(argv: Sequence[str]) -> int:
             prompt += "\n" + piped if piped.strip() else ""
     if not args.model:
         check_profile_model(settings)
-    chat = Chat(settings, chain)
+    chat = Chat(settings)
     plan = chat.plan(settings)  # bad input (backend, template, model files) fails here, with exit 2
+    chat.chain = build_chain(args, profile, profile_name, plan.checkpoint)  # the model's sampling recommendation is in its files
 
     if prompt is None:
         from .repl import ChatApp

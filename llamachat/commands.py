@@ -70,7 +70,7 @@ def set_param(chat: ChatLike, name: str, arg: str) -> None:
         raise LlamachatError(f"no sampler plugin provides {name!r} here (see `llamachat plugins`)")
     if not arg:
         raise LlamachatError(f"usage: /{name} VALUE ({params[name].describe_range()})")
-    value = chat.session.chain.set(name, arg)
+    value = chat.session.chain.set(name, arg, source="/set")
     chat.say(f"{name} set to {value}")
 
 
@@ -124,10 +124,12 @@ def cmd_sampler(chat: ChatLike, arg: str) -> None:
     chain = chat.session.chain
     if arg:
         names = arg.replace(",", " ").split()
-        chain.set_chain(names)
+        chain.set_chain(names, source="/sampler")
         chat.say(f"sampler chain set to {' -> '.join(names)}")
         return
     chat.say(chain.describe())
+    for line in chain.provenance():
+        chat.say(f"  {line}", "dim")
 
 
 def cmd_system(chat: ChatLike, arg: str) -> None:
@@ -211,6 +213,8 @@ def cmd_info(chat: ChatLike, arg: str) -> None:
     chat.say(f"rope     scaling {_rope_scaling(m)}")
     chat.say(f"backend  {m.backend} ({m.runner.dtype}, {m.runner.weight_bytes / 1e6:.0f} MB of weights)")
     chat.say(f"template {m.template.name}")
+    for line in chat.session.chain.provenance():
+        chat.say(f"sampler  {line}")
 
 
 def _rope_scaling(model: Any) -> str:

@@ -18,6 +18,7 @@ from prompt_toolkit.completion import Completer, Completion
 
 from . import commands, transcript
 from .chat import Chat
+from .echo import no_echo
 from .errors import LlamachatError
 from .profiles import ChatSettings
 from .protocols import TemplateError
@@ -84,7 +85,7 @@ class ChatApp:
 
     def reply(self, action: Callable) -> None:
         session = self.session
-        with ReplyPrinter(self.console, self.settings.markdown, session.think) as printer:
+        with no_echo(), ReplyPrinter(self.console, self.settings.markdown, session.think) as printer:  # echo.py: why
             reply = action(printer)  # the answer goes to printer.write, a reasoning model's reasoning to printer.think
         if reply.interrupted:
             self.say("[interrupted: the partial reply is kept]", "yellow")
@@ -146,10 +147,10 @@ class ChatApp:
 
     def toolbar(self) -> str:
         if not self.loaded:
-            return f" {self.settings.model or 'default model'} · loading on {self.settings.backend} ..."
+            return f" {self.model_name()} · loading on {self.settings.backend} ..."
         s = self.chat.session
         return (
-            f" {s.model.config.name} · {s.model.backend} · {s.model.template.name} · temp {s.chain.settings.get('temperature')}"
+            f" {self.model_name()} · {s.model.backend} · {s.model.template.name} · temp {s.chain.settings.get('temperature')}"
             f" · context {s.used}/{s.context} · cached {len(s.ledger)} "
         )
 
@@ -158,8 +159,11 @@ class ChatApp:
         return self._prompt.prompt(">>> ", default=text)
 
     # -- the loop ---------------------------------------------------------------------------------
+    def model_name(self) -> str:
+        return self.chat.model_name()
+
     def banner(self) -> None:
-        name = self.settings.model or "the default model (SmolLM2-135M-Instruct)"
+        name = self.model_name()
         self.say(f"llamachat: chatting with {name} on {self.settings.backend}. /help for commands, Ctrl-D or /quit to end.", "dim")
 
     def run(self) -> int:

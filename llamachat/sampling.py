@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import LlamachatError
 from .protocols import Param, Sampler, SamplingContext
+from .sampling_defaults import BUILT_IN, group_by_source
 
 DEFAULT_CHAIN = ("repetition_penalty", "top_k", "typical_p", "top_p", "min_p", "xtc", "temperature")
 
@@ -35,25 +36,29 @@ class SamplerChain:
                 self.params[key] = p
                 self.keys[sampler.name][p.name] = key
         self.settings: dict[str, Any] = {key: p.default for key, p in self.params.items()}
+        # where each setting (and the chain) came from: "built-in", "model (...)", "profile NAME", "flag", "/set"
+        self.sources: dict[str, str] = dict.fromkeys(self.params, BUILT_IN)
+        self.chain_source = BUILT_IN
         self.rng = np.random.default_rng(seed)
         self.state: dict[str, Any] = {}
 
-    def set_chain(self, names: Sequence[str]) -> None:
+    def set_chain(self, names: Sequence[str], source: str = "given") -> None:
         """The samplers to run, in order; LlamachatError naming the available ones otherwise."""
         unknown = [n for n in names if n not in self.available]
         if unknown:
             raise LlamachatError(f"unknown sampler {unknown[0]!r} (available: {', '.join(sorted(self.available))})")
-        self.chain = list(names)
+        self.chain, self.chain_source = list(names), source
 
-    def configure(self, section: Mapping[str, Any]) -> None:
-        """Apply a profile's [sampler] section: `chain`, `seed` and parameter values."""
+    def configure(self, section: Mapping[str, Any], source: str = "given") -> None:
+        """Apply a profile's [sampler] section (or any layer of settings): `chain`, `seed` and
+        parameter values, each recorded as coming from `source`."""
         values = dict(section)
         chain, seed = values.pop("chain", None), values.pop("seed", None)
         if chain:
-            self.set_chain(chain)
+            self.set_chain(chain, source)
         if seed is not None:
             self.seed(seed)
-        self.update(values)
+        self.update(values, source)
 
     def effective(self) -> list[str]:
         """The chain as it runs: an active sampler with `replaces` stands in for those it replaces."""
@@ -70,7 +75,7 @@ class SamplerChain:
             steps = steps[:at] + [name] + [step for step in steps[at:] if step not in replaced and step != name]
         return steps
 
-    def set(self, name: str, value: Any) -> Any:
+    def set(self, name: str, value: Any, source: str = "given") -> Any:
         """Set a parameter from text or a TOML value; LlamachatError with what is accepted otherwise."""
         if name not in self.params:
             raise LlamachatError(f"unknown sampler parameter {name!r} (known: {', '.join(sorted(self.params))})")
@@ -78,12 +83,13 @@ class SamplerChain:
             self.settings[name] = self.params[name].parse(value)
         except ValueError as e:
             raise LlamachatError(str(e)) from None
+        self.sources[name] = source
         return self.settings[name]
 
-    def update(self, values: Mapping[str, Any]) -> None:
+    def update(self, values: Mapping[str, Any], source: str = "given") -> None:
         for name, value in values.items():
             if value is not None:
-                self.set(name, value)
+                self.set(name, value, source)
 
     def seed(self, seed: int | None) -> None:
         """Reseed the draw; None takes fresh entropy from the OS."""
@@ -121,6 +127,13 @@ class SamplerChain:
             values = ", ".join(f"{key}={self.settings[key]}" for key in self.keys[name].values())
             steps.append(f"{name}({values})" if values else name)
         return "logits -> " + " -> ".join(steps + ["draw"])
+
+    def provenance(self) -> list[str]:
+        """Where the chain and the values it runs with came from, one line per source
+        (`model (its model card): temperature=0.2, top_p=0.9`)."""
+        keys = [key for name in self.effective() for key in self.keys[name].values()]
+        lines = group_by_source({key: self.settings[key] for key in keys}, self.sources)
+        return [f"chain: {self.chain_source}", *lines]
 
 
 def draw(logits: np.ndarray, rng: np.random.Generator) -> int:

