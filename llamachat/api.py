@@ -12,12 +12,13 @@ from .backends import load_runner
 from .checkpoints import Checkpoint, open_checkpoint
 from .default_model import default_model
 from .generate import Stats, generate
+from .lookup import default_lookup, parse_lookup
 from .protocols import Message, ModelConfig, Runner, Template, Tokenizer
 from .sampling import DEFAULT_CHAIN, SamplerChain
 from .templates import choose_template
 
 # generate() options that are not sampler parameters (every other option is one)
-GENERATION_OPTIONS = ("max_tokens", "seed", "system", "chain", "stop_ids")
+GENERATION_OPTIONS = ("max_tokens", "seed", "system", "chain", "stop_ids", "lookup")
 
 
 class Model:
@@ -58,8 +59,9 @@ class Model:
 
     def generate(self, prompt: str | Sequence[Message] | Sequence[int], **options: Any) -> Iterator[str]:
         """Yield the reply's text pieces as they are generated. Options: max_tokens (default 1024),
-        seed, system, chain (sampler names in order) and any sampler parameter (temperature, top_k,
-        top_p, min_p, ...). Timings are in `self.last_stats` afterwards."""
+        seed, system, chain (sampler names in order), lookup (0..16 draft tokens a pass checks; default:
+        the backend's) and any sampler parameter (temperature, top_k, top_p, min_p, ...). Timings are
+        in `self.last_stats` afterwards."""
         from .plugins import registry
 
         ids = self.encode_prompt(prompt, options.get("system"))
@@ -72,7 +74,11 @@ class Model:
         decoder = self.tokenizer.stream_decoder()
         stop_ids = options.get("stop_ids") or self.template.stop_ids(self.tokenizer)
         max_tokens = max(0, capacity - len(ids))
-        for token in generate(self.runner, cache, ids, chain, history=list(ids), max_tokens=max_tokens, stop_ids=stop_ids, stats=stats):
+        lookup = parse_lookup(options["lookup"]) if options.get("lookup") is not None else default_lookup(self.runner)
+        tokens = generate(
+            self.runner, cache, ids, chain, history=list(ids), max_tokens=max_tokens, stop_ids=stop_ids, stats=stats, lookup=lookup
+        )
+        for token in tokens:
             text = decoder.push(token)
             if text:
                 yield text

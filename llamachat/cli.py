@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LlamachatError
+from .lookup import parse_lookup
 from .protocols import TemplateError
 
 SUBCOMMANDS = ("plugins", "bench", "sessions", "profiles", "info", "convert")
@@ -59,6 +60,9 @@ def chat_parser() -> Parser:
     )
     p.add_argument("--seed", metavar="N", help="seed for a reproducible reply")
     p.add_argument("-n", "--max-tokens", dest="max_tokens", metavar="N", help="longest reply in tokens (default 1024)")
+    p.add_argument(
+        "--lookup", metavar="N", help="lookup decoding: draft up to N tokens (0-16) from the conversation a pass (default: the backend's)"
+    )
     p.add_argument("--device", help="backend device (e.g. cpu, cuda, mps)")
     p.add_argument("--dtype", help="backend dtype (e.g. float32, float16, bfloat16)")
     p.add_argument("-t", "--threads", metavar="N", help="CPU threads for the backend's matrix products (default: its own choice)")
@@ -144,6 +148,7 @@ def settings_from_profile(profile: dict[str, dict[str, Any]], name: str, args: a
         max_tokens=_int(flag("max_tokens") if flag("max_tokens") is not None else chat.get("max_tokens", 1024), "--max-tokens", 1),
         context=_int(flag("context"), "--context", 16) if flag("context") is not None else model.get("context"),
         overflow=chat.get("overflow", "drop-oldest"),
+        lookup=parse_lookup(flag("lookup"), "--lookup") if flag("lookup") is not None else chat.get("lookup"),
         markdown=chat.get("markdown", True),
         stop=[stop] if isinstance(stop, str) else list(stop),
     )
@@ -242,7 +247,13 @@ def run_chat(argv: Sequence[str]) -> int:
 
     model = load_checkpoint(checkpoint, settings.backend, template=settings.template, **settings.backend_options)
     session = Session(
-        model, chain, system=settings.system, max_tokens=settings.max_tokens, context=settings.context, overflow=settings.overflow
+        model,
+        chain,
+        system=settings.system,
+        max_tokens=settings.max_tokens,
+        context=settings.context,
+        overflow=settings.overflow,
+        lookup=settings.lookup,
     )
     session.stop_strings = settings.stop
     if saved is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import LlamachatError
+from .lookup import parse_lookup
 
 if TYPE_CHECKING:
     from .protocols import Param
@@ -29,7 +30,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "model": {"path": (str,), "template": (str,), "context": (int,)},
     "backend": {"name": (str,), "device": (str,), "dtype": (str,), "threads": (int,), "quantize": (str,)},
     "sampler": {"chain": (list,), "seed": (int,)},
-    "chat": {"system": (str,), "max_tokens": (int,), "stop": (list, str), "markdown": (bool,), "overflow": (str,)},
+    "chat": {"system": (str,), "max_tokens": (int,), "stop": (list, str), "markdown": (bool,), "overflow": (str,), "lookup": (int,)},
 }
 OVERFLOW = ("drop-oldest", "stop")
 
@@ -104,6 +105,12 @@ def parse_profile(text: str, source: str, sampler_params: Mapping[str, Param] | 
     overflow = data.get("chat", {}).get("overflow")
     if overflow is not None and overflow not in OVERFLOW:
         raise LlamachatError(f"{source}: [chat] overflow must be one of {', '.join(OVERFLOW)}, got {overflow!r}")
+    lookup = data.get("chat", {}).get("lookup")
+    if lookup is not None:
+        try:
+            parse_lookup(lookup, "[chat] lookup")
+        except LlamachatError as e:
+            raise LlamachatError(f"{source}: {e}") from None
     return {section: dict(data.get(section, {})) for section in SCHEMA}
 
 

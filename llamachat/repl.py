@@ -40,6 +40,7 @@ class ChatSettings:
     max_tokens: int = 1024
     context: int | None = None
     overflow: str = "drop-oldest"
+    lookup: int | None = None  # lookup decoding's draft tokens; None: the backend's default
     markdown: bool = True
     stop: list[str] = field(default_factory=list)
 
@@ -116,7 +117,9 @@ class ChatApp:
         from .session import Session
 
         s = self.settings
-        session = Session(model, self.chain, system=s.system, max_tokens=s.max_tokens, context=s.context, overflow=s.overflow)
+        session = Session(
+            model, self.chain, system=s.system, max_tokens=s.max_tokens, context=s.context, overflow=s.overflow, lookup=s.lookup
+        )
         session.stop_strings = list(s.stop)
         self._session = session
 
@@ -212,7 +215,7 @@ class ChatApp:
             self.switch_template(new.template or "auto")
         session = self.session
         session.chain.configure(profile["sampler"])
-        session.max_tokens, session.overflow = new.max_tokens, new.overflow
+        session.max_tokens, session.overflow, session.lookup = new.max_tokens, new.overflow, new.lookup
         if new.system != session.system:
             session.set_system(new.system)
         self.settings = new
@@ -223,7 +226,7 @@ class ChatApp:
 
         old = self._session
         s = self.settings
-        new = Session(model, old.chain, system=None, max_tokens=old.max_tokens, context=s.context, overflow=old.overflow)
+        new = Session(model, old.chain, system=None, max_tokens=old.max_tokens, context=s.context, overflow=old.overflow, lookup=old.lookup)
         new.messages, new.dropped, new.totals, new.stop_strings = old.messages, old.dropped, old.totals, old.stop_strings
         new.resync(evaluate=True)
         self._session = new
@@ -371,7 +374,7 @@ class SlashCompleter(Completer):
             params = (
                 set(self.app._session.chain.params) if self.app.loaded else {p.name for s in registry().samplers.values() for p in s.params}
             )
-            return sorted(params | {"max_tokens"})
+            return sorted(params | {"max_tokens", "lookup"})
         if kind == "backend":
             return sorted(registry().backends)
         if kind == "template":

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
 from .api import Model
 from .errors import LlamachatError
 from .generate import Stats, generate
+from .lookup import default_lookup
 from .protocols import TemplateError
 from .sampling import SamplerChain
 
@@ -86,11 +88,13 @@ class Session:
         max_tokens: int = 1024,
         context: int | None = None,
         overflow: str = "drop-oldest",
+        lookup: int | None = None,
     ):
         if overflow not in OVERFLOW_POLICIES:
             raise LlamachatError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {overflow!r}")
         self.model, self.chain = model, chain
         self.max_tokens, self.overflow = max_tokens, overflow
+        self.lookup = lookup  # draft tokens a pass checks (lookup.py); None: the backend's default
         self.stop_strings: list[str] = []
         self.context = min(context or model.config.context_length, model.config.context_length)
         self.messages: list[dict[str, Any]] = []  # role, content, time; replies also stats, interrupted
@@ -238,21 +242,24 @@ class Session:
             if piece and on_text:
                 on_text(piece)
 
+        tokens = generate(
+            self.model.runner,
+            self.cache,
+            new_ids,
+            self.chain,
+            history=history,
+            max_tokens=min(self.max_tokens, self.context - len(ids)),
+            stop_ids=self.model.template.stop_ids(self.model.tokenizer),
+            stats=stats,
+            lookup=self.lookup if self.lookup is not None else default_lookup(self.model.runner),
+        )
         try:
-            for token in generate(
-                self.model.runner,
-                self.cache,
-                new_ids,
-                self.chain,
-                history=history,
-                max_tokens=min(self.max_tokens, self.context - len(ids)),
-                stop_ids=self.model.template.stop_ids(self.model.tokenizer),
-                stats=stats,
-            ):
-                emit(text.feed(decoder.push(token)))
-                if text.hit:
-                    stats.finish_reason = "stop"
-                    break
+            with closing(tokens):  # closed at once on a break or Ctrl-C: the cache drops drafts not drawn
+                for token in tokens:
+                    emit(text.feed(decoder.push(token)))
+                    if text.hit:
+                        stats.finish_reason = "stop"
+                        break
         except KeyboardInterrupt:
             interrupted = True
             stats.finish_reason = "interrupted"
