@@ -68,6 +68,8 @@ def test_seed_reproduces_a_sampled_reply():
         (("--temp", "abc"), ("temperature takes a number from 0 to 100", "'abc'")),
         (("--top-p", "2"), ("top_p takes a number from 0 to 1",)),
         (("--max-tokens", "zero"), ("--max-tokens takes an integer >= 1",)),
+        (("--lookup", "17"), ("--lookup takes an integer from 0 to 16", "'17'")),
+        (("--lookup", "four"), ("--lookup takes an integer from 0 to 16", "'four'")),
         (("--backend", "nope"), ("unknown backend 'nope'", "available: mlx, numpy, torch")),
         (("--samplers", "top_k,nucleus"), ("unknown sampler 'nucleus'", "available:")),
         (("--template", "llama2"), ("unknown template 'llama2'", "llama-2")),
@@ -204,3 +206,9 @@ def test_threads_limit_numpys_blas(default_model_path):
     finally:
         threadpool_limits(before, user_api="blas")
     assert blas_threads() == before
+
+
+def test_a_profile_with_a_bad_lookup_is_one_line_naming_the_file(tmp_path):
+    profile = tmp_path / "fast.toml"
+    profile.write_text("[chat]\nlookup = 99\n")
+    assert_one_line_error(run_cli("-p", "hi", "--profile", str(profile)), str(profile), "[chat] lookup takes an integer from 0 to 16", "99")
