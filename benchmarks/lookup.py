@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/lookup.py [--backends numpy,torch] [--ks 8] [--n-gen 128] [--rounds 2]
                                           [--llama-cpp /tmp/lcpp/bin/python]
+    .venv/bin/python benchmarks/lookup.py --pass-cost [--backends numpy,torch] [--rounds 4]
 
 Workloads: "edit" (a function, then "Repeat it with the loop replaced by a list comprehension") and
 "quote" (three paragraphs, then "Quote the second paragraph of this text, then summarise it"), each
@@ -24,6 +25,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from collections import defaultdict
 
 from llamachat.api import Model, load
@@ -87,6 +89,24 @@ def llama_cpp_decode(python: str, path: str, ids: list[int], n: int) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["tok_s"]
 
 
+def pass_cost(backends: list[str], rounds: int) -> None:
+    """What a pass over n tokens costs against one token, 300 tokens into the cache (best of `rounds`,
+    the sizes taking turns): what a draft must save to pay."""
+    sizes = (1, 3, 5, 9)
+    for name in backends:
+        runner = load(None, name).runner
+        cache = runner.new_cache(512)
+        runner.forward(list(range(100, 400)), cache)
+        held, best = len(cache), {n: float("inf") for n in sizes}
+        for _ in range(rounds):
+            for n in sizes:
+                start = time.perf_counter()
+                runner.forward(list(range(500, 500 + n)), cache, all_logits=n > 1)
+                best[n] = min(best[n], time.perf_counter() - start)
+                cache.truncate(held)
+        print(f"{name}: " + ", ".join(f"{n} tokens {best[n] * 1e3:.0f} ms ({best[n] / best[1]:.2f}x)" for n in sizes))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="numpy,torch")
@@ -94,7 +114,10 @@ def main() -> None:
     p.add_argument("--n-gen", type=int, default=128)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--llama-cpp", metavar="PYTHON", help="a Python with llama_cpp installed, for llama.cpp's plain decode")
+    p.add_argument("--pass-cost", action="store_true", help="only measure a pass over 1, 3, 5, 9 tokens on each backend")
     args = p.parse_args()
+    if args.pass_cost:
+        return pass_cost(args.backends.split(","), args.rounds)
     ks = [int(k) for k in args.ks.split(",")]
     models = {name: load(None, name) for name in args.backends.split(",")}
     some = next(iter(models.values()))
@@ -116,10 +139,15 @@ def main() -> None:
                     speed[workload, name, k].append(stats.decode_tok_s)
                     ratio[workload, name, k].append(stats.decode_tok_s / base.decode_tok_s)
                     seen[workload, name, k], same[workload, name, k] = stats, tokens == plain
-                    print(f"{workload} {name}: plain {base.decode_tok_s:.1f}, lookup {k} {stats.decode_tok_s:.1f} tok/s", file=sys.stderr)
+                    print(
+                        f"{workload} {name}: plain {base.decode_tok_s:.2f}, lookup {k} {stats.decode_tok_s:.2f} tok/s, "
+                        f"{stats.accepted}/{stats.drafted} accepted, same text {tokens == plain}",
+                        file=sys.stderr,
+                    )
             if args.llama_cpp:
                 n = seen[workload, next(iter(models)), 0].generated_tokens
                 speed[workload, "llama.cpp", 0].append(llama_cpp_decode(args.llama_cpp, str(some.path), ids, n))
+                print(f"{workload} llama.cpp plain: {speed[workload, 'llama.cpp', 0][-1]:.2f} tok/s", file=sys.stderr)
     med = statistics.median
     print(f"default model, greedy, replies up to {args.n_gen} tokens; median of {args.rounds} alternating rounds\n")
     print("| workload | system | lookup | reply tokens | decode tok/s | vs own plain | drafts accepted / proposed | same text |")
