@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,13 @@ from .backends import find_backend, load_runner
 from .checkpoints import Checkpoint, open_checkpoint
 from .default_model import default_model
 from .generate import Stats, generate
+from .lookup import default_lookup, parse_lookup
 from .protocols import Backend, Cache, Message, ModelConfig, Runner, Template, Tokenizer
 from .sampling import DEFAULT_CHAIN, SamplerChain
 from .templates import choose_template
 
 # generate() options that are not sampler parameters (every other option is one)
-GENERATION_OPTIONS = ("max_tokens", "seed", "system", "chain", "stop_ids")
+GENERATION_OPTIONS = ("max_tokens", "seed", "system", "chain", "stop_ids", "lookup")
 
 
 class Model:
@@ -66,8 +68,9 @@ class Model:
 
     def generate(self, prompt: str | Sequence[Message] | Sequence[int], **options: Any) -> Iterator[str]:
         """Yield the reply's text pieces as they are generated. Options: max_tokens (default 1024),
-        seed, system, chain (sampler names in order) and any sampler parameter (temperature, top_k,
-        top_p, min_p, ...). Timings are in `self.last_stats` afterwards."""
+        seed, system, chain (sampler names in order), lookup (0..16 draft tokens a pass checks; default:
+        the backend's) and any sampler parameter (temperature, top_k, top_p, min_p, ...). Timings are
+        in `self.last_stats` afterwards."""
         from .plugins import registry
 
         ids = self.encode_prompt(prompt, options.get("system"))
@@ -78,7 +81,10 @@ class Model:
         cache = self.runner.new_cache(capacity)
         self.last_stats = stats = Stats()
         max_tokens = max(0, capacity - len(ids))
-        yield from self.stream(cache, ids, chain, history=list(ids), max_tokens=max_tokens, stats=stats, stop_ids=options.get("stop_ids"))
+        lookup = parse_lookup(options["lookup"]) if options.get("lookup") is not None else default_lookup(self.runner)
+        yield from self.stream(
+            cache, ids, chain, history=list(ids), max_tokens=max_tokens, stats=stats, stop_ids=options.get("stop_ids"), lookup=lookup
+        )
 
     def stream(
         self,
@@ -90,20 +96,32 @@ class Model:
         max_tokens: int,
         stats: Stats,
         stop_ids: Sequence[int] | None = None,
+        lookup: int = 0,
     ) -> Iterator[str]:
         """The reply to `new_ids` (the prompt ids not yet in `cache`) as text pieces: `generate` with
         this template's stop ids, decoded by the tokenizer's stream decoder. The set-up every reply
         needs, written once: `generate` above and the chat's turns (Session) both use it. Ctrl-C
-        (KeyboardInterrupt) still reaches the caller, after the text decoded so far."""
+        (KeyboardInterrupt) still reaches the caller, after the text decoded so far. `lookup`: draft
+        tokens a pass checks (lookup.py). Closing this generator closes `generate`'s at once, so the
+        cache drops drafts that were not drawn."""
         decoder = self.tokenizer.stream_decoder()
         tokens = generate(
-            self.runner, cache, new_ids, chain, history=history, max_tokens=max_tokens, stop_ids=stop_ids or self.stop_ids, stats=stats
+            self.runner,
+            cache,
+            new_ids,
+            chain,
+            history=history,
+            max_tokens=max_tokens,
+            stop_ids=stop_ids or self.stop_ids,
+            stats=stats,
+            lookup=lookup,
         )
         try:
-            for token in tokens:
-                piece = decoder.push(token)
-                if piece:
-                    yield piece
+            with closing(tokens):
+                for token in tokens:
+                    piece = decoder.push(token)
+                    if piece:
+                        yield piece
         except KeyboardInterrupt:
             tail = decoder.flush()
             if tail:

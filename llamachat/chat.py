@@ -110,8 +110,25 @@ class Chat:
         limits over to it (a switch of backend or model: the cache is re-evaluated at once)."""
         s = self.settings
         if carry is None:
-            return Session(model, self.chain, system=s.system, max_tokens=s.max_tokens, context=s.context, overflow=s.overflow, stop=s.stop)
-        new = Session(model, carry.chain, max_tokens=carry.max_tokens, context=s.context, overflow=carry.overflow, stop=carry.stop_strings)
+            return Session(
+                model,
+                self.chain,
+                system=s.system,
+                max_tokens=s.max_tokens,
+                context=s.context,
+                overflow=s.overflow,
+                stop=s.stop,
+                lookup=s.lookup,
+            )
+        new = Session(
+            model,
+            carry.chain,
+            max_tokens=carry.max_tokens,
+            context=s.context,
+            overflow=carry.overflow,
+            stop=carry.stop_strings,
+            lookup=carry.lookup,
+        )
         new.messages, new.dropped, new.totals = carry.messages, carry.dropped, carry.totals
         new.template_context, new.think = carry.template_context, carry.think  # the chat's date and /think carry over
         new.resync(evaluate=True)
@@ -158,7 +175,7 @@ class Chat:
             note(self.switch_template(new.template or "auto"))
         session = self.wait()
         session.chain.configure(profile["sampler"], source=f"profile {name}")
-        session.max_tokens, session.overflow = new.max_tokens, new.overflow
+        session.max_tokens, session.overflow, session.lookup = new.max_tokens, new.overflow, new.lookup
         if new.system != session.system:
             session.set_system(new.system)
         self.settings = new

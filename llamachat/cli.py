@@ -73,6 +73,9 @@ def chat_parser() -> Parser:
     )
     p.add_argument("--seed", metavar="N", help="seed for a reproducible reply")
     p.add_argument("-n", "--max-tokens", dest="max_tokens", metavar="N", help="longest reply in tokens (default 1024)")
+    p.add_argument(
+        "--lookup", metavar="N", help="lookup decoding: draft up to N tokens (0-16) from the conversation a pass (default: the backend's)"
+    )
     p.add_argument("--device", help="backend device (e.g. cpu, cuda, mps)")
     p.add_argument("--dtype", help="backend dtype (e.g. float32, float16, bfloat16)")
     p.add_argument("-t", "--threads", metavar="N", help="CPU threads for the backend's matrix products (default: its own choice)")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .errors import LlamachatError
+from .lookup import default_lookup, parse_lookup
 
 QUIT = ("quit", "exit", "bye")
 
@@ -80,11 +81,13 @@ def cmd_set(chat: ChatLike, arg: str) -> None:
         raise LlamachatError("usage: /set NAME VALUE (see /sampler for the names)")
     if name == "max_tokens":
         return cmd_max_tokens(chat, value.strip())
+    if name == "lookup":
+        return cmd_lookup(chat, value.strip())
     params = chat.session.chain.params
     if name not in params:
-        close = difflib.get_close_matches(name, list(params) + ["max_tokens"], n=1)
+        close = difflib.get_close_matches(name, list(params) + ["max_tokens", "lookup"], n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
-        raise LlamachatError(f"unknown parameter {name!r}{hint} (known: {', '.join(sorted(params))}, max_tokens)")
+        raise LlamachatError(f"unknown parameter {name!r}{hint} (known: {', '.join(sorted(params))}, max_tokens, lookup)")
     set_param(chat, name, value.strip())
 
 
@@ -107,6 +110,15 @@ def cmd_max_tokens(chat: ChatLike, arg: str) -> None:
         raise LlamachatError(f"max_tokens takes an integer from 1 to {s.context - 1}, got {arg!r}")
     s.max_tokens = n
     chat.say(f"max_tokens set to {n}")
+
+
+def cmd_lookup(chat: ChatLike, arg: str) -> None:
+    s = chat.session
+    if not arg:
+        now = s.lookup if s.lookup is not None else default_lookup(s.model.runner)
+        return chat.say(f"lookup {now} (draft tokens a pass checks; 0 = off)")
+    s.lookup = parse_lookup(arg)
+    chat.say(f"lookup set to {s.lookup}")
 
 
 def cmd_stop(chat: ChatLike, arg: str) -> None:
@@ -297,6 +309,7 @@ _TABLE = [
     Command("repeat_penalty", "repeat_penalty R", "penalise repeated tokens (1 = off)", _set("repeat_penalty")),
     Command("seed", "seed N", "seed the sampler for a reproducible reply", cmd_seed),
     Command("max_tokens", "max_tokens N", "longest reply in tokens", cmd_max_tokens),
+    Command("lookup", "lookup N", "lookup decoding: draft N tokens from the conversation a pass (0 = off)", cmd_lookup),
     Command("stop", "stop STRING", "also stop a reply at STRING (no argument: clear)", cmd_stop),
     Command("set", "set NAME VALUE", "set any sampler parameter", cmd_set, "param"),
     Command("sampler", "sampler [NAMES]", "the sampler chain in order with its values (or set it)", cmd_sampler),

@@ -1,5 +1,6 @@
 """The generation loop: prefill the new prompt tokens, then sample and step until an end-of-turn id,
-the token limit or the end of the context; with the timings a user and a benchmark want."""
+the token limit or the end of the context, with lookup decoding's drafts checked on the way (lookup.py);
+with the timings a user and a benchmark want."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from .lookup import draft
 from .protocols import Cache, Runner
 from .sampling import SamplerChain
 
@@ -20,6 +22,8 @@ class Stats:
     first_token_s: float = 0.0  # from the start of the prefill to the first generated token
     decode_s: float = 0.0  # from the first generated token to the last
     finish_reason: str = ""  # "stop", "length", "context" or "interrupted"
+    drafted: int = 0  # lookup: draft tokens evaluated
+    accepted: int = 0  # lookup: draft tokens the chain drew (emitted without a pass of their own)
 
     @property
     def prefill_tok_s(self) -> float:
@@ -34,6 +38,7 @@ class Stats:
         return (
             f"{self.generated_tokens} tokens, {self.decode_tok_s:.1f} tok/s, first token {self.first_token_s:.2f} s, "
             f"prompt {self.prompt_tokens} new / {self.cached_tokens} cached"
+            + (f", lookup {self.accepted}/{self.drafted} drafts accepted" if self.drafted else "")
         )
 
 
@@ -47,12 +52,17 @@ def generate(
     max_tokens: int,
     stop_ids: Sequence[int],
     stats: Stats | None = None,
+    lookup: int = 0,
 ) -> Iterator[int]:
     """Yield generated token ids (the stop id itself is not yielded).
 
     `new_ids` are the prompt tokens not yet in `cache` (at least one: the last prompt token's logits
-    start the reply); `history` (all prompt ids) grows with each generated id, for the samplers.
-    Every yielded id but the last has been evaluated into the cache.
+    start the reply); `history` (all prompt ids: the cache's tokens, then `new_ids`) grows with each
+    generated id, for the samplers. Every yielded id but the last has been evaluated into the cache,
+    and whenever the loop stops (or is closed, or interrupted) the cache holds a prefix of `history`.
+
+    With `lookup` k > 0, each step evaluates the last token with up to k drafted ones (lookup.py)
+    and yields the drawn tokens while they equal the draft: the same tokens, drawn the same way.
     """
     if not new_ids:
         raise ValueError("generate needs at least one new prompt token")
@@ -60,26 +70,46 @@ def generate(
     stats.prompt_tokens, stats.cached_tokens = len(new_ids), len(cache)
     stops = set(stop_ids)
     start = time.perf_counter()
-    logits = runner.forward(list(new_ids), cache)
+    rows = [runner.forward(list(new_ids), cache)]  # rows[i]: the logits after drafts[:i]
+    drafts: list[int] = []  # evaluated into the cache after the last emitted token, not yet drawn
+    held = len(cache)  # the cache's tokens that are history's (the rest: drafts not drawn yet)
     stats.prefill_s = time.perf_counter() - start
+    if max_tokens <= 0:
+        return
     first = None
-    for n in range(max_tokens):
-        token = chain.sample(logits, history)
-        now = time.perf_counter()
-        if first is None:
-            first = now
-            stats.first_token_s = now - start
-        if token in stops:
-            stats.finish_reason = "stop"
-            return
-        history.append(token)
-        stats.generated_tokens += 1
-        stats.decode_s = now - first
-        stats.finish_reason = "length"  # until the next token says otherwise
-        yield token
-        if n + 1 == max_tokens:
-            return
-        if len(cache) >= cache.capacity:
-            stats.finish_reason = "context"
-            return
-        logits = runner.forward([token], cache)
+    try:
+        while True:
+            for i, logits in enumerate(rows):
+                token = chain.sample(logits, history)
+                now = time.perf_counter()
+                if first is None:
+                    first = now
+                    stats.first_token_s = now - start
+                if token in stops:
+                    stats.finish_reason = "stop"
+                    return
+                in_cache = i < len(drafts) and token == drafts[i]
+                held += in_cache
+                stats.accepted += in_cache
+                history.append(token)
+                stats.generated_tokens += 1
+                stats.decode_s = now - first
+                stats.finish_reason = "length"  # until the next token says otherwise
+                yield token
+                if stats.generated_tokens == max_tokens:
+                    return
+                if not in_cache:
+                    break  # the drafts after it, if any, were wrong
+            cache.truncate(held)
+            if len(cache) >= cache.capacity:
+                stats.finish_reason = "context"
+                return
+            room = min(lookup, max_tokens - stats.generated_tokens - 1, cache.capacity - len(cache) - 1)
+            drafts = draft(history, room)
+            stats.drafted += len(drafts)
+            out = runner.forward([token, *drafts], cache, all_logits=bool(drafts))
+            rows = list(out) if drafts else [out]
+            held = len(cache) - len(drafts)
+    finally:
+        if len(cache) > held:  # drafts evaluated but never drawn
+            cache.truncate(held)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import LlamachatError, as_int
+from .lookup import parse_lookup
 
 if TYPE_CHECKING:
     from .protocols import Param
@@ -31,7 +32,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "model": {"path": (str,), "template": (str,), "context": (int,)},
     "backend": {"name": (str,), "device": (str,), "dtype": (str,), "threads": (int,), "quantize": (str,)},
     "sampler": {"chain": (list,), "seed": (int,)},
-    "chat": {"system": (str,), "max_tokens": (int,), "stop": (list, str), "markdown": (bool,), "overflow": (str,)},
+    "chat": {"system": (str,), "max_tokens": (int,), "stop": (list, str), "markdown": (bool,), "overflow": (str,), "lookup": (int,)},
 }
 OVERFLOW = ("drop-oldest", "stop")
 
@@ -106,6 +107,12 @@ def parse_profile(text: str, source: str, sampler_params: Mapping[str, Param] | 
     overflow = data.get("chat", {}).get("overflow")
     if overflow is not None and overflow not in OVERFLOW:
         raise LlamachatError(f"{source}: [chat] overflow must be one of {', '.join(OVERFLOW)}, got {overflow!r}")
+    lookup = data.get("chat", {}).get("lookup")
+    if lookup is not None:
+        try:
+            parse_lookup(lookup, "[chat] lookup")
+        except LlamachatError as e:
+            raise LlamachatError(f"{source}: {e}") from None
     return {section: dict(data.get(section, {})) for section in SCHEMA}
 
 
@@ -132,6 +139,7 @@ class ChatSettings:
     max_tokens: int = 1024
     context: int | None = None
     overflow: str = "drop-oldest"
+    lookup: int | None = None  # lookup decoding's draft tokens; None: the backend's default
     markdown: bool = True
     stop: list[str] = field(default_factory=list)
 
@@ -160,6 +168,7 @@ def settings_from_profile(profile: dict[str, dict[str, Any]], name: str, args: A
         max_tokens=as_int(flag("max_tokens") if flag("max_tokens") is not None else chat.get("max_tokens", 1024), "--max-tokens", 1),
         context=as_int(flag("context"), "--context", 16) if flag("context") is not None else model.get("context"),
         overflow=chat.get("overflow", "drop-oldest"),
+        lookup=parse_lookup(flag("lookup"), "--lookup") if flag("lookup") is not None else chat.get("lookup"),
         markdown=chat.get("markdown", True),
         stop=[stop] if isinstance(stop, str) else list(stop),
     )

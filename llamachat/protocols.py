@@ -278,7 +278,10 @@ class Sampler(Protocol):
     is the chain's own job, so every sampler stays a logits transform. Optional extras: a method
     `observe(token, ctx)` that the chain calls with the drawn token (for samplers with state), and a
     `replaces` tuple of sampler names with `active(settings) -> bool`: while active, the sampler
-    takes the place of those in the chain (as mirostat replaces top_k ... temperature).
+    takes the place of those in the chain (as mirostat replaces top_k ... temperature). For speed,
+    `narrow(logits, ctx) -> (ids, logits) | None`: the candidates it keeps (ids ascending), so the
+    chain runs what follows on them alone (top_k); and `subset_safe = True`: `apply` gives the same
+    result on any id-ordered part of the logits holding every finite one (it never indexes by id).
     """
 
     name: str

@@ -263,7 +263,7 @@ class SlashCompleter(Completer):
                 if self.app.loaded
                 else {p.name for s in registry().samplers.values() for p in s.params}
             )
-            return sorted(params | {"max_tokens"})
+            return sorted(params | {"max_tokens", "lookup"})
         if kind == "backend":
             return sorted(registry().backends)
         if kind == "template":

@@ -4,6 +4,11 @@ Each sampler turns logits into logits (discarded candidates become -inf). The ch
 from the softmax of what is left with the session's seeded generator, or takes the only candidate
 left without touching the generator (so temperature 0 is exactly greedy, and a seeded chat
 reproduces its replies).
+
+Only the first samplers need the whole vocabulary: a sampler with `narrow` (top_k) hands the chain
+the few candidates it keeps, and those after it that are `subset_safe` run on that short vector,
+whose candidates keep their id order (so ties break as on the whole vocabulary and the draw is the
+same); a sampler that is not (it indexes by token id) gets the whole vocabulary back.
 """
 
 from __future__ import annotations
@@ -106,12 +111,23 @@ class SamplerChain:
         return ChainMap({param: self.settings[key] for param, key in keys.items()}, self.settings)
 
     def sample(self, logits: np.ndarray, history: Iterable[int]) -> int:
-        history = list(history)
+        history = history if isinstance(history, list) else list(history)
         logits = np.asarray(logits, dtype=np.float32)
+        vocab = len(logits)
+        ids = None  # the token ids `logits` holds, ascending, once a sampler narrowed it; None: all
         steps = [(self.available[name], self._context(name, history)) for name in self.effective()]
         for sampler, ctx in steps:
+            if ids is None and hasattr(sampler, "narrow"):
+                narrowed = sampler.narrow(logits, ctx)
+                if narrowed is not None:
+                    ids, logits = narrowed
+                continue
+            if ids is not None and not getattr(sampler, "subset_safe", False):
+                logits, ids = widen(ids, logits, vocab), None
             logits = sampler.apply(logits, ctx)
         token = draw(logits, self.rng)
+        if ids is not None:
+            token = int(ids[token])
         for sampler, ctx in steps:
             if hasattr(sampler, "observe"):
                 sampler.observe(token, ctx)
@@ -134,6 +150,13 @@ class SamplerChain:
         keys = [key for name in self.effective() for key in self.keys[name].values()]
         lines = group_by_source({key: self.settings[key] for key in keys}, self.sources)
         return [f"chain: {self.chain_source}", *lines]
+
+
+def widen(ids: np.ndarray, logits: np.ndarray, vocab: int) -> np.ndarray:
+    """The whole vocabulary's logits again from the candidates `ids` (-inf for every other token)."""
+    out = np.full(vocab, -np.inf, dtype=np.float32)
+    out[ids] = logits
+    return out
 
 
 def draw(logits: np.ndarray, rng: np.random.Generator) -> int:

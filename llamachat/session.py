@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
 from .api import Model
 from .errors import LlamachatError
 from .generate import Stats
+from .lookup import default_lookup
 from .protocols import TemplateError
 from .reasoning import ReasoningSplitter, starts_inside
 from .sampling import SamplerChain
@@ -91,12 +93,14 @@ class Session:
         context: int | None = None,
         overflow: str = "drop-oldest",
         stop: Sequence[str] = (),
+        lookup: int | None = None,
     ):
         if overflow not in OVERFLOW_POLICIES:
             raise LlamachatError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {overflow!r}")
         self.model, self.chain = model, chain
         self.max_tokens, self.overflow = max_tokens, overflow
         self.stop_strings: list[str] = list(stop)  # a reply also ends at any of these (/stop)
+        self.lookup = lookup  # draft tokens a pass checks (lookup.py); None: the backend's default
         self.context = min(context or model.config.context_length, model.config.context_length)
         self.messages: list[dict[str, Any]] = []  # role, content, time; replies also stats, interrupted
         self.dropped: list[dict[str, Any]] = []  # exchanges dropped to fit the context (kept for the transcript)
@@ -264,12 +268,15 @@ class Session:
                     sink(part)
 
         max_tokens = min(self.max_tokens, self.context - len(ids))
+        lookup = self.lookup if self.lookup is not None else default_lookup(self.model.runner)
+        pieces = self.model.stream(self.cache, new_ids, self.chain, history=history, max_tokens=max_tokens, stats=stats, lookup=lookup)
         try:
-            for piece in self.model.stream(self.cache, new_ids, self.chain, history=history, max_tokens=max_tokens, stats=stats):
-                emit(text.feed(piece))
-                if text.hit:
-                    stats.finish_reason = "stop"
-                    break
+            with closing(pieces):  # closed at once on a break or Ctrl-C: the cache drops drafts not drawn
+                for piece in pieces:
+                    emit(text.feed(piece))
+                    if text.hit:
+                        stats.finish_reason = "stop"
+                        break
         except KeyboardInterrupt:
             interrupted = True
             stats.finish_reason = "interrupted"

@@ -68,6 +68,8 @@ def test_seed_reproduces_a_sampled_reply():
         (("--temp", "abc"), ("temperature takes a number from 0 to 100", "'abc'")),
         (("--top-p", "2"), ("top_p takes a number from 0 to 1",)),
         (("--max-tokens", "zero"), ("--max-tokens takes an integer >= 1",)),
+        (("--lookup", "17"), ("--lookup takes an integer from 0 to 16", "'17'")),
+        (("--lookup", "four"), ("--lookup takes an integer from 0 to 16", "'four'")),
         (("--backend", "nope"), ("unknown backend 'nope'", "available: mlx, numpy, torch")),
         (("--samplers", "top_k,nucleus"), ("unknown sampler 'nucleus'", "available:")),
         (("--template", "llama2"), ("unknown template 'llama2'", "llama-2")),
@@ -211,3 +213,9 @@ def test_help_gives_the_sampler_chain_the_code_uses():
 
     text = " ".join(cli.chat_parser().format_help().split())
     assert f"(default {', '.join(DEFAULT_CHAIN)})" in text
+
+
+def test_a_profile_with_a_bad_lookup_is_one_line_naming_the_file(tmp_path):
+    profile = tmp_path / "fast.toml"
+    profile.write_text("[chat]\nlookup = 99\n")
+    assert_one_line_error(run_cli("-p", "hi", "--profile", str(profile)), str(profile), "[chat] lookup takes an integer from 0 to 16", "99")

@@ -60,7 +60,7 @@ def test_scripted_conversation(default_model):
 
 
 def test_commands_confirm_in_words(default_model):
-    keys = "/repeat_penalty 1.1\r/temp 0.7\r/top_p 0.9\r/top_k 20\r/min_p 0.1\r/seed 5\r/max_tokens 64\r/set temperature 0.3\r/sampler\r/stop END\r/system Be brief.\r/info\r/context\r/bye\r"
+    keys = "/repeat_penalty 1.1\r/temp 0.7\r/top_p 0.9\r/top_k 20\r/min_p 0.1\r/seed 5\r/max_tokens 64\r/set lookup 6\r/lookup\r/set temperature 0.3\r/sampler\r/stop END\r/system Be brief.\r/info\r/context\r/bye\r"
     code, out, app = chat(default_model, keys)
     for line in (
         "repeat_penalty set to 1.1",
@@ -70,6 +70,8 @@ def test_commands_confirm_in_words(default_model):
         "min_p set to 0.1",
         "seed set to 5",
         "max_tokens set to 64",
+        "lookup set to 6",
+        "lookup 6 (draft tokens a pass checks; 0 = off)",
         "temperature set to 0.3",
         "-> top_k(top_k=20) -> typical_p(typical_p=1.0) -> top_p(top_p=0.9) -> min_p(min_p=0.1) -> xtc(",
         "-> temperature(temperature=0.3) -> draw",
@@ -79,7 +81,7 @@ def test_commands_confirm_in_words(default_model):
         "of 8192 tokens used",
     ):
         assert line in out, line
-    assert app.session.system == "Be brief." and app.session.max_tokens == 64
+    assert app.session.system == "Be brief." and app.session.max_tokens == 64 and app.session.lookup == 6
 
 
 @pytest.mark.parametrize(
@@ -92,6 +94,8 @@ def test_commands_confirm_in_words(default_model):
         ("/set tempurature 1\r", "unknown parameter 'tempurature'; did you mean temperature?"),
         ("/max_tokens 0\r", "max_tokens takes an integer from 1 to"),
         ("/seed -1\r", "seed takes an integer >= 0, got -1"),
+        ("/lookup 17\r", "lookup takes an integer from 0 to 16 (draft tokens a pass checks; 0 = off), got '17'"),
+        ("/set lookup many\r", "lookup takes an integer from 0 to 16 (draft tokens a pass checks; 0 = off), got 'many'"),
         ("/seed x\r", "seed takes an integer >= 0, got 'x'"),
         ("/load nope\r", "no saved session 'nope'"),
         ("/load ../../etc/passwd\r", "invalid session name"),

@@ -138,3 +138,37 @@ def test_mirostat_replaces_the_truncation_samplers_and_tracks_its_target():
         p /= p.sum()
         surprises.append(-np.log2(p[token]))
     assert abs(np.mean(surprises[100:]) - 5.0) < 0.5  # the observed surprise settles near tau
+
+
+@pytest.mark.parametrize("n", [10, 1000, 128256])
+def test_top_k_is_the_k_largest_with_ties_kept_by_lowest_id(n):
+    s = registry().samplers["top_k"]
+    rng = np.random.default_rng(n)
+    logits = rng.integers(-6, 3, n).astype(np.float32)  # few values: ties at the k-th everywhere
+    logits[rng.integers(0, n, n // 10)] = -np.inf
+    for k in (1, 3, 40):
+        if k >= n:
+            continue
+        want = np.sort(np.argsort(-logits, kind="stable")[:k])  # a full stable sort: lowest ids first among equals
+        np.testing.assert_array_equal(np.flatnonzero(s.apply(logits, ctx(top_k=k)) > -np.inf), want)
+
+
+def test_chain_draws_ids_of_the_whole_vocabulary_after_top_k():
+    # 128k logits with three planted likeliest tokens: top_k 3 leaves them, drawn at softmax odds
+    logits = np.full(128256, -20.0, dtype=np.float32)
+    logits[[70001, 5, 128255]] = np.log([0.5, 0.3, 0.2])
+    chain = SamplerChain(registry().samplers, ["top_k", "top_p", "min_p", "temperature"], seed=3)
+    chain.update({"top_k": 3, "top_p": 1.0, "min_p": 0.0, "temperature": 1.0})
+    draws = [chain.sample(logits, []) for _ in range(6000)]
+    assert set(draws) == {5, 70001, 128255}
+    freq = {t: draws.count(t) / len(draws) for t in (70001, 5, 128255)}
+    np.testing.assert_allclose(list(freq.values()), [0.5, 0.3, 0.2], atol=0.03)
+
+
+def test_a_sampler_that_indexes_by_id_after_top_k_sees_the_whole_vocabulary():
+    logits = np.zeros(5000, dtype=np.float32)
+    logits[[17, 4000]] = [3.0, 2.0]
+    chain = SamplerChain(registry().samplers, ["top_k", "repetition_penalty", "temperature"])
+    chain.update({"top_k": 2, "repeat_penalty": 2.0, "temperature": 0})
+    assert chain.sample(logits, [17]) == 4000  # 17's 3.0 halved to 1.5: 4000 (2.0) is the likeliest
+    assert chain.sample(logits, []) == 17

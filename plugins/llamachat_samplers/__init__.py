@@ -49,6 +49,7 @@ class RepetitionPenalty:
 
 class Greedy:
     name = "greedy"
+    subset_safe = True
     params: tuple[Param, ...] = ()
 
     def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
@@ -60,6 +61,7 @@ class Greedy:
 
 class Temperature:
     name = "temperature"
+    subset_safe = True
     params = (Param("temperature", float, 0.8, "randomness: logits are divided by it; 0 = always the likeliest token", 0.0, 100.0),)
 
     def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
@@ -70,17 +72,60 @@ class Temperature:
 
 
 class TopK:
+    """Keep the k likeliest tokens (exactly k: a tie at the k-th logit keeps the lowest ids). Its
+    `narrow` hands the chain just those k, so the samplers after it never touch the whole vocabulary."""
+
     name = "top_k"
     params = (Param("top_k", int, 40, "keep the k likeliest tokens; 0 = off", 0, None),)
+    subset_safe = True
 
-    def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
+    def narrow(self, logits: np.ndarray, ctx: SamplingContext) -> tuple[np.ndarray, np.ndarray] | None:
+        """(ids ascending, their logits) of the k kept; None when top_k is off."""
         k = ctx.settings["top_k"]
         if k <= 0 or k >= len(logits):
+            return None
+        ids = top_k_ids(logits, k)
+        return ids, logits[ids]
+
+    def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
+        narrowed = self.narrow(logits, ctx)
+        if narrowed is None:
             return logits
-        kth = np.argpartition(-logits, k - 1)[:k]
-        keep = np.zeros(len(logits), dtype=bool)
-        keep[kth] = True  # exactly k, even when logits tie at the boundary
-        return keep_only(logits, keep)
+        out = np.full_like(logits, NEG_INF)
+        out[narrowed[0]] = narrowed[1]
+        return out
+
+
+GROUP_ROWS = 32  # top_k_pool's groups: wide enough that their maxima are one vectorised pass
+
+
+def top_k_pool(logits: np.ndarray, k: int) -> np.ndarray:
+    """Ids holding every logit >= the k-th largest, in a few passes cheaper than one partition of
+    the vocabulary (np.argpartition is 0.4-1.7 ms on 128k; this 0.05-0.08 ms; benchmarks/samplers.py).
+
+    The vocabulary is split into m groups (group j: ids j, j+m, j+2m, ...; a [rows, m] view, so the
+    maxima are elementwise maxima of rows). The k largest group maxima are k distinct logits, so the
+    k-th largest logit is at least the k-th largest group maximum, `floor`: every logit that can be
+    kept lies in a group whose maximum reaches `floor`, or in the tail that fills no whole row."""
+    n = len(logits)
+    m = n // GROUP_ROWS
+    if m < 4 * k:
+        return np.arange(n)
+    group_max = logits[: m * GROUP_ROWS].reshape(GROUP_ROWS, m).max(axis=0)
+    floor = np.partition(group_max, m - k)[m - k]
+    groups = np.flatnonzero(group_max >= floor)
+    ids = (groups[:, None] + m * np.arange(GROUP_ROWS)).ravel()
+    return np.concatenate([ids, np.arange(m * GROUP_ROWS, n)])
+
+
+def top_k_ids(logits: np.ndarray, k: int) -> np.ndarray:
+    """The ids of the k largest logits, ascending; a tie at the k-th value keeps the lowest ids."""
+    pool = top_k_pool(logits, k)
+    values = logits[pool]
+    kth = np.partition(values, len(values) - k)[len(values) - k]
+    above = pool[values > kth]
+    tied = np.sort(pool[values == kth])[: k - len(above)]
+    return np.sort(np.concatenate([above, tied]))
 
 
 def candidates(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,6 +158,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 class TopP:
     name = "top_p"
+    subset_safe = True
     params = (Param("top_p", float, 0.95, "keep the smallest set of likeliest tokens whose probability reaches p; 1 = off", 0.0, 1.0),)
 
     def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
@@ -128,6 +174,7 @@ class TypicalP:
     `typical_p` of the probability mass."""
 
     name = "typical_p"
+    subset_safe = True
     params = (Param("typical_p", float, 1.0, "keep tokens of typical surprise up to this mass; 1 = off", 0.0, 1.0),)
 
     def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:
@@ -147,6 +194,7 @@ class XTC:
     `xtc_threshold` except the least likely of them (when at least two are there)."""
 
     name = "xtc"
+    subset_safe = True
     params = (
         Param("xtc_probability", float, 0.0, "chance per token of excluding the top choices; 0 = off", 0.0, 1.0),
         Param("xtc_threshold", float, 0.1, "probability from which a token counts as a top choice", 0.0, 1.0),
@@ -202,6 +250,7 @@ class Mirostat:
 
 class MinP:
     name = "min_p"
+    subset_safe = True
     params = (Param("min_p", float, 0.05, "drop tokens less likely than min_p times the likeliest; 0 = off", 0.0, 1.0),)
 
     def apply(self, logits: np.ndarray, ctx: SamplingContext) -> np.ndarray:

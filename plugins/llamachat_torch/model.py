@@ -64,6 +64,11 @@ class TorchKVCache(CacheLength):
 class TorchModel:
     """A Runner (see llamachat.protocols) on PyTorch."""
 
+    # Lookup decoding's drafts a pass, unless the chat says otherwise: a pass over 5 tokens costs
+    # ~1.2-1.4x one token here, so 4 pays from about one accepted draft token a pass (benchmarks/lookup.py,
+    # docs/benchmarks.md). The NumPy backend keeps 0: its pass over 3-9 tokens costs 2.2-2.8x one token.
+    default_lookup = 4
+
     def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype, int4: bool = False):
         self.config, self.device, self.torch_dtype = config, device, dtype
         # Keys, values and attention in float32 on the CPU whatever the weights' dtype: PyTorch 2.13's
