@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import load_runner
+from .backends import AUTO, choose_backend, load_runner
 from .checkpoints import Checkpoint, open_checkpoint
 from .default_model import default_model
 from .generate import Stats, generate
@@ -26,14 +26,24 @@ class Model:
     (The backend's own object is the `runner`; this wraps it for people.)
     """
 
-    def __init__(self, path: Path, config: ModelConfig, tokenizer: Tokenizer, template: Template, runner: Runner, backend: str):
+    def __init__(
+        self,
+        path: Path,
+        config: ModelConfig,
+        tokenizer: Tokenizer,
+        template: Template,
+        runner: Runner,
+        backend: str,
+        backend_reason: str = "",
+    ):
         self.path, self.config, self.tokenizer, self.template = path, config, tokenizer, template
         self.runner, self.backend = runner, backend
+        self.backend_reason = backend_reason  # why `auto` chose this backend ("" when it was named)
         self.last_stats: Stats | None = None
 
     def with_template(self, template: Template) -> Model:
         """The same loaded model behind another chat template (the runner is shared, not copied)."""
-        return Model(self.path, self.config, self.tokenizer, template, self.runner, self.backend)
+        return Model(self.path, self.config, self.tokenizer, template, self.runner, self.backend, self.backend_reason)
 
     def __repr__(self) -> str:
         return f"<llamachat.Model {self.config.name!r} on {self.backend}, template {self.template.name}>"
@@ -82,8 +92,9 @@ class Model:
 
 
 def load(model: str | Path | None = None, backend: str = "numpy", *, template: str | None = None, **options: Any) -> Model:
-    """Load a model (a path; None: the default model) on a backend. `template` overrides the model's
-    own chat template; other options go to the backend (device, dtype, threads, ...)."""
+    """Load a model (a path; None: the default model) on a backend ("auto": the one the rule in
+    `backends.choose_backend` picks). `template` overrides the model's own chat template; other
+    options go to the backend (device, dtype, threads, ...)."""
     path = Path(model) if model is not None else default_model()
     return load_checkpoint(open_checkpoint(path), backend, template=template, **options)
 
@@ -92,5 +103,8 @@ def load_checkpoint(checkpoint: Checkpoint, backend: str = "numpy", *, template:
     """`load` for a checkpoint already opened (the chat opens it first, to fail fast on bad input)."""
     tokenizer = checkpoint.tokenizer
     chat_template = choose_template(template, checkpoint.config.chat_template, tokenizer)
-    runner = load_runner(backend, checkpoint.config, checkpoint.weights, **options)
-    return Model(checkpoint.path, checkpoint.config, tokenizer, chat_template, runner, backend)
+    reason = ""
+    if backend == AUTO:
+        backend, reason = choose_backend(checkpoint.format)
+    runner = load_runner(backend, checkpoint.config, checkpoint.weights, source=checkpoint.path, **options)
+    return Model(checkpoint.path, checkpoint.config, tokenizer, chat_template, runner, backend, reason)

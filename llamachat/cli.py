@@ -36,7 +36,7 @@ def chat_parser() -> Parser:
     p = Parser(prog="llamachat", description="Chat with a LLaMA-family model in the terminal.")
     p.add_argument("-p", "--prompt", help="answer this prompt once and exit (piped stdin is appended)")
     p.add_argument("-m", "--model", help="a model file or directory (default: the profile's, else SmolLM2-135M-Instruct)")
-    p.add_argument("-b", "--backend", help="backend plugin (see `llamachat plugins`; default numpy)")
+    p.add_argument("-b", "--backend", help="backend plugin (see `llamachat plugins`), or auto (the default profile's: see /info)")
     p.add_argument("--profile", help="a profile name or .toml path (default: default)")
     p.add_argument("--template", help="chat template: auto (the model's own), llama-2, chatml, zephyr, llama-3, jinja, none")
     p.add_argument("-s", "--system", help="system prompt")
@@ -172,16 +172,18 @@ def check_profile_model(settings) -> None:
 def preflight(settings):
     """Check what can be checked at once (model file, backend, template), so that bad input fails at
     start-up with exit 2; returns the opened checkpoint."""
+    from .backends import AUTO
     from .checkpoints import open_checkpoint
     from .default_model import default_model
     from .plugins import registry
 
     reg = registry()
-    if settings.backend not in reg.backends:
-        raise LlamachatError(f"unknown backend {settings.backend!r} (available: {', '.join(sorted(reg.backends))})")
-    ok, reason = reg.backends[settings.backend].available()
-    if not ok:
-        raise LlamachatError(f"backend {settings.backend!r} cannot run here: {reason}")
+    if settings.backend != AUTO:  # auto is chosen for the file once it is open (backends.choose_backend)
+        if settings.backend not in reg.backends:
+            raise LlamachatError(f"unknown backend {settings.backend!r} (available: {', '.join(sorted(reg.backends))})")
+        ok, reason = reg.backends[settings.backend].available()
+        if not ok:
+            raise LlamachatError(f"backend {settings.backend!r} cannot run here: {reason}")
     if settings.template not in (None, "auto") and settings.template not in reg.templates:
         raise LlamachatError(f"unknown template {settings.template!r} (available: {', '.join(sorted(reg.templates))})")
     return open_checkpoint(settings.model or default_model())
@@ -426,6 +428,7 @@ def _lazy(module: str):
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    _show_engine_logs(debug, "-v" in argv or "--verbose" in argv)
     try:
         if argv and argv[0] in SUBCOMMANDS:
             handler = {
@@ -453,6 +456,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"llamachat: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _show_engine_logs(debug: bool, verbose: bool) -> None:
+    """Engines' own logs (llama.cpp's, through the `logging` logger of its plugin) are kept off the
+    screen; --debug shows all of them, -v the warnings and errors."""
+    import logging
+
+    if debug or verbose:
+        logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

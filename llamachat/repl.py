@@ -163,7 +163,7 @@ class ChatApp:
     # -- switching --------------------------------------------------------------------------------
     def switch_backend(self, name: str) -> None:
         from .api import Model
-        from .backends import load_runner
+        from .backends import AUTO, choose_backend, load_runner
         from .checkpoints import open_checkpoint
 
         old = self.session
@@ -174,9 +174,12 @@ class ChatApp:
         options = {k: v for k, v in s.backend_extra.items() if k == "threads"}
         left = [k for k, v in s.backend_options.items() if v is not None and k not in options]
         checkpoint = open_checkpoint(m.path)
-        runner = load_runner(name, checkpoint.config, checkpoint.weights, **options)
+        reason = ""
+        if name == AUTO:
+            name, reason = choose_backend(checkpoint.format)
+        runner = load_runner(name, checkpoint.config, checkpoint.weights, source=checkpoint.path, **options)
         s.backend, s.device, s.dtype, s.backend_extra = name, None, None, options
-        self._replace_model(Model(m.path, m.config, m.tokenizer, m.template, runner, name))
+        self._replace_model(Model(m.path, m.config, m.tokenizer, m.template, runner, name, reason))
         defaults = f" with its own defaults (the {', '.join(left)} set for {m.backend} do not carry over)" if left else ""
         self.say(f"backend set to {name}{defaults}; the conversation was re-evaluated ({len(self.session.ledger)} tokens)")
 

@@ -98,6 +98,7 @@ class Session:
         if system:
             self.messages.append({"role": "system", "content": system, "time": _now()})
         self.cache = model.runner.new_cache(self.context)
+        self.context = min(self.context, self.cache.capacity)  # a backend may cap it (llamacpp's `context`)
         self.ledger: list[int] = []
         self.used = 0  # tokens the conversation took at the last turn (prompt and reply)
         self.totals = {"prompt_new": 0, "prompt_cached": 0, "generated": 0, "replies": 0}
