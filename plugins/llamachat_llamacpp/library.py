@@ -19,7 +19,8 @@ INSTALL = "pip install 'llamachat[llamacpp]' (or llama-cpp-python==0.3.36 from i
 VERSION = "0.3.36"  # the pinned llama-cpp-python, whose llama.cpp this plugin is written against
 
 log = logging.getLogger("llamachat.llamacpp")
-_LEVELS = {1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.DEBUG}  # ggml_log_level; 5 continues a line
+log.addHandler(logging.NullHandler())  # not Python's last-resort handler (stderr) when logging is not configured
+_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level (ggml.h); 5 continues a line
 _errors: deque[str] = deque(maxlen=8)
 _pending: list[str] = []  # llama.cpp sends a line in pieces; the level comes with the first
 _pending_level = logging.INFO
@@ -87,7 +88,9 @@ def clear_errors() -> None:
     _errors.clear()
 
 
-def last_error(default: str) -> str:
-    """llama.cpp's last error line since `clear_errors()` (its reason for refusing), or `default`."""
+def first_error(default: str) -> str:
+    """llama.cpp's first error line since `clear_errors()`, or `default`: the cause comes first
+    ("error loading model: done_getting_tensors: wrong number of tensors"), then the lines of each
+    caller that gave up ("failed to load model")."""
     _flush()
-    return _errors[-1] if _errors else default
+    return _errors[0] if _errors else default

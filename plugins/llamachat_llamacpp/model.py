@@ -44,7 +44,7 @@ class LlamaCppModel:
         library.clear_errors()
         model = lib.llama_model_load_from_file(str(path).encode(), params)
         if not model:
-            raise LlamachatError(f"{path}: llama.cpp cannot load it ({library.last_error('no reason given')})")
+            raise LlamachatError(f"{path}: llama.cpp cannot load it ({library.first_error('no reason given')})")
         self.model = model
         self._free = weakref.finalize(self, lib.llama_model_free, model)
         self.n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model))
@@ -100,7 +100,7 @@ class LlamaCppCache(CacheLength):
         library.clear_errors()
         ctx = lib.llama_init_from_model(runner.model, params)
         if not ctx:
-            raise LlamachatError(f"llama.cpp cannot make a context of {capacity} tokens ({library.last_error('no reason given')})")
+            raise LlamachatError(f"llama.cpp cannot make a context of {capacity} tokens ({library.first_error('no reason given')})")
         self.ctx, self.memory = ctx, lib.llama_get_memory(ctx)
         self.batch = lib.llama_batch_init(params.n_batch, 0, 1)
         self._free = weakref.finalize(self, _free_context, lib, ctx, self.batch)
@@ -120,12 +120,13 @@ class LlamaCppCache(CacheLength):
         self._want[:n] = 1 if all_rows else 0
         self._want[n - 1] = 1 if want_logits else 0
         self.batch.n_tokens = n
+        library.clear_errors()
         rc = self.lib.llama_decode(self.ctx, self.batch)
         if rc == 2:
             raise KeyboardInterrupt
         if rc != 0:
             raise LlamachatError(
-                f"llama.cpp could not evaluate {n} tokens (llama_decode returned {rc}: {library.last_error('no reason given')})"
+                f"llama.cpp could not evaluate {n} tokens (llama_decode returned {rc}: {library.first_error('no reason given')})"
             )
 
     def logits(self, rows: int) -> np.ndarray:
@@ -153,7 +154,7 @@ class LlamaCppCache(CacheLength):
         library.clear_errors()
         if not self.lib.llama_state_seq_set_data(self.ctx, _bytes(blob), blob.size, SEQ):
             self.truncate(0)
-            raise ValueError(f"llama.cpp refused the saved cache ({library.last_error('it does not fit this model')})")
+            raise ValueError(f"llama.cpp refused the saved cache ({library.first_error('it does not fit this model')})")
         held = self.lib.llama_memory_seq_pos_max(self.memory, SEQ) + 1
         if held > self.capacity:
             self.truncate(0)
@@ -174,8 +175,8 @@ def _describe(lib, model) -> str:
     """The file's weight type as llama.cpp names it ("Q4_1", "Q4_K - Medium"), from llama_model_desc."""
     buf = ctypes.create_string_buffer(256)
     lib.llama_model_desc(model, buf, len(buf))
-    words = buf.value.decode(errors="replace").split(" ", 2)  # "llama 135M Q4_1"
-    return words[2] if len(words) == 3 else "gguf"
+    words = buf.value.decode(errors="replace").split(" ", 2)  # "llama 135M Q4_1"; "(guessed) Q5_0" without general.file_type
+    return words[2].removeprefix("(guessed) ") if len(words) == 3 else "gguf"
 
 
 def default_threads() -> int:
