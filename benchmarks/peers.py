@@ -16,7 +16,7 @@ llama.cpp, ~10 minutes here, so install it by hand when you want this peer:
 
 These machines are shared and their speed drifts by tens of percent within minutes, so every system
 is loaded first and the repetitions take turns: rep 1 measures each system once, then rep 2, and so
-on. "tg vs" is the median over the reps of a system's tg against the peer's in the same rep; the
+on. "tg vs" ("pp vs") is the median over the reps of a system's tg (pp) against the peer's in the same rep; the
 tok/s columns are medians; the ceiling is the memory bandwidth (best of `reps` readings, taken after
 the reps: read between them, with the backends' BLAS threads still spinning, it scattered from 2 to
 35 GB/s) over the bytes of the weights as each system holds them.
@@ -165,14 +165,14 @@ def main() -> None:
 def report(systems: list[System], bandwidth: float, peer: System | None, model: str, args) -> None:
     med = statistics.median
     print(f"model {model}; memory bandwidth {bandwidth / 1e9:.1f} GB/s; median of {args.reps} alternating reps\n")
-    vs = f" | tg vs {peer.name.split()[0]}" if peer else ""
+    vs = f" | tg vs {peer.name.split()[0]} | pp vs {peer.name.split()[0]}" if peer else ""
     print(f"| system | weights in memory | tg{args.n_gen} tok/s | ceiling tok/s | % of ceiling | pp{args.n_prompt} tok/s{vs} |")
-    print("|---|---|---|---|---|---|" + ("---|" if peer else ""))
+    print("|---|---|---|---|---|---|" + ("---|---|" if peer else ""))
     for s in systems:
         ceiling = bandwidth / s.weight_bytes
         row = f"| {s.name} | {s.weight_bytes / 1e6:.0f} MB | {med(s.tg):.1f} | {ceiling:.1f} | {100 * med(s.tg) / ceiling:.0f}% | {med(s.pp):.0f} |"
         if peer:
-            row += f" {med(a / b for a, b in zip(s.tg, peer.tg)):.2f}x |"
+            row += f" {med(a / b for a, b in zip(s.tg, peer.tg)):.2f}x | {med(a / b for a, b in zip(s.pp, peer.pp)):.2f}x |"
         print(row)
 
 

@@ -74,7 +74,7 @@ def _on_log(level: int, text: bytes, _user_data) -> None:
 
 
 def _flush() -> None:
-    line = "".join(_pending).strip()
+    line = " ".join("".join(_pending).split())  # one line: llama.cpp's messages may hold line breaks
     _pending.clear()
     if not line:
         return
