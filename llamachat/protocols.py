@@ -295,7 +295,9 @@ class Cache(Protocol):
 
     def state(self) -> dict[str, np.ndarray]:
         """The cached keys and values for saved sessions: {"k", "v"}, float32 NumPy arrays of shape
-        [n_layers, n_kv_heads, len(), head_dim], the layout every backend exports and imports."""
+        [n_layers, n_kv_heads, len(), head_dim], the layout every backend exports and imports; or,
+        for an opaque cache (an engine that owns its cells: llamacpp), {"blob": uint8 [n]}, which
+        only the same backend on the same model and engine version reads back."""
         ...
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None: ...
@@ -353,3 +355,6 @@ class Backend(Protocol):
 
     # Optional: `memory_needed(config, weights, **options) -> int`, the bytes the loaded weights will
     # take (checked against the memory available before loading); without it, 4 bytes a parameter.
+    # Optional: `reads_file = True`: load() also gets `source=`, the checkpoint's path (llamacpp maps
+    # the GGUF itself). A Runner may name its `engine` ("llama-cpp-python 0.3.36"): saved sessions
+    # record it, since an opaque cache state is that engine's format.
