@@ -17,10 +17,11 @@ $(VENV)/.installed: pyproject.toml
 
 # Tests need torch (the oracle's framework): install torch==2.13.0 FIRST. On this machine kind that
 # version is a CPU build on disk; anything that pulls torch in before it (accelerate, transformers)
-# would download a multi-GB CUDA build.
+# would download a multi-GB CUDA build. The llamacpp extra compiles llama.cpp from source (~10-15
+# min on 2 cores; pip's wheel cache makes it instant after the first time): `make chat` skips it.
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,torch,mlx]'
+	$(PIP) install -q -e '.[dev,torch,mlx,llamacpp]'
 	touch $@
 
 chat: $(VENV)/.installed

@@ -16,7 +16,7 @@ llama.cpp, ~10 minutes here, so install it by hand when you want this peer:
 
 These machines are shared and their speed drifts by tens of percent within minutes, so every system
 is loaded first and the repetitions take turns: rep 1 measures each system once, then rep 2, and so
-on. "tg vs" is the median over the reps of a system's tg against the peer's in the same rep; the
+on. "tg vs" ("pp vs") is the median over the reps of a system's tg (pp) against the peer's in the same rep; the
 tok/s columns are medians; the ceiling is the memory bandwidth (best of `reps` readings, taken after
 the reps: read between them, with the backends' BLAS threads still spinning, it scattered from 2 to
 35 GB/s) over the bytes of the weights as each system holds them.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,10 +44,13 @@ class System:
     tg: list[float] = field(default_factory=list)
 
 
+THREADS: int | None = None  # --threads: llamachat's backends and llama.cpp alike (unset: each its default, llama.cpp 2)
+
+
 def llamachat_system(model_path, spec: str, n_prompt: int, n_gen: int) -> tuple[System, object]:
     backend, _, dtype = spec.partition(":")
     quantize = dtype if dtype == "int4" else None  # torch:int4, the weight-only int4 kernel
-    model = load(model_path, backend, dtype=None if quantize else dtype or None, quantize=quantize)
+    model = load(model_path, backend, dtype=None if quantize else dtype or None, quantize=quantize, threads=THREADS)
     runner, vocab = model.runner, model.config.vocab_size
     prompt_speed(runner, 32, vocab)  # warm-up
     decode_speed(runner, 8, vocab)
@@ -112,7 +116,10 @@ def llama_cpp_system(path, n_prompt: int, n_gen: int) -> System:
     import llama_cpp
     import numpy as np
 
-    llm = llama_cpp.Llama(model_path=str(path), n_threads=2, n_threads_batch=2, n_ctx=n_prompt + n_gen + 8, n_batch=n_prompt, verbose=False)
+    threads = THREADS or 2
+    llm = llama_cpp.Llama(
+        model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=n_prompt + n_gen + 8, n_batch=n_prompt, verbose=False
+    )
     vocab = llm.n_vocab()
     prompt = [int(i) for i in np.random.default_rng(0).integers(3, vocab, n_prompt)]
 
@@ -144,8 +151,11 @@ def main() -> None:
     p.add_argument("--n-prompt", type=int, default=512)
     p.add_argument("--n-gen", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--threads", type=int, help="threads for every system (default: each its own; llama.cpp 2)")
     p.add_argument("--peers", default="transformers", help="comma-separated: transformers, mlx-lm, llama.cpp (or empty)")
     args = p.parse_args()
+    global THREADS
+    THREADS = args.threads
 
     systems, path = [], None
     for spec in args.backends.split(","):
@@ -154,25 +164,30 @@ def main() -> None:
     makers = {"transformers": transformers_system, "mlx-lm": mlx_lm_system, "llama.cpp": llama_cpp_system}
     peers = [makers[name](path, args.n_prompt, args.n_gen) for name in args.peers.split(",") if name]
     systems += peers
-    for _ in range(args.reps):  # the systems take turns, so that the machine's drift hits all alike
+    for rep in range(args.reps):  # the systems take turns, so that the machine's drift hits all alike
         for system in systems:
             pp, tg = system.measure()
             system.pp.append(pp)
             system.tg.append(tg)
+            print(
+                f"rep {rep + 1}: {system.name}: pp{args.n_prompt} {pp:.1f} tok/s, tg{args.n_gen} {tg:.1f} tok/s",
+                file=sys.stderr,
+                flush=True,
+            )
     report(systems, memory_bandwidth(args.reps), peers[0] if peers else None, path.name, args)
 
 
 def report(systems: list[System], bandwidth: float, peer: System | None, model: str, args) -> None:
     med = statistics.median
     print(f"model {model}; memory bandwidth {bandwidth / 1e9:.1f} GB/s; median of {args.reps} alternating reps\n")
-    vs = f" | tg vs {peer.name.split()[0]}" if peer else ""
+    vs = f" | tg vs {peer.name.split()[0]} | pp vs {peer.name.split()[0]}" if peer else ""
     print(f"| system | weights in memory | tg{args.n_gen} tok/s | ceiling tok/s | % of ceiling | pp{args.n_prompt} tok/s{vs} |")
-    print("|---|---|---|---|---|---|" + ("---|" if peer else ""))
+    print("|---|---|---|---|---|---|" + ("---|---|" if peer else ""))
     for s in systems:
         ceiling = bandwidth / s.weight_bytes
         row = f"| {s.name} | {s.weight_bytes / 1e6:.0f} MB | {med(s.tg):.1f} | {ceiling:.1f} | {100 * med(s.tg) / ceiling:.0f}% | {med(s.pp):.0f} |"
         if peer:
-            row += f" {med(a / b for a, b in zip(s.tg, peer.tg)):.2f}x |"
+            row += f" {med(a / b for a, b in zip(s.tg, peer.tg)):.2f}x | {med(a / b for a, b in zip(s.pp, peer.pp)):.2f}x |"
         print(row)
 
 

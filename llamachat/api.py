@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import find_backend, load_runner
+from .backends import AUTO, choose_backend, find_backend, load_runner
 from .checkpoints import Checkpoint, open_checkpoint
 from .default_model import default_model
 from .generate import Stats, generate
@@ -29,14 +29,24 @@ class Model:
     (The backend's own object is the `runner`; this wraps it for people.)
     """
 
-    def __init__(self, path: Path, config: ModelConfig, tokenizer: Tokenizer, template: Template, runner: Runner, backend: str):
+    def __init__(
+        self,
+        path: Path,
+        config: ModelConfig,
+        tokenizer: Tokenizer,
+        template: Template,
+        runner: Runner,
+        backend: str,
+        backend_reason: str = "",
+    ):
         self.path, self.config, self.tokenizer, self.template = path, config, tokenizer, template
         self.runner, self.backend = runner, backend
+        self.backend_reason = backend_reason  # why `auto` chose this backend ("" when it was named)
         self.last_stats: Stats | None = None
 
     def with_template(self, template: Template) -> Model:
         """The same loaded model behind another chat template (the runner is shared, not copied)."""
-        return Model(self.path, self.config, self.tokenizer, template, self.runner, self.backend)
+        return Model(self.path, self.config, self.tokenizer, template, self.runner, self.backend, self.backend_reason)
 
     @cached_property
     def stop_ids(self) -> tuple[int, ...]:
@@ -133,18 +143,27 @@ class Model:
 
 
 def load(model: str | Path | None = None, backend: str = "numpy", *, template: str | None = None, **options: Any) -> Model:
-    """Load a model (a path; None: the default model) on a backend. `template` overrides the model's
-    own chat template; other options go to the backend (device, dtype, threads, ...)."""
+    """Load a model (a path; None: the default model) on a backend ("auto": the one the rule in
+    `backends.choose_backend` picks). `template` overrides the model's own chat template; other
+    options go to the backend (device, dtype, threads, ...)."""
     path = Path(model) if model is not None else default_model()
     return load_checkpoint(open_checkpoint(path), backend, template=template, **options)
 
 
 def load_checkpoint(
-    checkpoint: Checkpoint, backend: str | Backend = "numpy", *, template: str | Template | None = None, **options: Any
+    checkpoint: Checkpoint,
+    backend: str | Backend = "numpy",
+    *,
+    template: str | Template | None = None,
+    backend_reason: str = "",
+    **options: Any,
 ) -> Model:
     """`load` for a checkpoint already opened (the chat opens it first, to fail fast on bad input).
-    `backend` is a plugin's name, or the plugin itself as `backends.find_backend` returned it;
-    `template` a name, or a template already made for this tokenizer (a backend switch keeps its own)."""
+    `backend` is a plugin's name, "auto" (backends.choose_backend), or the plugin itself as
+    `backends.find_backend` returned it, with `backend_reason` saying why it was chosen; `template` a
+    name, or a template already made for this tokenizer (a backend switch keeps its own)."""
+    if backend == AUTO:
+        backend, backend_reason = choose_backend(checkpoint.format)
     plugin = find_backend(backend) if isinstance(backend, str) else backend
     tokenizer = checkpoint.tokenizer
     chat_template = (
@@ -152,5 +171,5 @@ def load_checkpoint(
         if template is not None and not isinstance(template, str)
         else choose_template(template, checkpoint.config.chat_template, tokenizer)
     )
-    runner = load_runner(plugin, checkpoint.config, checkpoint.weights, **options)
-    return Model(checkpoint.path, checkpoint.config, tokenizer, chat_template, runner, plugin.name)
+    runner = load_runner(plugin, checkpoint.config, checkpoint.weights, source=checkpoint.path, **options)
+    return Model(checkpoint.path, checkpoint.config, tokenizer, chat_template, runner, plugin.name, backend_reason)

@@ -1,8 +1,12 @@
-"""Choosing a backend plugin by name and loading a model on it, with one clear line when it cannot."""
+"""Choosing a backend plugin by name (or by the `auto` rule) and loading a model on it, with one
+clear line when it cannot."""
 
 from __future__ import annotations
 
+import platform
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .errors import LlamachatError
@@ -34,6 +38,42 @@ def available_backends() -> list[str]:
     return sorted(registry().backends)
 
 
+AUTO = "auto"
+
+
+def choose_backend(checkpoint_format: str) -> tuple[str, str]:
+    """The backend `auto` picks for a checkpoint of this format on this machine, and why, by the
+    first rule that holds (docs/design.md): mlx on Apple silicon; torch on an NVIDIA GPU; llamacpp
+    for a GGUF file; else the numpy reference. A rule holds only where its plugin can run here."""
+    from .plugins import registry
+
+    backends = registry().backends
+
+    def runs(name: str) -> bool:
+        return name in backends and backends[name].available()[0]
+
+    if sys.platform == "darwin" and platform.machine() == "arm64" and runs("mlx"):
+        return "mlx", "Apple silicon, where MLX runs on the GPU"
+    if _nvidia_gpu() and runs("torch") and _torch_cuda():
+        return "torch", "an NVIDIA GPU, which PyTorch runs with CUDA"
+    if checkpoint_format == "gguf" and runs("llamacpp"):
+        return "llamacpp", "a GGUF file on the CPU, and llama-cpp-python is installed"
+    why = "llama-cpp-python is not installed" if checkpoint_format == "gguf" else f"a {checkpoint_format} checkpoint on the CPU"
+    return "numpy", f"the reference backend: {why}"
+
+
+def _nvidia_gpu() -> bool:
+    """An NVIDIA driver with a GPU, looked up without importing torch (a second of start-up)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def _torch_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def find_backend(name: str) -> Backend:
     """The backend plugin called `name`, if it can run here; else one line saying why not. The only
     place a backend choice is checked (start-up calls it before anything heavy, /backend too)."""
@@ -49,11 +89,15 @@ def find_backend(name: str) -> Backend:
     return backend
 
 
-def load_runner(backend: Backend, config: ModelConfig, weights: Mapping[str, Tensor], **options: Any) -> Runner:
-    """A Runner of `backend` (from `find_backend`) for these weights, once they are known to fit."""
+def load_runner(backend: Backend, config: ModelConfig, weights: Mapping[str, Tensor], source: Path | None = None, **options: Any) -> Runner:
+    """A Runner of `backend` (from `find_backend`) for these weights, once they are known to fit.
+    `source` is the checkpoint's path, handed to a backend that reads the file itself (`reads_file =
+    True`, as llamacpp: llama.cpp maps the GGUF on its own)."""
     from .memory import check_fits
 
     options = {k: v for k, v in options.items() if v is not None}
+    if getattr(backend, "reads_file", False):
+        options["source"] = source
     try:
         check_fits(backend, config, weights, options)
         return backend.load(config, weights, **options)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .api import Model, load_checkpoint
-from .backends import find_backend
+from .backends import AUTO, choose_backend, find_backend
 from .checkpoints import Checkpoint, open_checkpoint
 from .default_model import default_model
 from .errors import LlamachatError
@@ -35,11 +35,14 @@ class Plan:
     settings: ChatSettings
     backend: Backend
     checkpoint: Checkpoint
+    reason: str = ""  # why `auto` chose the backend ("" when it was named)
 
     def load(self, template: Template | None = None) -> Model:
         """The model on the backend, with the settings' template (or `template`, already made)."""
         s = self.settings
-        return load_checkpoint(self.checkpoint, self.backend, template=template or s.template, **s.backend_options)
+        return load_checkpoint(
+            self.checkpoint, self.backend, template=template or s.template, backend_reason=self.reason, **s.backend_options
+        )
 
 
 class Chat:
@@ -55,8 +58,9 @@ class Chat:
     # -- loading: start-up, /backend and /profile take the same way --------------------------------
     def plan(self, settings: ChatSettings, path: str | Path | None = None) -> Plan:
         """Check the backend and the template's name, and open the model (`path`, else the
-        settings' model, else the default one): bad input fails here, before anything heavy."""
-        backend = find_backend(settings.backend)
+        settings' model, else the default one): bad input fails here, before anything heavy. Backend
+        `auto` is chosen for the file once it is open (backends.choose_backend)."""
+        backend = None if settings.backend == AUTO else find_backend(settings.backend)
         templates = registry().templates
         if settings.template not in (None, "auto") and settings.template not in templates:
             raise LlamachatError(f"unknown template {settings.template!r} (available: {', '.join(sorted(templates))})")
@@ -66,7 +70,11 @@ class Chat:
         own = self._checkpoint.config.chat_template
         if settings.template in (None, "auto", "jinja") and own:
             get_template("jinja", own)  # compiled and tried now: a template needing what we lack fails here
-        return Plan(settings, backend, self._checkpoint)
+        reason = ""
+        if backend is None:
+            name, reason = choose_backend(self._checkpoint.format)
+            backend = find_backend(name)
+        return Plan(settings, backend, self._checkpoint, reason)
 
     def start(self, plan: Plan, *, background: bool = False) -> None:
         """Load the planned model and start the conversation, now or in a background thread (the
@@ -148,7 +156,9 @@ class Chat:
         self.session = self._new_session(self.plan(new, old.model.path).load(old.model.template), carry=old)
         self.settings = new
         defaults = f" with its own defaults (the {', '.join(left)} set for {old.model.backend} do not carry over)" if left else ""
-        return f"backend set to {name}{defaults}; the conversation was re-evaluated ({len(self.session.ledger)} tokens)"
+        model = self.session.model
+        chosen = f"{model.backend} (auto: {model.backend_reason})" if name == AUTO else name
+        return f"backend set to {chosen}{defaults}; the conversation was re-evaluated ({len(self.session.ledger)} tokens)"
 
     def switch_template(self, name: str) -> str:
         session = self.wait()

@@ -41,7 +41,7 @@ def chat_parser() -> Parser:
     p = Parser(prog="llamachat", description="Chat with a LLaMA-family model in the terminal.")
     p.add_argument("-p", "--prompt", help="answer this prompt once and exit (piped stdin is appended)")
     p.add_argument("-m", "--model", help="a model file or directory (default: the profile's, else SmolLM2-135M-Instruct)")
-    p.add_argument("-b", "--backend", help="backend plugin (see `llamachat plugins`; default numpy)")
+    p.add_argument("-b", "--backend", help="backend plugin (see `llamachat plugins`), or auto (the default profile's: see /info)")
     p.add_argument("--profile", help="a profile name or .toml path (default: default)")
     p.add_argument(
         "--template", help="chat template: auto (the model's own), llama-2, mistral, chatml, zephyr, llama-3, phi-3, jinja, none"
@@ -453,6 +453,7 @@ SUBCOMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    _show_engine_logs(debug, "-v" in argv or "--verbose" in argv)
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return SUBCOMMANDS[argv[0]]([a for a in argv[1:] if a != "--debug"])
@@ -472,6 +473,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"llamachat: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _show_engine_logs(debug: bool, verbose: bool) -> None:
+    """Engines' own logs (llama.cpp's, through the `logging` logger of its plugin) are kept off the
+    screen; --debug shows all of them, -v the warnings and errors."""
+    import logging
+
+    if debug or verbose:
+        logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -223,7 +223,8 @@ def cmd_info(chat: ChatLike, arg: str) -> None:
     chat.say(f"shape    {c.n_layers} layers, dim {c.dim}, {c.n_heads} heads / {c.n_kv_heads} kv heads of {c.head_dim}, ffn {c.ffn_dim}")
     chat.say(f"vocab    {c.vocab_size} ({m.tokenizer.kind}), context {c.context_length}, rope theta {c.rope_theta:g}")
     chat.say(f"rope     scaling {_rope_scaling(m)}")
-    chat.say(f"backend  {m.backend} ({m.runner.dtype}, {m.runner.weight_bytes / 1e6:.0f} MB of weights)")
+    chosen = f"; chosen by auto: {m.backend_reason}" if m.backend_reason else ""
+    chat.say(f"backend  {m.backend} ({m.runner.dtype}, {m.runner.weight_bytes / 1e6:.0f} MB of weights){chosen}")
     chat.say(f"template {m.template.name}")
     for line in chat.session.chain.provenance():
         chat.say(f"sampler  {line}")

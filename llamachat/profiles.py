@@ -30,7 +30,7 @@ else:  # pragma: no cover
 # section -> key -> accepted Python type(s); [sampler] also takes any sampler parameter.
 SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "model": {"path": (str,), "template": (str,), "context": (int,)},
-    "backend": {"name": (str,), "device": (str,), "dtype": (str,), "threads": (int,), "quantize": (str,)},
+    "backend": {"name": (str,), "device": (str,), "dtype": (str,), "threads": (int,), "quantize": (str,), "context": (int,)},
     "sampler": {"chain": (list,), "seed": (int,)},
     "chat": {"system": (str,), "max_tokens": (int,), "stop": (list, str), "markdown": (bool,), "overflow": (str,), "lookup": (int,)},
 }

@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -307,20 +306,14 @@ class Cache(Protocol):
 
     def state(self) -> dict[str, np.ndarray]:
         """The cached keys and values for saved sessions: {"k", "v"}, float32 NumPy arrays of shape
-        [n_layers, n_kv_heads, len(), head_dim], the layout every backend exports and imports."""
+        [n_layers, n_kv_heads, len(), head_dim], the layout every backend exports and imports; or,
+        for an opaque cache (an engine that owns its cells: llamacpp), {"blob": uint8 [n]}, which
+        only the same backend on the same model and engine version reads back."""
         ...
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         """Hold the tokens of a saved `state()`; ValueError (and the cache unchanged) when it does not fit."""
         ...
-
-    # Optional: `state_layout`, the name of what `state()` returns: "kv" (the shared layout above,
-    # CacheLength's default; portable between backends) or a backend's own opaque one. A cache that
-    # lives inside a C library (llama.cpp) has no k/v arrays to give: it returns {"blob": uint8 [n]},
-    # its library's serialized sequence state, with state_layout = "llama.cpp", and its load_state
-    # refuses (ValueError) a blob its library rejects. Such a state is reused only where the saved
-    # session's fingerprint (model hash, backend, dtype) and ledger hash match; docs/design.md, "Room
-    # for the backends to come".
 
 
 def cache_capacity(config: ModelConfig, capacity: int | None) -> int:
@@ -346,7 +339,6 @@ class CacheLength:
 
     capacity: int
     length: int = 0
-    state_layout = "kv"  # state() is the shared float32 k/v layout (see Cache)
 
     def __len__(self) -> int:
         return self.length
@@ -405,15 +397,6 @@ class Backend(Protocol):
     # take (checked against the memory available before loading); without it, 4 bytes a parameter.
     # Optional: `close()` on the Runner it builds, called when the chat lets the model go: a runner
     # spread over several processes (tensor parallelism) stops its other ranks there.
-
-
-@runtime_checkable
-class FileBackend(Backend, Protocol):
-    """A backend that reads the checkpoint file itself instead of canonical weights (llama.cpp through
-    llama-cpp-python maps the GGUF file into its own memory). `formats` names the checkpoint formats it
-    reads ("gguf"); for those, the loader hands it the path and the config read from the file's header,
-    and no weight is read by llamachat. `load` stays for every other format (or refuses in one line)."""
-
-    formats: tuple[str, ...]
-
-    def load_file(self, path: Path, config: ModelConfig, **options: Any) -> Runner: ...
+    # Optional: `reads_file = True`: load() also gets `source=`, the checkpoint's path (llamacpp maps
+    # the GGUF itself). A Runner may name its `engine` ("llama-cpp-python 0.3.36"): saved sessions
+    # record it, since an opaque cache state is that engine's format.

@@ -107,6 +107,7 @@ class Session:
         if system:
             self.messages.append({"role": "system", "content": system, "time": _now()})
         self.cache = model.runner.new_cache(self.context)
+        self.context = min(self.context, self.cache.capacity)  # a backend may cap it (llamacpp's `context`)
         self.ledger: list[int] = []
         self.template_context = ChatContext()  # the chat's start (its date) and thinking switch, saved with it
         self.think = "show"  # /think: show, hide or off

@@ -2,12 +2,14 @@
 
 A session NAME is three files: `NAME.json` (format version, messages with timestamps and per-reply
 stats, sampler settings, the token ledger, a fingerprint), `NAME.md` (the conversation to read), and
-for /save, `NAME.kv.safetensors` (the KV cache). Nothing is pickled: a session file is data, checked
+for /save, `NAME.kv.safetensors` (the KV cache: k and v in the shared layout, or one uint8 `blob`,
+the state of a backend whose engine owns its cache, as llamacpp's). Nothing is pickled: a session file is data, checked
 on the way in, and never runs code. Every write is atomic (temporary file, fsync, rename), so a crash
 or a kill leaves the previous version whole.
 
 The fingerprint covers what must match for a saved cache to be reused: the model's weights (a sampled
-hash), template, tokenizer, backend, dtype and this format's version; the cache file also records a
+hash), template, tokenizer, backend, dtype, the engine's version where the backend names one (an
+opaque state is that engine's format) and this format's version; the cache file also records a
 hash of the tokens it holds, which must be the conversation's ledger. Anything else is re-evaluated,
 as is a cache file that cannot be read: it is derived data, and never costs the conversation.
 """
@@ -31,6 +33,7 @@ from .errors import LlamachatError
 
 FORMAT = "llamachat-session"
 VERSION = 1
+OPAQUE = "blob"  # the one tensor of an opaque cache's state (a backend whose engine owns the cache: llamacpp)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -90,7 +93,7 @@ def fingerprint(model) -> dict[str, Any]:
     tk = model.tokenizer
     pieces = hashlib.sha256("\x00".join(tk.piece(i) for i in range(0, tk.vocab_size, 97)).encode()).hexdigest()[:16]
     source = getattr(model.template, "source", model.template.name)
-    return {
+    found = {
         "format": VERSION,
         "model": weights_hash(model.path) if model.path.is_file() else str(model.path),
         "template": f"{model.template.name}:{hashlib.sha256(source.encode()).hexdigest()[:16]}",
@@ -98,6 +101,10 @@ def fingerprint(model) -> dict[str, Any]:
         "backend": model.backend,
         "dtype": model.runner.dtype,
     }
+    engine = getattr(model.runner, "engine", None)  # an opaque cache's state is the engine's own format
+    if engine:
+        found["engine"] = engine
+    return found
 
 
 # -- writing ------------------------------------------------------------------------------------------
@@ -204,7 +211,7 @@ def _read_cache(cache_path: Path, ledger: list[int]) -> tuple[dict[str, np.ndarr
     try:
         with safe_open(str(cache_path), framework="numpy") as f:  # the header first: no tensor is read in vain
             metadata, names = f.metadata() or {}, set(f.keys())
-            if names != {"k", "v"}:
+            if names not in ({"k", "v"}, {OPAQUE}):
                 return None, not_ours
             if "ledger_sha256" not in metadata:
                 return None, f"{cache_path.name} does not record which tokens it holds (saved by an earlier llamachat)"
@@ -213,6 +220,8 @@ def _read_cache(cache_path: Path, ledger: list[int]) -> tuple[dict[str, np.ndarr
             state = {name: f.get_tensor(name) for name in names}
     except Exception as e:  # safetensors raises its own error types for corrupt files
         return None, f"{cache_path.name} is corrupt: {e}"
+    if OPAQUE in state:
+        return (state, "") if state[OPAQUE].dtype == np.uint8 and state[OPAQUE].ndim == 1 else (None, not_ours)
     if state["k"].shape != state["v"].shape or state["k"].ndim != 4:
         return None, not_ours
     return state, ""
@@ -234,6 +243,11 @@ def _check_record(record: Any, path: Path) -> None:
     ledger = record.get("ledger", [])
     if not isinstance(ledger, list) or not all(isinstance(i, int) and i >= 0 for i in ledger):
         bad("the ledger must be a list of token ids")
+
+
+def _cached_tokens(state: dict[str, np.ndarray]) -> int | None:
+    """Tokens a saved k/v state holds; None for an opaque one (known once the backend loads it)."""
+    return None if OPAQUE in state else state["k"].shape[2]
 
 
 def list_sessions() -> list[dict[str, Any]]:
@@ -296,16 +310,20 @@ def restore(session, saved: SavedSession) -> str:
     session.keep(0)
     theirs, ours = record.get("fingerprint", {}), fingerprint(session.model)
     ledger = record.get("ledger", [])
-    if saved.cache_state is not None and theirs == ours and saved.cache_state["k"].shape[2] == len(ledger):
+    refused = ""
+    if saved.cache_state is not None and theirs == ours and _cached_tokens(saved.cache_state) in (None, len(ledger)):
         try:
             session.cache.load_state(saved.cache_state)
+            if len(session.cache) != len(ledger):  # an opaque state says how many tokens it held only once loaded
+                raise ValueError(f"the saved cache holds {len(session.cache)} tokens, the conversation {len(ledger)}")
             session.ledger = list(ledger)
             return f"restored {len(session.messages)} messages and {len(ledger)} cached tokens (no re-evaluation)"
-        except ValueError:
-            pass
+        except ValueError as e:
+            session.keep(0)
+            refused = str(e)
     differs = [k for k in ours if theirs.get(k) != ours[k]] if saved.cache_state is not None else []
-    if saved.cache_problem:
-        why = f" ({saved.cache_problem})"
+    if saved.cache_problem or refused:
+        why = f" ({saved.cache_problem or refused})"
     elif differs:
         why = f" (saved with a different {', '.join(differs)})"
     else:

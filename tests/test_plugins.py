@@ -12,10 +12,14 @@ from llamachat.plugins import registry
 def test_builtins_register_through_entry_points():
     reg = registry()
     builtins = [p for p in reg.plugins if p.builtin]
-    assert {p.name for p in builtins} == {"numpy", "torch", "mlx", "samplers", "templates"}
+    assert {p.name for p in builtins} == {"numpy", "torch", "mlx", "llamacpp", "samplers", "templates"}
     assert reg.plugins[: len(builtins)] == builtins  # built-ins load and register first
     assert all(p.distribution.startswith("llamachat ") for p in builtins)
-    assert {"numpy", "torch", "mlx"} <= set(reg.backends) and {"greedy", "temperature"} <= set(reg.samplers) and "jinja" in reg.templates
+    assert (
+        {"numpy", "torch", "mlx", "llamacpp"} <= set(reg.backends)
+        and {"greedy", "temperature"} <= set(reg.samplers)
+        and "jinja" in reg.templates
+    )
     assert reg.owner[("backends", "numpy")] == "numpy"
     assert reg.problems == []
 
@@ -37,4 +41,6 @@ def test_plugins_command_lists_everything():
 def test_outside_plugins_can_be_switched_off():
     out = run_cli("plugins", "--json", env={"LLAMACHAT_PLUGINS": ""})
     plugins = json.loads(out.stdout)["plugins"]
-    assert {p["name"] for p in plugins} == {"numpy", "torch", "mlx", "samplers", "templates"} and all(p["builtin"] for p in plugins)
+    assert {p["name"] for p in plugins} == {"numpy", "torch", "mlx", "llamacpp", "samplers", "templates"} and all(
+        p["builtin"] for p in plugins
+    )

@@ -155,10 +155,6 @@ class GGUFFile:
         if t.ggml_type in _DENSE:
             return np.frombuffer(self._map, dtype=_DENSE[t.ggml_type], count=int(np.prod(t.shape)), offset=start).reshape(t.shape)
         type_name = self.type_name(name)
-        if type_name not in SUPPORTED_QUANTS:
-            raise LlamachatError(
-                f"{self.path}: tensor {name} is {type_name}, which llamachat does not read (supported: {', '.join(SUPPORTED_QUANTS)})"
-            )
         import gguf
 
         block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(t.ggml_type)]
@@ -166,8 +162,20 @@ class GGUFFile:
             raise LlamachatError(f"{self.path}: tensor {name} rows ({t.shape[-1]}) are not whole {type_name} blocks of {block}")
         row_bytes = t.shape[-1] // block * type_size
         raw = np.frombuffer(self._map, dtype=np.uint8, count=self._nbytes(t), offset=start).reshape(*t.shape[:-1], row_bytes)
+        if type_name not in SUPPORTED_QUANTS:
+            # kept packed and refused only when dequantized: a backend that runs the file itself
+            # (llamacpp) takes any type llama.cpp has, K-quants and i-quants included
+            refusal = f"{self.path}: tensor {name} is {type_name}, which llamachat does not read (supported: {', '.join(SUPPORTED_QUANTS)})"
+            return QuantizedTensor(f"gguf:{type_name}", t.shape, 8 * type_size // block, block, raw, dequantizer=_refuse(refusal))
         bits = {"BF16": 16, "Q8_0": 8, "Q6_K": 6}.get(type_name, 4)
         return QuantizedTensor(f"gguf:{type_name}", t.shape, bits, block, raw, dequantizer=_dequantize_gguf)
+
+
+def _refuse(message: str):
+    def dequantize(_q: QuantizedTensor) -> np.ndarray:
+        raise LlamachatError(message)
+
+    return dequantize
 
 
 def _dequantize_gguf(q: QuantizedTensor) -> np.ndarray:
