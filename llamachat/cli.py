@@ -271,7 +271,11 @@ def run_bench(argv: Sequence[str]) -> int:
     p.add_argument("-r", "--reps", type=int, default=3, help="repetitions; the median is reported (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object on one line on stdout")
     args = p.parse_args(argv)
-    for name in ("threads", "n_prompt", "n_gen", "reps", "n_depth"):
+    from .profiles import check_threads
+
+    if args.threads is not None:
+        check_threads(args.threads, "--threads")
+    for name in ("n_prompt", "n_gen", "reps", "n_depth"):
         if getattr(args, name) is not None:
             as_int(getattr(args, name), "--" + name.replace("_", "-"), 0 if name == "n_depth" else 1)
     from .api import load

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -103,10 +104,23 @@ def parse_profile(text: str, source: str, sampler_params: Mapping[str, Param] | 
     seed = data.get("sampler", {}).get("seed")
     if seed is not None and seed < 0:
         raise LlamachatError(f"{source}: [sampler] seed takes an integer >= 0, got {seed!r}")
+    threads = data.get("backend", {}).get("threads")
+    if threads is not None:
+        check_threads(threads, f"{source}: [backend] threads")
     overflow = data.get("chat", {}).get("overflow")
     if overflow is not None and overflow not in OVERFLOW:
         raise LlamachatError(f"{source}: [chat] overflow must be one of {', '.join(OVERFLOW)}, got {overflow!r}")
     return {section: dict(data.get(section, {})) for section in SCHEMA}
+
+
+def check_threads(value: Any, name: str) -> int:
+    """A thread count from 1 to the CPUs here: more only queue behind each other (`-t 100000` started
+    100,000 threads and stalled the machine), so a larger one is refused, in one line."""
+    n = as_int(value, name, 1)
+    cpus = os.cpu_count() or 1
+    if n > cpus:
+        raise LlamachatError(f"{name} takes an integer from 1 to {cpus} (the CPUs here), got {value!r}")
+    return n
 
 
 def _closest(word: str, options) -> str:
@@ -169,7 +183,7 @@ def _backend_extra(backend: dict[str, Any], threads: Any, quantize: str | None) 
     """The profile's other [backend] options (threads, quantize, ...), with --threads/--quantize over them."""
     extra = {k: v for k, v in backend.items() if k not in ("name", "device", "dtype")}
     if threads is not None:
-        extra["threads"] = as_int(threads, "--threads", 1)
+        extra["threads"] = check_threads(threads, "--threads")
     if quantize is not None:
         extra["quantize"] = quantize
     return extra

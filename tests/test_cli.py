@@ -76,6 +76,7 @@ def test_seed_reproduces_a_sampled_reply():
         (("--frobnicate",), ("unrecognized arguments: --frobnicate",)),
         (("-t", "0"), ("--threads takes an integer >= 1", "'0'")),
         (("--threads", "two"), ("--threads takes an integer >= 1", "'two'")),
+        (("-t", "100000"), ("--threads takes an integer from 1 to", "(the CPUs here)", "'100000'")),
         (("--backend", "torch", "--quantize", "int8"), ("unknown quantize 'int8'", "accepted: none, int4")),
         (("--device", "cuda"), ("numpy backend runs on the CPU only", "'cuda'", "torch backend takes cuda")),
     ],
@@ -148,6 +149,7 @@ def test_bench_json_is_one_object_on_one_line(tmp_path):
     out = run_cli("bench", "--model", str(path), "-p", "16", "-n", "4", "-d", "40", "-r", "1")  # llama-bench's depth
     assert out.returncode == 0 and "tg4 @ d40" in out.stdout.decode(), out.stderr
     assert_one_line_error(run_cli("bench", "--model", str(path), "-t", "0"), "--threads takes an integer >= 1")
+    assert_one_line_error(run_cli("bench", "--model", str(path), "-t", "100000"), "--threads takes an integer from 1 to")
 
 
 def test_sessions_continue_and_resume(default_model):

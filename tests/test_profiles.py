@@ -51,6 +51,16 @@ def test_bad_profiles(text, message):
         parse_profile(text, "my.toml", PARAMS)
 
 
+def test_a_profiles_thread_count_above_the_cpus_is_refused_naming_the_file(tmp_path):
+    """Issue 15 case 4: `threads = 100000` started 100,000 threads; now one line at start-up."""
+    many = tmp_path / "many.toml"
+    many.write_text("[backend]\nthreads = 100000\n")
+    out = run_cli("-p", "hi", "--profile", str(many))
+    err = out.stderr.decode()
+    assert out.returncode == 2 and err.count("\n") == 1, err
+    assert f"{many}: [backend] threads takes an integer from 1 to" in err and "100000" in err
+
+
 def test_unknown_profile_suggests_the_closest():
     with pytest.raises(LlamachatError, match=r"unknown profile 'defualt' .*did you mean 'default'\?"):
         load_profile("defualt", PARAMS)
