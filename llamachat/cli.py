@@ -88,8 +88,13 @@ def build_chain(args: argparse.Namespace, profile: dict[str, dict[str, Any]]):
 
     chain = SamplerChain(registry().samplers, DEFAULT_CHAIN)
     chain.configure(profile["sampler"])  # the profile's chain, seed and values; flags override them
-    if args.samplers:
-        chain.set_chain([n.strip() for n in args.samplers.split(",") if n.strip()])
+    if args.samplers is not None:
+        names = [n.strip() for n in args.samplers.split(",") if n.strip()]
+        if not names:
+            raise LlamachatError(
+                f"--samplers names no sampler in {args.samplers!r}: give one or more of {', '.join(sorted(chain.available))}"
+            )
+        chain.set_chain(names)
     chain.update({name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "min_p")})
     for option in args.option:
         name, eq, value = option.partition("=")
@@ -349,6 +354,8 @@ def run_info(argv: Sequence[str]) -> int:
 
     if args.path and args.model:
         p.error("give the model once: as PATH or with -m")
+    if args.bandwidth is not None and not 0 < args.bandwidth < float("inf"):
+        p.error(f"--bandwidth takes a number of GB/s > 0, got {args.bandwidth:g}")
     args.path = args.path or args.model
     if args.path is None:
         from .default_model import default_model

@@ -196,6 +196,11 @@ class Session:
     def _fit(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int], list[str]]:
         """The messages (oldest exchanges dropped if the policy allows) and their ids, fitting the
         context with `max_tokens` to spare for the reply."""
+        if self.max_tokens >= self.context:  # no message fits: say so, rather than blame the message
+            raise LlamachatError(
+                f"max_tokens {self.max_tokens} exceeds the context ({self.context} tokens): it takes an integer "
+                f"from 1 to {self.context - 1} (-n, /max_tokens, or a larger --context); nothing was sent"
+            )
         ids = self.encode(messages)
         if self._fits(ids):
             return messages, ids, []

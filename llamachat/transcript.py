@@ -30,7 +30,9 @@ from .errors import LlamachatError
 
 FORMAT = "llamachat-session"
 VERSION = 1
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# a file name in the sessions folder: no path separator, no control character, not hidden; spaces and
+# non-ASCII letters are fine (a session saved by hand as "my chat.json" is listed, so it must resolve)
+NAME_RE = re.compile(r"^\w[^/\\\x00-\x1f\x7f]{0,99}$")
 
 
 def sessions_dir() -> Path:
@@ -61,7 +63,9 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
-        raise LlamachatError(f"invalid session name {name!r}: use letters, digits, '.', '_' and '-' (up to 100)")
+        raise LlamachatError(
+            f"invalid session name {name!r}: up to 100 characters, starting with a letter or digit, without '/', '\\' or control characters"
+        )
     return name
 
 
@@ -236,6 +240,8 @@ def list_sessions() -> list[dict[str, Any]]:
     folder = sessions_dir()
     found = []
     for path in folder.glob("*.json") if folder.is_dir() else []:
+        if not NAME_RE.match(path.stem):
+            continue  # listed means usable: only names that --resume, -c and --delete accept
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             _check_record(record, path)

@@ -76,6 +76,8 @@ def test_seed_reproduces_a_sampled_reply():
         (("--frobnicate",), ("unrecognized arguments: --frobnicate",)),
         (("-t", "0"), ("--threads takes an integer >= 1", "'0'")),
         (("--threads", "two"), ("--threads takes an integer >= 1", "'two'")),
+        (("--samplers", ",,,"), ("--samplers names no sampler in ',,,'", "top_k")),  # issue 15 case 16
+        (("-n", "1000000000000"), ("max_tokens 1000000000000 exceeds the context (8192 tokens)",)),  # issue 15 case 16
         (("-t", "100000"), ("--threads takes an integer from 1 to", "(the CPUs here)", "'100000'")),
         (("--backend", "torch", "--quantize", "int8"), ("unknown quantize 'int8'", "accepted: none, int4")),
         (("--device", "cuda"), ("numpy backend runs on the CPU only", "'cuda'", "torch backend takes cuda")),
@@ -167,6 +169,26 @@ def test_sessions_continue_and_resume(default_model):
     deleted = run_cli("sessions", "--delete", "chat-20260101-000000")
     assert deleted.returncode == 0 and "deleted" in deleted.stdout.decode()
     assert_one_line_error(run_cli("-c"), "no earlier chat to continue")
+
+
+def test_a_listed_session_with_a_space_in_its_name_continues_and_deletes(default_model):
+    """Issue 15 case 16: "my chat.json" was listed but could be neither continued nor deleted."""
+    from llamachat import transcript
+    from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
+
+    s = Session(default_model, SamplerChain(registry().samplers, ["greedy"]), max_tokens=8)
+    s.ask("What is the capital of France?")
+    saved = transcript.save(s, "chat-20260101-000000", with_cache=False)
+    saved.rename(saved.with_name("my chat.json"))  # copied in by hand
+    assert "my chat" in run_cli("sessions").stdout.decode()
+    out = run_cli("-c", "-p", "And of Germany?", "--temp", "0", "-n", "4")
+    assert out.returncode == 0, out.stderr.decode()
+    assert len(transcript.read("my chat").record["messages"]) == 4
+    deleted = run_cli("sessions", "--delete", "my chat")
+    assert deleted.returncode == 0 and "deleted my chat" in deleted.stdout.decode(), deleted.stderr.decode()
+    assert not (transcript.sessions_dir() / "my chat.json").exists()
 
 
 def test_one_shot_continues_a_saved_chat(default_model):

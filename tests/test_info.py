@@ -81,3 +81,9 @@ def test_bad_path(tmp_path):
     assert_one_line_error(run_cli("info", str(tmp_path / "config.json")), "not valid JSON")
     assert_one_line_error(run_cli("info", "-m", str(tmp_path / "nope")), "no such file or directory")  # -m as in the chat
     assert_one_line_error(run_cli("info", "a.gguf", "-m", "b.gguf"), "give the model once")
+
+
+@pytest.mark.parametrize("bandwidth", ["-5", "0", "nan"])
+def test_a_bandwidth_that_is_not_positive_is_refused(bandwidth):
+    """Issue 15 case 16: `--bandwidth -5` printed negative speeds."""
+    assert_one_line_error(run_cli("info", "--bandwidth", bandwidth, "--json"), "--bandwidth takes a number of GB/s > 0")

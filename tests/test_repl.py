@@ -95,6 +95,8 @@ def test_commands_confirm_in_words(default_model):
         ("/seed x\r", "seed takes an integer >= 0, got 'x'"),
         ("/load nope\r", "no saved session 'nope'"),
         ("/load ../../etc/passwd\r", "invalid session name"),
+        ("/sampler ,,,\r", "no sampler named in ',,,'"),  # issue 15 case 16: was an empty chain
+        ("/stop \\x\r", "bad escape in '\\\\x'"),
         ("/template llama2\r", "unknown template 'llama2'"),
         ("/profile nope\r", "unknown profile 'nope'"),
         ("/profile llama2-7b-chat\r", "profile 'llama2-7b-chat' names the model ~/models/llama-2-7b-chat.Q4_0.gguf, which is not here"),
@@ -108,6 +110,12 @@ def test_bad_input_is_one_line_and_the_chat_goes_on(default_model, keys, message
     code, out, _ = chat(default_model, keys + "/temp 0.5\r")
     assert code == 0 and message in out and "Traceback" not in out
     assert "temperature set to 0.5" in out  # the chat went on
+
+
+def test_stop_decodes_escapes_and_keeps_non_ascii(default_model):
+    """Issue 15 case 16: `/stop é\\n` stored the mojibake 'Ã©\\n'."""
+    code, out, app = chat(default_model, "/stop é\\n\r/stop 日本\\t\r/quit\r")
+    assert code == 0 and app.session.stop_strings == ["é\n", "日本\t"], out
 
 
 def test_ctrl_c_at_the_prompt_and_ctrl_d(default_model):
