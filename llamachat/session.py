@@ -21,6 +21,7 @@ from .errors import LlamachatError
 from .generate import Stats
 from .protocols import TemplateError
 from .sampling import SamplerChain
+from .tokenizer import replace_lone_surrogates
 
 OVERFLOW_POLICIES = ("drop-oldest", "stop")
 
@@ -147,11 +148,14 @@ class Session:
         """Answer `text`. Ctrl-C (KeyboardInterrupt) during the reply keeps what was generated."""
         if not text.strip():
             raise LlamachatError("empty message: nothing to send")
+        text, replaced = replace_lone_surrogates(text)  # kept as sent: a session file is UTF-8
         if self.messages and self.messages[-1]["role"] == "user":  # an answer was never generated
             self.messages.pop()
         candidate = [*self.messages, {"role": "user", "content": text, "time": _now()}]
         messages, ids, notices = self._fit(candidate)
         self.messages = messages
+        if replaced:
+            notices = ["the message held bytes that are not UTF-8; they were replaced with \ufffd", *notices]
         return self._reply(ids, notices, on_text)
 
     def retry(self, on_text: Callable[[str], None] | None = None) -> Reply:

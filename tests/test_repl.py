@@ -26,12 +26,14 @@ from llamachat.sampling import SamplerChain
 ENTER, CTRL_C, CTRL_D, ESC_ENTER = "\r", "\x03", "\x04", "\x1b\r"
 
 
-def chat(model, keys: str, history: bool = True, resume: str | None = None, **settings) -> tuple[int, str, ChatApp]:
+def chat(model, keys: str | bytes, history: bool = True, resume: str | None = None, **settings) -> tuple[int, str, ChatApp]:
     """Type `keys` into a chat with `model`; return (exit code, everything printed, the app)."""
     out = io.StringIO()
     with create_pipe_input() as pipe:
         # typed from another thread, as a terminal would: a 100 KB paste does not fit the OS pipe buffer
-        typist = threading.Thread(target=pipe.send_text, args=(keys + CTRL_C + CTRL_D,), daemon=True)  # C-c C-d: end of input
+        # C-c C-d: end of input; bytes are typed as they are (a paste that is not UTF-8)
+        send, end = (pipe.send_bytes, b"\x03\x04") if isinstance(keys, bytes) else (pipe.send_text, CTRL_C + CTRL_D)
+        typist = threading.Thread(target=send, args=(keys + end,), daemon=True)
         typist.start()
         chain = SamplerChain(registry().samplers, seed=0)
         chain.set("temperature", 0)
@@ -116,6 +118,16 @@ def test_stop_decodes_escapes_and_keeps_non_ascii(default_model):
     """Issue 15 case 16: `/stop é\\n` stored the mojibake 'Ã©\\n'."""
     code, out, app = chat(default_model, "/stop é\\n\r/stop 日本\\t\r/quit\r")
     assert code == 0 and app.session.stop_strings == ["é\n", "日本\t"], out
+
+
+def test_undecodable_bytes_in_a_message_are_replaced_and_said(default_model):
+    """Issue 15 case 8: a paste of b"\\xff\\xfe" was `internal error: TypeError` and the message was lost."""
+    code, out, app = chat(default_model, b"/max_tokens 4\rSay hi \xff\xfe please\r/quit\r")
+    assert code == 0 and "internal error" not in out, out
+    assert "not UTF-8; they were replaced with \ufffd" in out
+    users = [m["content"] for m in app.session.messages if m["role"] == "user"]
+    assert users == ["Say hi \ufffd\ufffd please"]
+    assert any(m["role"] == "assistant" for m in app.session.messages)
 
 
 def test_ctrl_c_at_the_prompt_and_ctrl_d(default_model):

@@ -134,3 +134,9 @@ def test_tokenizer_json(tmp_path, default_model):
     for text in TRICKY:
         assert tk.encode(text) == src.encode(text)
         assert tk.decode(tk.encode(text)) == text
+
+
+def test_lone_surrogates_are_encoded_as_the_replacement_character(default_model, llama2_tokenizer):
+    """Issue 15 case 8: `tokenizer.encode('a\\udcff b')` raised TypeError (BPE) or failed (SentencePiece)."""
+    for tokenizer in (default_model.tokenizer, llama2_tokenizer):
+        assert tokenizer.encode("a\udcff b") == tokenizer.encode("a\ufffd b")
