@@ -14,6 +14,7 @@ as is a cache file that cannot be read: it is derived data, and never costs the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LlamachatError
+from .generate import Stats
 
 FORMAT = "llamachat-session"
 VERSION = 1
@@ -225,14 +227,36 @@ def _check_record(record: Any, path: Path) -> None:
         bad("no llamachat-session format marker")
     if record.get("version") != VERSION:
         bad(f"format version {record.get('version')!r}; this llamachat reads version {VERSION}")
-    messages = record.get("messages")
-    if not isinstance(messages, list) or not all(
-        isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str) for m in messages
-    ):
-        bad("messages must be a list of {role, content}")
+    for key in ("messages", "dropped"):
+        messages = record.get(key, [])
+        if not isinstance(messages, list) or not all(_is_message(m) for m in messages):
+            bad(f"{key} must be a list of {{role, content}}")
+        if not all(_is_stats(m["stats"]) for m in messages if "stats" in m):
+            bad(f"a reply's stats in {key} must be {{{', '.join(_STATS_TYPES)}}} with numbers >= 0")
     ledger = record.get("ledger", [])
     if not isinstance(ledger, list) or not all(isinstance(i, int) and i >= 0 for i in ledger):
         bad("the ledger must be a list of token ids")
+
+
+def _is_message(m: Any) -> bool:
+    return isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
+
+
+# a reply's saved stats, field by field, as `Stats(**stats)` (/stats) takes them
+_STATS_TYPES = {f.name: f.type for f in dataclasses.fields(Stats)}
+
+
+def _is_stats(stats: Any) -> bool:
+    if not isinstance(stats, dict) or not set(stats) <= set(_STATS_TYPES):
+        return False
+    for name, value in stats.items():
+        if _STATS_TYPES[name] == "str":
+            ok = isinstance(value, str)
+        else:  # a count or seconds: a finite number >= 0 (JSON's 1.0 for an int is fine; true is not)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
+        if not ok:
+            return False
+    return True
 
 
 def list_sessions() -> list[dict[str, Any]]:

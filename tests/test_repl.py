@@ -199,6 +199,19 @@ def test_load_of_a_corrupt_or_foreign_file(default_model):
     assert "not a readable llamachat session" in out and "not a llamachat session" in out and "temperature set to 0.2" in out
 
 
+@pytest.mark.parametrize("stats", [{"generated_tokens": "many"}, {"tokens": 3}, [1, 2], {"decode_s": -1.0}])
+def test_load_refuses_a_session_with_tampered_stats_in_one_line(default_model, stats):
+    """Issue 15 case 10: a tampered `stats` field made /stats `internal error: TypeError`."""
+    chat(default_model, "/max_tokens 4\rHi\r/save s1\r/quit\r")
+    path = transcript.sessions_dir() / "s1.json"
+    record = json.loads(path.read_text())
+    record["messages"][-1]["stats"] = stats
+    path.write_text(json.dumps(record))
+    code, out, _ = chat(default_model, "/load s1\r/stats\r/temp 0.2\r/quit\r")
+    assert "internal error" not in out and "temperature set to 0.2" in out, out
+    assert "s1.json: not a llamachat session (a reply's stats in messages must be {prompt_tokens, " in out
+
+
 def test_a_damaged_or_stale_cache_costs_a_re_evaluation_not_the_conversation(default_model):
     """The KV cache file is derived data. Cut short, the conversation still loads and goes on; intact
     but saved for other tokens of the same length (NAME.json rewritten after /save), it is not used."""
