@@ -114,6 +114,19 @@ def test_bad_input_is_one_line_and_the_chat_goes_on(default_model, keys, message
     assert "temperature set to 0.5" in out  # the chat went on
 
 
+@pytest.mark.parametrize("text", ["[model]\ncontext = -5\n", "[chat]\nstop = [1, 2]\n", "[backend]\nthreads = -1\n"])
+def test_profile_mid_chat_is_checked_as_at_start_up(default_model, text):
+    """Issue 15 case 9: /profile said "profile set to ..." to profiles that start-up refuses."""
+    from llamachat.profiles import user_profile_dir
+
+    user_profile_dir().mkdir(parents=True)
+    (user_profile_dir() / "bad.toml").write_text(text)
+    code, out, app = chat(default_model, "/profile bad\r/temp 0.2\r/quit\r")
+    assert code == 0 and "profile set to" not in out and "internal error" not in out, out
+    assert f"{user_profile_dir() / 'bad.toml'}: [" in out and "temperature set to 0.2" in out
+    assert app.settings.profile == "default"
+
+
 def test_stop_decodes_escapes_and_keeps_non_ascii(default_model):
     """Issue 15 case 16: `/stop é\\n` stored the mojibake 'Ã©\\n'."""
     code, out, app = chat(default_model, "/stop é\\n\r/stop 日本\\t\r/quit\r")
