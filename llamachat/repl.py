@@ -19,6 +19,7 @@ from prompt_toolkit.completion import Completer, Completion
 from . import commands, transcript
 from .chat import Chat
 from .errors import LlamachatError
+from .printable import printable
 from .profiles import ChatSettings
 from .protocols import TemplateError
 from .reply import ReplyPrinter
@@ -80,7 +81,8 @@ class ChatApp:
 
     # -- output -----------------------------------------------------------------------------------
     def say(self, text: str, style: str = "") -> None:
-        self.console.print(text, style=style or None, markup=False, highlight=False, soft_wrap=True)
+        # what the chat says quotes sessions, model metadata and templates' output: controls escaped
+        self.console.print(printable(text), style=style or None, markup=False, highlight=False, soft_wrap=True)
 
     def reply(self, action: Callable) -> None:
         session = self.session

@@ -225,6 +225,19 @@ def test_load_refuses_a_session_with_tampered_stats_in_one_line(default_model, s
     assert "s1.json: not a llamachat session (a reply's stats in messages must be {prompt_tokens, " in out
 
 
+def test_a_sessions_text_cannot_drive_the_terminal(default_model):
+    """Issue 15 case 12: a message holding ESC]0;TITLE BEL ESC[2J retitled and cleared the terminal
+    on /load + /history; everything printed from a file shows its control characters escaped."""
+    chat(default_model, "/max_tokens 4\rHi\r/save s1\r/quit\r")
+    path = transcript.sessions_dir() / "s1.json"
+    record = json.loads(path.read_text())
+    record["messages"][0]["content"] = "look \x1b]0;TITLE\x07\x1b[2J\x9b2J here"
+    path.write_text(json.dumps(record))
+    code, out, _ = chat(default_model, "/load s1\r/history\r/quit\r")
+    assert code == 0 and "\x1b" not in out and "\x07" not in out and "\x9b" not in out
+    assert "look \\x1b]0;TITLE\\x07\\x1b[2J\\x9b2J here" in out
+
+
 def test_a_damaged_or_stale_cache_costs_a_re_evaluation_not_the_conversation(default_model):
     """The KV cache file is derived data. Cut short, the conversation still loads and goes on; intact
     but saved for other tokens of the same length (NAME.json rewritten after /save), it is not used."""
