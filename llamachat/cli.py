@@ -141,11 +141,9 @@ def run_chat(argv: Sequence[str]) -> int:
         if not sessions:
             raise LlamachatError("no earlier chat to continue (`llamachat sessions` lists saved ones)")
         resume = sessions[0]["name"]
-    saved = None
-    if resume:
-        from .transcript import read
+    from . import transcript
 
-        saved = read(resume)  # a missing or corrupt session fails now, with exit 2
+    saved = transcript.read(resume) if resume else None  # a missing or corrupt session fails now, with exit 2
 
     prompt = args.prompt
     if sys.stdin is not None and not sys.stdin.isatty():
@@ -165,21 +163,27 @@ def run_chat(argv: Sequence[str]) -> int:
         from .repl import ChatApp
 
         app = ChatApp(chat, history=not args.no_history, resume=resume, debug=args.debug)
-        if resume and resume.startswith("chat-"):
-            app.autosave_name = resume
+        if saved is not None and transcript.in_sessions_dir(saved.path) and saved.path.stem.startswith("chat-"):
+            app.autosave_name = saved.path.stem  # an autosaved chat goes on in its own file
         chat.start(plan, background=True)
         return app.run()
 
     chat.start(plan)
     session = chat.wait()
     if saved is not None:
-        from .transcript import restore, save
-
-        restore(session, saved)
+        transcript.restore(session, saved)
         code = one_shot(session, prompt, args.verbose)
         if not args.no_history:
             had_cache = saved.cache_state is not None or bool(saved.cache_problem)  # a damaged one is replaced
-            save(session, saved.path.stem, with_cache=had_cache)
+            if transcript.in_sessions_dir(saved.path):
+                transcript.save(session, saved.path.stem, with_cache=had_cache)
+            else:
+                name = transcript.new_autosave_name()
+                transcript.save(session, name, with_cache=had_cache)
+                print(
+                    f"llamachat: {saved.path} is outside {transcript.sessions_dir()}: left as it was, the chat saved as {name}",
+                    file=sys.stderr,
+                )
         return code
     return one_shot(session, prompt, args.verbose)
 

@@ -9,7 +9,6 @@ text otherwise. Ctrl-C stops a reply and keeps it; Ctrl-C at the prompt clears t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,7 +58,7 @@ class ChatApp:
         self.chat, self.debug = chat, debug
         self.console = console or Console(highlight=False)
         self.history, self.resume = history, resume
-        self.autosave_name = time.strftime("chat-%Y%m%d-%H%M%S")
+        self.autosave_name = transcript.new_autosave_name()
         self._pending = ""  # a message that could not be sent, offered again at the prompt
         self._prompt = self._make_prompt(input, output)
 

@@ -63,6 +63,17 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def new_autosave_name() -> str:
+    """The name a chat autosaves under, when it continues no saved session of its own."""
+    return time.strftime("chat-%Y%m%d-%H%M%S")
+
+
+def in_sessions_dir(path: Path) -> bool:
+    """Whether `path` is a saved session's own file: only those are written again when continued; a
+    file resumed from elsewhere is saved under a new name, never over a saved session of its stem."""
+    return path.parent.resolve() == sessions_dir().resolve()
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise LlamachatError(

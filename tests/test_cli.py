@@ -191,6 +191,30 @@ def test_a_listed_session_with_a_space_in_its_name_continues_and_deletes(default
     assert not (transcript.sessions_dir() / "my chat.json").exists()
 
 
+def test_resuming_a_file_from_elsewhere_never_overwrites_a_saved_session(default_model, tmp_path):
+    """Issue 15 case 2: `--resume /elsewhere/good1.json` replaced the sessions folder's own good1.json."""
+    from llamachat import transcript
+    from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
+
+    s = Session(default_model, SamplerChain(registry().samplers, ["greedy"]), max_tokens=4)
+    s.ask("What is the capital of France?")
+    own = transcript.save(s, "good1", with_cache=False)
+    s.reset()
+    s.ask("Name a colour.")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    outside = transcript.save(s, "other", with_cache=False).rename(elsewhere / "good1.json")
+    own_bytes, outside_bytes = own.read_bytes(), outside.read_bytes()
+    out = run_cli("--resume", str(outside), "-p", "And another?", "--temp", "0", "-n", "2")
+    assert out.returncode == 0, out.stderr.decode()
+    assert own.read_bytes() == own_bytes and outside.read_bytes() == outside_bytes
+    assert "left as it was, the chat saved as chat-" in out.stderr.decode()
+    continued = [x for x in transcript.list_sessions() if x["name"].startswith("chat-")]
+    assert len(continued) == 1 and continued[0]["turns"] == 2 and continued[0]["first"].startswith("Name a colour")
+
+
 def test_one_shot_continues_a_saved_chat(default_model):
     from llamachat import transcript
     from llamachat.plugins import registry
