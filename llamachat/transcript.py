@@ -120,12 +120,24 @@ def fingerprint(model) -> dict[str, Any]:
 
 
 def to_markdown(session) -> str:
+    """The whole conversation to read, in order: the exchanges dropped to fit the context (which the
+    model no longer sees, marked so) come after the system prompt and before the ones it still sees."""
+    messages = session.messages
+    head = messages[:1] if messages and messages[0]["role"] == "system" else []
     lines = [f"# Chat with {session.model.config.name}", ""]
-    for m in session.messages:
-        who = {"system": "System", "user": "You", "assistant": "Assistant"}[m["role"]]
-        suffix = " *(interrupted)*" if m.get("interrupted") else ""
-        lines += [f"**{who}** ({m.get('time', '')}){suffix}", "", m["content"], ""]
+    for m in head:
+        lines += _markdown_message(m)
+    for m in session.dropped:
+        lines += _markdown_message(m, " *(dropped from the model's context to fit it)*")
+    for m in messages[len(head) :]:
+        lines += _markdown_message(m)
     return "\n".join(lines)
+
+
+def _markdown_message(m: dict[str, Any], note: str = "") -> list[str]:
+    who = {"system": "System", "user": "You", "assistant": "Assistant"}[m["role"]]
+    suffix = " *(interrupted)*" if m.get("interrupted") else ""
+    return [f"**{who}** ({m.get('time', '')}){suffix}{note}", "", m["content"], ""]
 
 
 def session_record(session) -> dict[str, Any]:
