@@ -164,7 +164,7 @@ def run_chat(argv: Sequence[str]) -> int:
 
         app = ChatApp(chat, history=not args.no_history, resume=resume, debug=args.debug)
         if saved is not None and transcript.in_sessions_dir(saved.path) and saved.path.stem.startswith("chat-"):
-            app.autosave_name = saved.path.stem  # an autosaved chat goes on in its own file
+            app.autosave_name, app.autosave_digest = saved.path.stem, saved.digest  # it goes on in its own file
         chat.start(plan, background=True)
         return app.run()
 
@@ -175,13 +175,16 @@ def run_chat(argv: Sequence[str]) -> int:
         code = one_shot(session, prompt, args.verbose)
         if not args.no_history:
             had_cache = saved.cache_state is not None or bool(saved.cache_problem)  # a damaged one is replaced
-            if transcript.in_sessions_dir(saved.path):
-                transcript.save(session, saved.path.stem, with_cache=had_cache)
+            if not transcript.in_sessions_dir(saved.path):
+                name, why = transcript.new_autosave_name(), f"is outside {transcript.sessions_dir()}"
+            elif transcript.file_digest(saved.path) != saved.digest:
+                name, why = transcript.new_autosave_name(), "was continued by another chat meanwhile"
             else:
-                name = transcript.new_autosave_name()
-                transcript.save(session, name, with_cache=had_cache)
+                name, why = saved.path.stem, ""
+            transcript.save(session, name, with_cache=had_cache)
+            if why:
                 print(
-                    f"llamachat: {saved.path} is outside {transcript.sessions_dir()}: left as it was, the chat saved as {name}",
+                    f"llamachat: {saved.path} {why}: left as it was, this chat saved as {name} (a fork)",
                     file=sys.stderr,
                 )
         return code

@@ -59,6 +59,7 @@ class ChatApp:
         self.console = console or Console(highlight=False)
         self.history, self.resume = history, resume
         self.autosave_name = transcript.new_autosave_name()
+        self.autosave_digest: str | None = None  # the autosave file as this chat last read or wrote it
         self._pending = ""  # a message that could not be sent, offered again at the prompt
         self._prompt = self._make_prompt(input, output)
 
@@ -98,7 +99,11 @@ class ChatApp:
         if not self.history:
             return
         try:
-            transcript.save(session, self.autosave_name, with_cache=False)
+            path = transcript.sessions_dir() / f"{self.autosave_name}.json"
+            if self.autosave_digest is not None and transcript.file_digest(path) != self.autosave_digest:
+                old, self.autosave_name = self.autosave_name, transcript.new_autosave_name()
+                self.say(f"{old} was continued by another chat meanwhile: this chat is saved as {self.autosave_name} (a fork)", "yellow")
+            self.autosave_digest = transcript.file_digest(transcript.save(session, self.autosave_name, with_cache=False))
         except LlamachatError as e:
             self.say(f"autosave failed: {e}", "red")
 

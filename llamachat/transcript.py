@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import tempfile
 import time
 from dataclasses import dataclass
@@ -64,8 +65,18 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def new_autosave_name() -> str:
-    """The name a chat autosaves under, when it continues no saved session of its own."""
-    return time.strftime("chat-%Y%m%d-%H%M%S")
+    """The name a chat autosaves under, when it continues no saved session of its own: the time and a
+    random suffix, since two chats started in the same second wrote one file and lost a conversation."""
+    return time.strftime("chat-%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def file_digest(path: Path) -> str | None:
+    """sha256 of a session file as it is now (None if it is gone): a chat writes a session again only
+    if the file is as it read or last wrote it; otherwise another chat continued it meanwhile."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def in_sessions_dir(path: Path) -> bool:
@@ -185,6 +196,7 @@ class SavedSession:
     record: dict[str, Any]
     cache_state: dict[str, np.ndarray] | None
     cache_problem: str = ""  # why a saved cache file could not be used (the conversation still can)
+    digest: str | None = None  # file_digest of the file as read
 
 
 def resolve(name_or_path: str) -> Path:
@@ -203,12 +215,13 @@ def read(name_or_path: str) -> SavedSession:
     """A saved session, checked; LlamachatError for anything corrupt or foreign."""
     path = resolve(name_or_path)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        record = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise LlamachatError(f"{path}: not a readable llamachat session ({e})") from None
     _check_record(record, path)
     state, problem = _read_cache(path.with_name(path.name[: -len(".json")] + ".kv.safetensors"), record.get("ledger", []))
-    return SavedSession(path, record, state, problem)
+    return SavedSession(path, record, state, problem, hashlib.sha256(data).hexdigest())
 
 
 def ledger_digest(ledger: list[int]) -> str:

@@ -210,9 +210,42 @@ def test_resuming_a_file_from_elsewhere_never_overwrites_a_saved_session(default
     out = run_cli("--resume", str(outside), "-p", "And another?", "--temp", "0", "-n", "2")
     assert out.returncode == 0, out.stderr.decode()
     assert own.read_bytes() == own_bytes and outside.read_bytes() == outside_bytes
-    assert "left as it was, the chat saved as chat-" in out.stderr.decode()
+    assert "left as it was, this chat saved as chat-" in out.stderr.decode()
     continued = [x for x in transcript.list_sessions() if x["name"].startswith("chat-")]
     assert len(continued) == 1 and continued[0]["turns"] == 2 and continued[0]["first"].startswith("Name a colour")
+
+
+def test_a_chat_continued_twice_at_once_forks_instead_of_overwriting(default_model):
+    """Issue 15 case 1: `llamachat -c` in two terminals continued, and wrote, the same file: one
+    continuation was lost. Now the second to save forks to a new name and says so; `-c` afterwards
+    continues the newest, the fork. Two real processes at once."""
+    import subprocess
+    import sys
+
+    from llamachat import transcript
+    from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
+
+    s = Session(default_model, SamplerChain(registry().samplers, ["greedy"]), max_tokens=4)
+    s.ask("What is the capital of France?")
+    transcript.save(s, "chat-20260101-000000", with_cache=False)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "llamachat", "-c", "-p", f"And of country number {i}?", "--temp", "0", "-n", "2"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    sessions = transcript.list_sessions()
+    texts = [" ".join(m["content"] for m in transcript.read(x["name"]).record["messages"]) for x in sessions]
+    for i in range(2):
+        assert any(f"And of country number {i}?" in t for t in texts), texts  # neither continuation lost
+    assert all(x["turns"] >= 2 for x in sessions)  # two forks, or one chat that read the other's save
 
 
 def test_one_shot_continues_a_saved_chat(default_model):

@@ -382,6 +382,31 @@ def test_real_terminal(default_model_path):
     assert child.exitstatus == 0
 
 
+def test_two_chats_started_together_autosave_to_two_files():
+    """Issue 15 case 1: two chats started in the same second autosaved to one chat-YYYYmmdd-HHMMSS.json,
+    and one conversation was lost. Two real processes, on pseudo-terminals, at once."""
+    import pexpect
+
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
+    children = [
+        pexpect.spawn(sys.executable, ["-m", "llamachat", "--temp", "0", "-n", "2"], env=env, timeout=240, encoding="utf-8")
+        for _ in range(2)
+    ]
+    for child in children:
+        child.expect(">>> ")
+    for i, child in enumerate(children):
+        child.sendline(f"Say the word number {i}.")
+    for child in children:
+        child.expect("tok/s, first token")
+        child.expect(">>> ")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+    sessions = transcript.list_sessions()
+    assert sorted(s["first"] for s in sessions) == ["Say the word number 0.", "Say the word number 1."], sessions
+
+
 @pytest.mark.parametrize("backend", ["torch", "mlx"])
 def test_backend_switch_re_evaluates_the_conversation(default_model, backend):
     code, out, app = chat(default_model, f"What is the capital of France?\r/backend {backend}\rAnd of Germany?\r/info\r/quit\r")
