@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,7 @@ def build_chain(args: argparse.Namespace, profile: dict[str, dict[str, Any]], pr
         (BUILT_IN, {"chain": list(DEFAULT_CHAIN)}),
         (checkpoint.sampling_source if checkpoint is not None else "model", recommended),
         (f"profile {profile_name}", profile["sampler"]),
-        ("flag", _flag_values(args)),
+        ("flag", _flag_values(args, chain.available)),
     ]
     values, sources = resolve_sampling(layers)
     chain.set_chain(values.pop("chain"), sources["chain"])
@@ -119,11 +119,14 @@ def build_chain(args: argparse.Namespace, profile: dict[str, dict[str, Any]], pr
     return chain
 
 
-def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
+def _flag_values(args: argparse.Namespace, available: Iterable[str]) -> dict[str, Any]:
     """The sampler settings given on the command line (--temp, --samplers, -o NAME=VALUE, --seed)."""
     values: dict[str, Any] = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "min_p")}
-    if args.samplers:
-        values["chain"] = [n.strip() for n in args.samplers.split(",") if n.strip()]
+    if args.samplers is not None:
+        names = [n.strip() for n in args.samplers.split(",") if n.strip()]
+        if not names:
+            raise LlamachatError(f"--samplers names no sampler in {args.samplers!r}: give one or more of {', '.join(sorted(available))}")
+        values["chain"] = names
     for option in args.option:
         name, eq, value = option.partition("=")
         if not eq:
@@ -167,11 +170,9 @@ def run_chat(argv: Sequence[str]) -> int:
         if not sessions:
             raise LlamachatError("no earlier chat to continue (`llamachat sessions` lists saved ones)")
         resume = sessions[0]["name"]
-    saved = None
-    if resume:
-        from .transcript import read
+    from . import transcript
 
-        saved = read(resume)  # a missing or corrupt session fails now, with exit 2
+    saved = transcript.read(resume) if resume else None  # a missing or corrupt session fails now, with exit 2
 
     prompt = args.prompt
     if sys.stdin is not None and not sys.stdin.isatty():
@@ -192,21 +193,30 @@ def run_chat(argv: Sequence[str]) -> int:
         from .repl import ChatApp
 
         app = ChatApp(chat, history=not args.no_history, resume=resume, debug=args.debug)
-        if resume and resume.startswith("chat-"):
-            app.autosave_name = resume
+        if saved is not None and transcript.in_sessions_dir(saved.path) and saved.path.stem.startswith("chat-"):
+            app.autosave_name, app.autosave_digest = saved.path.stem, saved.digest  # it goes on in its own file
         chat.start(plan, background=True)
         return app.run()
 
     chat.start(plan)
     session = chat.wait()
     if saved is not None:
-        from .transcript import restore, save
-
-        restore(session, saved)
+        transcript.restore(session, saved)
         code = one_shot(session, prompt, args.verbose)
         if not args.no_history:
             had_cache = saved.cache_state is not None or bool(saved.cache_problem)  # a damaged one is replaced
-            save(session, saved.path.stem, with_cache=had_cache)
+            if not transcript.in_sessions_dir(saved.path):
+                name, why = transcript.new_autosave_name(), f"is outside {transcript.sessions_dir()}"
+            elif transcript.file_digest(saved.path) != saved.digest:
+                name, why = transcript.new_autosave_name(), "was continued by another chat meanwhile"
+            else:
+                name, why = saved.path.stem, ""
+            transcript.save(session, name, with_cache=had_cache)
+            if why:
+                print(
+                    f"llamachat: {saved.path} {why}: left as it was, this chat saved as {name} (a fork)",
+                    file=sys.stderr,
+                )
         return code
     return one_shot(session, prompt, args.verbose)
 
@@ -303,7 +313,11 @@ def run_bench(argv: Sequence[str]) -> int:
     p.add_argument("-r", "--reps", type=int, default=3, help="repetitions; the median is reported (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object on one line on stdout")
     args = p.parse_args(argv)
-    for name in ("threads", "n_prompt", "n_gen", "reps", "n_depth"):
+    from .profiles import check_threads
+
+    if args.threads is not None:
+        check_threads(args.threads, "--threads")
+    for name in ("n_prompt", "n_gen", "reps", "n_depth"):
         if getattr(args, name) is not None:
             as_int(getattr(args, name), "--" + name.replace("_", "-"), 0 if name == "n_depth" else 1)
     from .api import load
@@ -377,6 +391,8 @@ def run_info(argv: Sequence[str]) -> int:
 
     if args.path and args.model:
         p.error("give the model once: as PATH or with -m")
+    if args.bandwidth is not None and not 0 < args.bandwidth < float("inf"):
+        p.error(f"--bandwidth takes a number of GB/s > 0, got {args.bandwidth:g}")
     args.path = args.path or args.model
     if args.path is None:
         from .default_model import default_model

@@ -127,15 +127,26 @@ def cmd_stop(chat: ChatLike, arg: str) -> None:
         s.stop_strings = []
         chat.say("stop strings cleared")
         return
-    text = arg.encode("utf-8").decode("unicode_escape") if "\\" in arg else arg
+    text = decode_escapes(arg) if "\\" in arg else arg
     s.stop_strings.append(text)
     chat.say(f"stop strings set to {s.stop_strings!r}")
+
+
+def decode_escapes(text: str) -> str:
+    """Backslash escapes (\\n, \\t, \\u00e9) decoded, other characters kept: "unicode_escape" reads
+    bytes as Latin-1, so UTF-8 bytes of "é" became "Ã©"; backslashreplace hands it "\\xe9" instead."""
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as e:
+        raise LlamachatError(f"bad escape in {text!r}: {e.reason} (accepted: \\n, \\t, \\\\, \\xHH, \\uHHHH)") from None
 
 
 def cmd_sampler(chat: ChatLike, arg: str) -> None:
     chain = chat.session.chain
     if arg:
         names = arg.replace(",", " ").split()
+        if not names:
+            raise LlamachatError(f"no sampler named in {arg!r}: give one or more of {', '.join(sorted(chain.available))}")
         chain.set_chain(names, source="/sampler")
         chat.say(f"sampler chain set to {' -> '.join(names)}")
         return

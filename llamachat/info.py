@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .costs import GB, GIB, STORAGE_FORMATS, flops_per_token, kv_bytes_per_token, param_counts, weight_bytes
+from .printable import printable
 from .protocols import ModelConfig
 
 
@@ -94,10 +95,11 @@ def _size(nbytes: float) -> str:
 
 def print_report(r: dict[str, Any], source: str, fmt: str, notes: Sequence[str], on_disk: int | None, measured: bool) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]{r['name']}[/bold]  ({fmt}: {source})", highlight=False, soft_wrap=True)
+    console.print(f"[bold]{escape(printable(r['name']))}[/bold]  ({fmt}: {escape(printable(source))})", highlight=False, soft_wrap=True)
     arch = Table("architecture", "", show_header=False)
     for key, value in r["architecture"].items():
         if key == "rope_scaling":

@@ -4,13 +4,16 @@ Built-in plugins are entry points of the llamachat distribution itself and alway
 plugins follow, limited by LLAMACHAT_PLUGINS (a comma-separated list of distribution names; unset:
 all installed; empty: none). A name registered twice keeps its first owner and the clash is reported;
 a plugin that fails to import or to register is reported and skipped. Nothing a plugin does crashes
-the chat.
+the chat. Plugins come only from installed distributions: a .dist-info in the working directory that
+`python -m llamachat` put on sys.path is passed over (and reported), never imported.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
 import os
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,8 +47,8 @@ class Registry:
     owner: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> plugin
 
 
-def _entry_points() -> list[md.EntryPoint]:
-    eps = list(md.entry_points(group=GROUP))
+def _entry_points(problems: list[str]) -> list[md.EntryPoint]:
+    eps = _installed_entry_points(problems)
     builtin = [ep for ep in eps if ep.dist is not None and ep.dist.name == BUILTIN_DIST]
     outside = [ep for ep in eps if ep not in builtin]
     wanted = os.environ.get("LLAMACHAT_PLUGINS")
@@ -55,12 +58,47 @@ def _entry_points() -> list[md.EntryPoint]:
     return builtin + sorted(outside, key=lambda ep: (ep.dist.name if ep.dist else "", ep.name))
 
 
+def _installed_entry_points(problems: list[str]) -> list[md.EntryPoint]:
+    """The group's entry points of installed distributions, the first of each name on sys.path (as
+    importlib.metadata picks), passing over the working directory where Python put it on the path by
+    itself (`python -m llamachat`): a .dist-info planted there is not installed, and never runs."""
+    planted_dir = _implicit_working_directory()
+    seen: set[str] = set()
+    found: list[md.EntryPoint] = []
+    planted: dict[str, list[md.EntryPoint]] = {}
+    for dist in md.distributions():
+        name = re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower()
+        eps = [ep for ep in dist.entry_points if ep.group == GROUP]
+        if planted_dir is not None and os.path.realpath(str(dist.locate_file(""))) == planted_dir:
+            planted.setdefault(name, eps)
+        elif name not in seen:
+            seen.add(name)
+            found += eps
+    for name, eps in planted.items():  # a source checkout's own egg-info, also installed, is no news
+        if eps and name not in seen:
+            problems.append(
+                f"plugin {name} in the working directory {planted_dir} was not loaded: plugins come only from installed distributions"
+            )
+    return found
+
+
+def _implicit_working_directory() -> str | None:
+    """The working directory, if Python put it first on sys.path by itself (`-m`, `-c`; not under -P)
+    and nothing else put it there on purpose (PYTHONPATH=.)."""
+    if getattr(sys.flags, "safe_path", False) or not sys.path:
+        return None
+    cwd = os.path.realpath(os.getcwd())
+    if os.path.realpath(sys.path[0] or ".") != cwd or any(os.path.realpath(p or ".") == cwd for p in sys.path[1:]):
+        return None
+    return cwd
+
+
 def load_registry() -> Registry:
     registry = Registry()
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     infos: dict[str, PluginInfo] = {}
-    for ep in _entry_points():
+    for ep in _entry_points(registry.problems):
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown"
         builtin = ep.dist is not None and ep.dist.name == BUILTIN_DIST
         try:

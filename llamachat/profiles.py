@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,18 +62,28 @@ def load_profile(name_or_path: str, sampler_params: Mapping[str, Param] | None =
     """A profile by name (user's first, then shipped) or by path, parsed and checked."""
     path = Path(name_or_path)
     if name_or_path.endswith(".toml") and path.is_file():
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        text, source = _read_text(path, str(path)), str(path)
     elif (user_profile_dir() / f"{name_or_path}.toml").is_file():
         path = user_profile_dir() / f"{name_or_path}.toml"
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        text, source = _read_text(path, str(path)), str(path)
     elif name_or_path in shipped_profiles():
-        text, source = shipped_profiles()[name_or_path].read_text(encoding="utf-8"), f"profile {name_or_path}"
+        text, source = _read_text(shipped_profiles()[name_or_path], f"profile {name_or_path}"), f"profile {name_or_path}"
     else:
         names = list(available_profiles())
         close = difflib.get_close_matches(name_or_path, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise LlamachatError(f"unknown profile {name_or_path!r} (available: {', '.join(names)}){hint}")
     return parse_profile(text, source, sampler_params)
+
+
+def _read_text(path: Any, source: str) -> str:
+    """A profile's text; one line naming the file if it cannot be read or is not UTF-8 (TOML is)."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LlamachatError(f"{source}: not UTF-8 text (byte {e.start}); a profile is a UTF-8 TOML file") from None
+    except OSError as e:
+        raise LlamachatError(f"{source}: cannot be read: {e.strerror or e}") from None
 
 
 def parse_profile(text: str, source: str, sampler_params: Mapping[str, Param] | None = None) -> dict[str, dict[str, Any]]:
@@ -101,10 +112,28 @@ def parse_profile(text: str, source: str, sampler_params: Mapping[str, Param] | 
                     sampler_params[key].parse(value)  # the check /set makes, here naming the file
                 except ValueError as e:
                     raise LlamachatError(f"{source}: [sampler] {e}") from None
-    seed = data.get("sampler", {}).get("seed")
-    if seed is not None and seed < 0:
-        raise LlamachatError(f"{source}: [sampler] seed takes an integer >= 0, got {seed!r}")
-    overflow = data.get("chat", {}).get("overflow")
+    _check_values(data, source)
+    return {section: dict(data.get(section, {})) for section in SCHEMA}
+
+
+def _check_values(data: dict[str, Any], source: str) -> None:
+    """The ranges the flags have (-t, --context, -n, --seed), here naming the file: the one check at
+    start-up and for /profile alike."""
+    model, backend, sampler, chat = (data.get(s, {}) for s in ("model", "backend", "sampler", "chat"))
+    for section, values, key, minimum in (
+        ("model", model, "context", 16),
+        ("chat", chat, "max_tokens", 1),
+        ("sampler", sampler, "seed", 0),
+    ):
+        if key in values:
+            as_int(values[key], f"{source}: [{section}] {key}", minimum)
+    if "threads" in backend:
+        check_threads(backend["threads"], f"{source}: [backend] threads")
+    for section, values, key in (("sampler", sampler, "chain"), ("chat", chat, "stop")):
+        items = values.get(key, [])
+        if isinstance(items, list) and not all(isinstance(item, str) for item in items):
+            raise LlamachatError(f"{source}: [{section}] {key} must be a list of strings, got {items!r}")
+    overflow = chat.get("overflow")
     if overflow is not None and overflow not in OVERFLOW:
         raise LlamachatError(f"{source}: [chat] overflow must be one of {', '.join(OVERFLOW)}, got {overflow!r}")
     lookup = data.get("chat", {}).get("lookup")
@@ -114,6 +143,16 @@ def parse_profile(text: str, source: str, sampler_params: Mapping[str, Param] | 
         except LlamachatError as e:
             raise LlamachatError(f"{source}: {e}") from None
     return {section: dict(data.get(section, {})) for section in SCHEMA}
+
+
+def check_threads(value: Any, name: str) -> int:
+    """A thread count from 1 to the CPUs here: more only queue behind each other (`-t 100000` started
+    100,000 threads and stalled the machine), so a larger one is refused, in one line."""
+    n = as_int(value, name, 1)
+    cpus = os.cpu_count() or 1
+    if n > cpus:
+        raise LlamachatError(f"{name} takes an integer from 1 to {cpus} (the CPUs here), got {value!r}")
+    return n
 
 
 def _closest(word: str, options) -> str:
@@ -178,7 +217,7 @@ def _backend_extra(backend: dict[str, Any], threads: Any, quantize: str | None) 
     """The profile's other [backend] options (threads, quantize, ...), with --threads/--quantize over them."""
     extra = {k: v for k, v in backend.items() if k not in ("name", "device", "dtype")}
     if threads is not None:
-        extra["threads"] = as_int(threads, "--threads", 1)
+        extra["threads"] = check_threads(threads, "--threads")
     if quantize is not None:
         extra["quantize"] = quantize
     return extra

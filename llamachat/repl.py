@@ -9,7 +9,6 @@ text otherwise. Ctrl-C stops a reply and keeps it; Ctrl-C at the prompt clears t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from . import commands, transcript
 from .chat import Chat
 from .echo import no_echo
 from .errors import LlamachatError
+from .printable import printable
 from .profiles import ChatSettings
 from .protocols import TemplateError
 from .reply import ReplyPrinter
@@ -59,7 +59,8 @@ class ChatApp:
         self.chat, self.debug = chat, debug
         self.console = console or Console(highlight=False)
         self.history, self.resume = history, resume
-        self.autosave_name = time.strftime("chat-%Y%m%d-%H%M%S")
+        self.autosave_name = transcript.new_autosave_name()
+        self.autosave_digest: str | None = None  # the autosave file as this chat last read or wrote it
         self._pending = ""  # a message that could not be sent, offered again at the prompt
         self._prompt = self._make_prompt(input, output)
 
@@ -81,7 +82,8 @@ class ChatApp:
 
     # -- output -----------------------------------------------------------------------------------
     def say(self, text: str, style: str = "") -> None:
-        self.console.print(text, style=style or None, markup=False, highlight=False, soft_wrap=True)
+        # what the chat says quotes sessions, model metadata and templates' output: controls escaped
+        self.console.print(printable(text), style=style or None, markup=False, highlight=False, soft_wrap=True)
 
     def reply(self, action: Callable) -> None:
         session = self.session
@@ -98,7 +100,11 @@ class ChatApp:
         if not self.history:
             return
         try:
-            transcript.save(session, self.autosave_name, with_cache=False)
+            path = transcript.sessions_dir() / f"{self.autosave_name}.json"
+            if self.autosave_digest is not None and transcript.file_digest(path) != self.autosave_digest:
+                old, self.autosave_name = self.autosave_name, transcript.new_autosave_name()
+                self.say(f"{old} was continued by another chat meanwhile: this chat is saved as {self.autosave_name} (a fork)", "yellow")
+            self.autosave_digest = transcript.file_digest(transcript.save(session, self.autosave_name, with_cache=False))
         except LlamachatError as e:
             self.say(f"autosave failed: {e}", "red")
 

@@ -25,6 +25,7 @@ from .protocols import TemplateError
 from .reasoning import ReasoningSplitter, starts_inside
 from .sampling import SamplerChain
 from .templates import ChatContext, encode_chat, render_chat
+from .tokenizer import replace_lone_surrogates
 
 OVERFLOW_POLICIES = ("drop-oldest", "stop")
 OnText = Callable[[str], None] | None
@@ -169,11 +170,14 @@ class Session:
         `on_reasoning`. Ctrl-C (KeyboardInterrupt) during the reply keeps what was generated."""
         if not text.strip():
             raise LlamachatError("empty message: nothing to send")
+        text, replaced = replace_lone_surrogates(text)  # kept as sent: a session file is UTF-8
         if self.messages and self.messages[-1]["role"] == "user":  # an answer was never generated
             self.messages.pop()
         candidate = [*self.messages, {"role": "user", "content": text, "time": _now()}]
         messages, ids, notices = self._fit(candidate)
         self.messages = messages
+        if replaced:
+            notices = ["the message held bytes that are not UTF-8; they were replaced with \ufffd", *notices]
         return self._reply(ids, notices, on_text, on_reasoning)
 
     def retry(self, on_text: OnText = None, on_reasoning: OnText = None) -> Reply:
@@ -218,6 +222,11 @@ class Session:
     def _fit(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int], list[str]]:
         """The messages (oldest exchanges dropped if the policy allows) and their ids, fitting the
         context with `max_tokens` to spare for the reply."""
+        if self.max_tokens >= self.context:  # no message fits: say so, rather than blame the message
+            raise LlamachatError(
+                f"max_tokens {self.max_tokens} exceeds the context ({self.context} tokens): it takes an integer "
+                f"from 1 to {self.context - 1} (-n, /max_tokens, or a larger --context); nothing was sent"
+            )
         ids = self.encode(messages)
         if self._fits(ids):
             return messages, ids, []

@@ -95,6 +95,15 @@ class StreamDecoder:
         return self._utf8.decode(b"", final=True)
 
 
+def replace_lone_surrogates(text: str) -> tuple[str, bool]:
+    """`text` with every lone surrogate (a pasted byte that was not UTF-8, kept by Python's
+    surrogateescape as U+DC80-U+DCFF) replaced by U+FFFD, and whether there was one: no tokenizer
+    and no UTF-8 file can take them ("TextInputSequence must be str")."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text, False
+    return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text), True
+
+
 class BaseTokenizer:
     """What both kinds share: special-id bookkeeping and byte-table decoding."""
 
@@ -144,7 +153,7 @@ class SentencePieceTokenizer(BaseTokenizer):
         return piece.replace("\u2581", " ").encode("utf-8")
 
     def encode(self, text: str) -> list[int]:
-        return list(self.sp.encode(text))
+        return list(self.sp.encode(replace_lone_surrogates(text)[0]))
 
     def token_bytes(self, token_id: int) -> bytes:
         return self._bytes[token_id]
@@ -246,7 +255,7 @@ class BPETokenizer(BaseTokenizer):
         self._bytes = [b"" if i in special else to_bytes(t) for i, t in enumerate(self._tokens)]
 
     def encode(self, text: str) -> list[int]:
-        return self.tk.encode(text, add_special_tokens=False).ids
+        return self.tk.encode(replace_lone_surrogates(text)[0], add_special_tokens=False).ids
 
     def token_bytes(self, token_id: int) -> bytes:
         return self._bytes[token_id]

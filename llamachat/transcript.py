@@ -16,10 +16,12 @@ as is a cache file that cannot be read: it is derived data, and never costs the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
+import secrets
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -30,11 +32,14 @@ from typing import Any
 import numpy as np
 
 from .errors import LlamachatError
+from .generate import Stats
 
 FORMAT = "llamachat-session"
 VERSION = 1
 OPAQUE = "blob"  # the one tensor of an opaque cache's state (a backend whose engine owns the cache: llamacpp)
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# a file name in the sessions folder: no path separator, no control character, not hidden; spaces and
+# non-ASCII letters are fine (a session saved by hand as "my chat.json" is listed, so it must resolve)
+NAME_RE = re.compile(r"^\w[^/\\\x00-\x1f\x7f]{0,99}$")
 
 
 def sessions_dir() -> Path:
@@ -63,9 +68,32 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def new_autosave_name() -> str:
+    """The name a chat autosaves under, when it continues no saved session of its own: the time and a
+    random suffix, since two chats started in the same second wrote one file and lost a conversation."""
+    return time.strftime("chat-%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def file_digest(path: Path) -> str | None:
+    """sha256 of a session file as it is now (None if it is gone): a chat writes a session again only
+    if the file is as it read or last wrote it; otherwise another chat continued it meanwhile."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def in_sessions_dir(path: Path) -> bool:
+    """Whether `path` is a saved session's own file: only those are written again when continued; a
+    file resumed from elsewhere is saved under a new name, never over a saved session of its stem."""
+    return path.parent.resolve() == sessions_dir().resolve()
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
-        raise LlamachatError(f"invalid session name {name!r}: use letters, digits, '.', '_' and '-' (up to 100)")
+        raise LlamachatError(
+            f"invalid session name {name!r}: up to 100 characters, starting with a letter or digit, without '/', '\\' or control characters"
+        )
     return name
 
 
@@ -111,15 +139,27 @@ def fingerprint(model) -> dict[str, Any]:
 
 
 def to_markdown(session) -> str:
+    """The whole conversation to read, in order: the exchanges dropped to fit the context (which the
+    model no longer sees, marked so) come after the system prompt and before the ones it still sees."""
+    messages = session.messages
+    head = messages[:1] if messages and messages[0]["role"] == "system" else []
     lines = [f"# Chat with {session.model.config.name}", ""]
-    for m in session.messages:
-        who = {"system": "System", "user": "You", "assistant": "Assistant"}[m["role"]]
-        suffix = " *(interrupted)*" if m.get("interrupted") else ""
-        lines += [f"**{who}** ({m.get('time', '')}){suffix}", ""]
-        if "reasoning" in m:  # a reasoning model's reasoning, quoted before its answer
-            lines += ["> *Reasoning:*", ">", *(f"> {line}".rstrip() for line in m["reasoning"].splitlines()), ""]
-        lines += [m.get("answer", m["content"]), ""]
+    for m in head:
+        lines += _markdown_message(m)
+    for m in session.dropped:
+        lines += _markdown_message(m, " *(dropped from the model's context to fit it)*")
+    for m in messages[len(head) :]:
+        lines += _markdown_message(m)
     return "\n".join(lines)
+
+
+def _markdown_message(m: dict[str, Any], note: str = "") -> list[str]:
+    who = {"system": "System", "user": "You", "assistant": "Assistant"}[m["role"]]
+    suffix = " *(interrupted)*" if m.get("interrupted") else ""
+    lines = [f"**{who}** ({m.get('time', '')}){suffix}{note}", ""]
+    if "reasoning" in m:  # a reasoning model's reasoning, quoted before its answer
+        lines += ["> *Reasoning:*", ">", *(f"> {line}".rstrip() for line in m["reasoning"].splitlines()), ""]
+    return [*lines, m.get("answer", m["content"]), ""]
 
 
 def session_record(session) -> dict[str, Any]:
@@ -168,6 +208,7 @@ class SavedSession:
     record: dict[str, Any]
     cache_state: dict[str, np.ndarray] | None
     cache_problem: str = ""  # why a saved cache file could not be used (the conversation still can)
+    digest: str | None = None  # file_digest of the file as read
 
 
 def resolve(name_or_path: str) -> Path:
@@ -186,12 +227,13 @@ def read(name_or_path: str) -> SavedSession:
     """A saved session, checked; LlamachatError for anything corrupt or foreign."""
     path = resolve(name_or_path)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        record = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise LlamachatError(f"{path}: not a readable llamachat session ({e})") from None
     _check_record(record, path)
     state, problem = _read_cache(path.with_name(path.name[: -len(".json")] + ".kv.safetensors"), record.get("ledger", []))
-    return SavedSession(path, record, state, problem)
+    return SavedSession(path, record, state, problem, hashlib.sha256(data).hexdigest())
 
 
 def ledger_digest(ledger: list[int]) -> str:
@@ -235,11 +277,12 @@ def _check_record(record: Any, path: Path) -> None:
         bad("no llamachat-session format marker")
     if record.get("version") != VERSION:
         bad(f"format version {record.get('version')!r}; this llamachat reads version {VERSION}")
-    messages = record.get("messages")
-    if not isinstance(messages, list) or not all(
-        isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str) for m in messages
-    ):
-        bad("messages must be a list of {role, content}")
+    for key in ("messages", "dropped"):
+        messages = record.get(key, [])
+        if not isinstance(messages, list) or not all(_is_message(m) for m in messages):
+            bad(f"{key} must be a list of {{role, content}}")
+        if not all(_is_stats(m["stats"]) for m in messages if "stats" in m):
+            bad(f"a reply's stats in {key} must be {{{', '.join(_STATS_TYPES)}}} with numbers >= 0")
     ledger = record.get("ledger", [])
     if not isinstance(ledger, list) or not all(isinstance(i, int) and i >= 0 for i in ledger):
         bad("the ledger must be a list of token ids")
@@ -250,11 +293,34 @@ def _cached_tokens(state: dict[str, np.ndarray]) -> int | None:
     return None if OPAQUE in state else state["k"].shape[2]
 
 
+def _is_message(m: Any) -> bool:
+    return isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
+
+
+# a reply's saved stats, field by field, as `Stats(**stats)` (/stats) takes them
+_STATS_TYPES = {f.name: f.type for f in dataclasses.fields(Stats)}
+
+
+def _is_stats(stats: Any) -> bool:
+    if not isinstance(stats, dict) or not set(stats) <= set(_STATS_TYPES):
+        return False
+    for name, value in stats.items():
+        if _STATS_TYPES[name] == "str":
+            ok = isinstance(value, str)
+        else:  # a count or seconds: a finite number >= 0 (JSON's 1.0 for an int is fine; true is not)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
+        if not ok:
+            return False
+    return True
+
+
 def list_sessions() -> list[dict[str, Any]]:
     """Saved and autosaved sessions, newest first."""
     folder = sessions_dir()
     found = []
     for path in folder.glob("*.json") if folder.is_dir() else []:
+        if not NAME_RE.match(path.stem):
+            continue  # listed means usable: only names that --resume, -c and --delete accept
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             _check_record(record, path)

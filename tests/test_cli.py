@@ -78,6 +78,9 @@ def test_seed_reproduces_a_sampled_reply():
         (("--frobnicate",), ("unrecognized arguments: --frobnicate",)),
         (("-t", "0"), ("--threads takes an integer >= 1", "'0'")),
         (("--threads", "two"), ("--threads takes an integer >= 1", "'two'")),
+        (("--samplers", ",,,"), ("--samplers names no sampler in ',,,'", "top_k")),  # issue 15 case 16
+        (("-n", "1000000000000"), ("max_tokens 1000000000000 exceeds the context (8192 tokens)",)),  # issue 15 case 16
+        (("-t", "100000"), ("--threads takes an integer from 1 to", "(the CPUs here)", "'100000'")),
         (("--backend", "torch", "--quantize", "int8"), ("unknown quantize 'int8'", "accepted: none, int4")),
         (("--backend", "numpy", "--device", "cuda"), ("numpy backend runs on the CPU only", "'cuda'", "torch backend takes cuda")),
     ],
@@ -150,6 +153,7 @@ def test_bench_json_is_one_object_on_one_line(tmp_path):
     out = run_cli("bench", "--model", str(path), "-p", "16", "-n", "4", "-d", "40", "-r", "1")  # llama-bench's depth
     assert out.returncode == 0 and "tg4 @ d40" in out.stdout.decode(), out.stderr
     assert_one_line_error(run_cli("bench", "--model", str(path), "-t", "0"), "--threads takes an integer >= 1")
+    assert_one_line_error(run_cli("bench", "--model", str(path), "-t", "100000"), "--threads takes an integer from 1 to")
 
 
 def test_sessions_continue_and_resume(default_model):
@@ -167,6 +171,83 @@ def test_sessions_continue_and_resume(default_model):
     deleted = run_cli("sessions", "--delete", "chat-20260101-000000")
     assert deleted.returncode == 0 and "deleted" in deleted.stdout.decode()
     assert_one_line_error(run_cli("-c"), "no earlier chat to continue")
+
+
+def test_a_listed_session_with_a_space_in_its_name_continues_and_deletes(default_model):
+    """Issue 15 case 16: "my chat.json" was listed but could be neither continued nor deleted."""
+    from llamachat import transcript
+    from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
+
+    s = Session(default_model, SamplerChain(registry().samplers, ["greedy"]), max_tokens=8)
+    s.ask("What is the capital of France?")
+    saved = transcript.save(s, "chat-20260101-000000", with_cache=False)
+    saved.rename(saved.with_name("my chat.json"))  # copied in by hand
+    assert "my chat" in run_cli("sessions").stdout.decode()
+    out = run_cli("-c", "-p", "And of Germany?", "--temp", "0", "-n", "4")
+    assert out.returncode == 0, out.stderr.decode()
+    assert len(transcript.read("my chat").record["messages"]) == 4
+    deleted = run_cli("sessions", "--delete", "my chat")
+    assert deleted.returncode == 0 and "deleted my chat" in deleted.stdout.decode(), deleted.stderr.decode()
+    assert not (transcript.sessions_dir() / "my chat.json").exists()
+
+
+def test_resuming_a_file_from_elsewhere_never_overwrites_a_saved_session(default_model, tmp_path):
+    """Issue 15 case 2: `--resume /elsewhere/good1.json` replaced the sessions folder's own good1.json."""
+    from llamachat import transcript
+    from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
+
+    s = Session(default_model, SamplerChain(registry().samplers, ["greedy"]), max_tokens=4)
+    s.ask("What is the capital of France?")
+    own = transcript.save(s, "good1", with_cache=False)
+    s.reset()
+    s.ask("Name a colour.")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    outside = transcript.save(s, "other", with_cache=False).rename(elsewhere / "good1.json")
+    own_bytes, outside_bytes = own.read_bytes(), outside.read_bytes()
+    out = run_cli("--resume", str(outside), "-p", "And another?", "--temp", "0", "-n", "2")
+    assert out.returncode == 0, out.stderr.decode()
+    assert own.read_bytes() == own_bytes and outside.read_bytes() == outside_bytes
+    assert "left as it was, this chat saved as chat-" in out.stderr.decode()
+    continued = [x for x in transcript.list_sessions() if x["name"].startswith("chat-")]
+    assert len(continued) == 1 and continued[0]["turns"] == 2 and continued[0]["first"].startswith("Name a colour")
+
+
+def test_a_chat_continued_twice_at_once_forks_instead_of_overwriting(default_model):
+    """Issue 15 case 1: `llamachat -c` in two terminals continued, and wrote, the same file: one
+    continuation was lost. Now the second to save forks to a new name and says so; `-c` afterwards
+    continues the newest, the fork. Two real processes at once."""
+    import subprocess
+    import sys
+
+    from llamachat import transcript
+    from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
+
+    s = Session(default_model, SamplerChain(registry().samplers, ["greedy"]), max_tokens=4)
+    s.ask("What is the capital of France?")
+    transcript.save(s, "chat-20260101-000000", with_cache=False)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "llamachat", "-c", "-p", f"And of country number {i}?", "--temp", "0", "-n", "2"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    sessions = transcript.list_sessions()
+    texts = [" ".join(m["content"] for m in transcript.read(x["name"]).record["messages"]) for x in sessions]
+    for i in range(2):
+        assert any(f"And of country number {i}?" in t for t in texts), texts  # neither continuation lost
+    assert all(x["turns"] >= 2 for x in sessions)  # two forks, or one chat that read the other's save
 
 
 def test_one_shot_continues_a_saved_chat(default_model):

@@ -183,3 +183,9 @@ def test_chat_info_shows_rope_scaling(tmp_path):
     chat = Chat()
     cmd_info(chat, "")
     assert "rope     scaling llama3 (rope_freqs), factor 32" in chat.said
+
+
+@pytest.mark.parametrize("bandwidth", ["-5", "0", "nan"])
+def test_a_bandwidth_that_is_not_positive_is_refused(bandwidth):
+    """Issue 15 case 16: `--bandwidth -5` printed negative speeds."""
+    assert_one_line_error(run_cli("info", "--bandwidth", bandwidth, "--json"), "--bandwidth takes a number of GB/s > 0")

@@ -101,3 +101,20 @@ def test_clashing_parameter_in_process(site, monkeypatch):
         assert isinstance(chain.sample(np.zeros(8, np.float32), []), int)
     finally:
         plugin_registry.reset()
+
+
+def test_a_plugin_planted_in_the_working_directory_never_runs(tmp_path):
+    """Issue 15 case 15: under `python -m llamachat` Python puts the working directory on sys.path, and
+    a .dist-info planted there was loaded as a plugin. Only installed distributions count."""
+    dist = tmp_path / "planted_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: planted-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[llamachat]\nplanted = planted_module\n")
+    ran = tmp_path / "ran"
+    (tmp_path / "planted_module.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    out = subprocess.run([sys.executable, "-m", "llamachat", "plugins", "--json"], cwd=tmp_path, capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert not ran.exists() and "planted" not in [p["name"] for p in data["plugins"]]
+    assert "numpy" in [p["name"] for p in data["plugins"]]
+    assert any("plugin planted-plugin in the working directory" in p and "only from installed distributions" in p for p in data["problems"])

@@ -44,11 +44,38 @@ def test_user_profile_overrides_a_shipped_one():
         ("[sampler]\ntemperature = 'hot'\n", r"^my.toml: \[sampler\] temperature takes a number from 0 to 100, got 'hot'"),
         ("[sampler]\nseed = -5\n", r"^my.toml: \[sampler\] seed takes an integer >= 0, got -5"),
         ("[sampler]\ntop_p = 1.5\n", r"^my.toml: \[sampler\] top_p takes a number from 0 to 1, got 1.5"),
+        # issue 15 case 9: the ranges the flags have, naming the file
+        ("[model]\ncontext = -5\n", r"^my.toml: \[model\] context takes an integer >= 16, got -5"),
+        ("[model]\ncontext = 0\n", r"^my.toml: \[model\] context takes an integer >= 16, got 0"),
+        ("[backend]\nthreads = -1\n", r"^my.toml: \[backend\] threads takes an integer >= 1, got -1"),
+        ("[chat]\nmax_tokens = 0\n", r"^my.toml: \[chat\] max_tokens takes an integer >= 1, got 0"),
+        ("[chat]\nstop = [1, 2]\n", r"^my.toml: \[chat\] stop must be a list of strings, got \[1, 2\]"),
+        ("[sampler]\nchain = ['top_k', {a = 1}]\n", r"^my.toml: \[sampler\] chain must be a list of strings"),
     ],
 )
 def test_bad_profiles(text, message):
     with pytest.raises(LlamachatError, match=message):
         parse_profile(text, "my.toml", PARAMS)
+
+
+def test_a_profiles_thread_count_above_the_cpus_is_refused_naming_the_file(tmp_path):
+    """Issue 15 case 4: `threads = 100000` started 100,000 threads; now one line at start-up."""
+    many = tmp_path / "many.toml"
+    many.write_text("[backend]\nthreads = 100000\n")
+    out = run_cli("-p", "hi", "--profile", str(many))
+    err = out.stderr.decode()
+    assert out.returncode == 2 and err.count("\n") == 1, err
+    assert f"{many}: [backend] threads takes an integer from 1 to" in err and "100000" in err
+
+
+def test_a_profile_that_is_not_utf8_is_one_line_naming_it(tmp_path):
+    """Issue 15 case 9: a profile that is not UTF-8 was `internal error: UnicodeDecodeError`."""
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b"[chat]\nsystem = 'caf\xe9'\n")
+    out = run_cli("-p", "hi", "--profile", str(latin))
+    err = out.stderr.decode()
+    assert out.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{latin}: not UTF-8 text" in err
 
 
 def test_unknown_profile_suggests_the_closest():

@@ -26,12 +26,14 @@ from llamachat.sampling import SamplerChain
 ENTER, CTRL_C, CTRL_D, ESC_ENTER = "\r", "\x03", "\x04", "\x1b\r"
 
 
-def chat(model, keys: str, history: bool = True, resume: str | None = None, **settings) -> tuple[int, str, ChatApp]:
+def chat(model, keys: str | bytes, history: bool = True, resume: str | None = None, **settings) -> tuple[int, str, ChatApp]:
     """Type `keys` into a chat with `model`; return (exit code, everything printed, the app)."""
     out = io.StringIO()
     with create_pipe_input() as pipe:
         # typed from another thread, as a terminal would: a 100 KB paste does not fit the OS pipe buffer
-        typist = threading.Thread(target=pipe.send_text, args=(keys + CTRL_C + CTRL_D,), daemon=True)  # C-c C-d: end of input
+        # C-c C-d: end of input; bytes are typed as they are (a paste that is not UTF-8)
+        send, end = (pipe.send_bytes, b"\x03\x04") if isinstance(keys, bytes) else (pipe.send_text, CTRL_C + CTRL_D)
+        typist = threading.Thread(target=send, args=(keys + end,), daemon=True)
         typist.start()
         chain = SamplerChain(registry().samplers, seed=0)
         chain.set("temperature", 0)
@@ -99,6 +101,8 @@ def test_commands_confirm_in_words(default_model):
         ("/seed x\r", "seed takes an integer >= 0, got 'x'"),
         ("/load nope\r", "no saved session 'nope'"),
         ("/load ../../etc/passwd\r", "invalid session name"),
+        ("/sampler ,,,\r", "no sampler named in ',,,'"),  # issue 15 case 16: was an empty chain
+        ("/stop \\x\r", "bad escape in '\\\\x'"),
         ("/template llama2\r", "unknown template 'llama2'"),
         ("/profile nope\r", "unknown profile 'nope'"),
         ("/profile llama2-7b-chat\r", "profile 'llama2-7b-chat' names the model ~/models/llama-2-7b-chat.Q4_0.gguf, which is not here"),
@@ -112,6 +116,35 @@ def test_bad_input_is_one_line_and_the_chat_goes_on(default_model, keys, message
     code, out, _ = chat(default_model, keys + "/temp 0.5\r")
     assert code == 0 and message in out and "Traceback" not in out
     assert "temperature set to 0.5" in out  # the chat went on
+
+
+@pytest.mark.parametrize("text", ["[model]\ncontext = -5\n", "[chat]\nstop = [1, 2]\n", "[backend]\nthreads = -1\n"])
+def test_profile_mid_chat_is_checked_as_at_start_up(default_model, text):
+    """Issue 15 case 9: /profile said "profile set to ..." to profiles that start-up refuses."""
+    from llamachat.profiles import user_profile_dir
+
+    user_profile_dir().mkdir(parents=True)
+    (user_profile_dir() / "bad.toml").write_text(text)
+    code, out, app = chat(default_model, "/profile bad\r/temp 0.2\r/quit\r")
+    assert code == 0 and "profile set to" not in out and "internal error" not in out, out
+    assert f"{user_profile_dir() / 'bad.toml'}: [" in out and "temperature set to 0.2" in out
+    assert app.settings.profile == "default"
+
+
+def test_stop_decodes_escapes_and_keeps_non_ascii(default_model):
+    """Issue 15 case 16: `/stop é\\n` stored the mojibake 'Ã©\\n'."""
+    code, out, app = chat(default_model, "/stop é\\n\r/stop 日本\\t\r/quit\r")
+    assert code == 0 and app.session.stop_strings == ["é\n", "日本\t"], out
+
+
+def test_undecodable_bytes_in_a_message_are_replaced_and_said(default_model):
+    """Issue 15 case 8: a paste of b"\\xff\\xfe" was `internal error: TypeError` and the message was lost."""
+    code, out, app = chat(default_model, b"/max_tokens 4\rSay hi \xff\xfe please\r/quit\r")
+    assert code == 0 and "internal error" not in out, out
+    assert "not UTF-8; they were replaced with \ufffd" in out
+    users = [m["content"] for m in app.session.messages if m["role"] == "user"]
+    assert users == ["Say hi \ufffd\ufffd please"]
+    assert any(m["role"] == "assistant" for m in app.session.messages)
 
 
 def test_ctrl_c_at_the_prompt_and_ctrl_d(default_model):
@@ -181,6 +214,32 @@ def test_load_of_a_corrupt_or_foreign_file(default_model):
     (folder / "foreign.json").write_text(json.dumps({"format": "something-else"}))
     code, out, _ = chat(default_model, "/load broken\r/load foreign\r/temp 0.2\r/quit\r")
     assert "not a readable llamachat session" in out and "not a llamachat session" in out and "temperature set to 0.2" in out
+
+
+@pytest.mark.parametrize("stats", [{"generated_tokens": "many"}, {"tokens": 3}, [1, 2], {"decode_s": -1.0}])
+def test_load_refuses_a_session_with_tampered_stats_in_one_line(default_model, stats):
+    """Issue 15 case 10: a tampered `stats` field made /stats `internal error: TypeError`."""
+    chat(default_model, "/max_tokens 4\rHi\r/save s1\r/quit\r")
+    path = transcript.sessions_dir() / "s1.json"
+    record = json.loads(path.read_text())
+    record["messages"][-1]["stats"] = stats
+    path.write_text(json.dumps(record))
+    code, out, _ = chat(default_model, "/load s1\r/stats\r/temp 0.2\r/quit\r")
+    assert "internal error" not in out and "temperature set to 0.2" in out, out
+    assert "s1.json: not a llamachat session (a reply's stats in messages must be {prompt_tokens, " in out
+
+
+def test_a_sessions_text_cannot_drive_the_terminal(default_model):
+    """Issue 15 case 12: a message holding ESC]0;TITLE BEL ESC[2J retitled and cleared the terminal
+    on /load + /history; everything printed from a file shows its control characters escaped."""
+    chat(default_model, "/max_tokens 4\rHi\r/save s1\r/quit\r")
+    path = transcript.sessions_dir() / "s1.json"
+    record = json.loads(path.read_text())
+    record["messages"][0]["content"] = "look \x1b]0;TITLE\x07\x1b[2J\x9b2J here"
+    path.write_text(json.dumps(record))
+    code, out, _ = chat(default_model, "/load s1\r/history\r/quit\r")
+    assert code == 0 and "\x1b" not in out and "\x07" not in out and "\x9b" not in out
+    assert "look \\x1b]0;TITLE\\x07\\x1b[2J\\x9b2J here" in out
 
 
 def test_a_damaged_or_stale_cache_costs_a_re_evaluation_not_the_conversation(default_model):
@@ -326,6 +385,31 @@ def test_real_terminal(default_model_path):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_two_chats_started_together_autosave_to_two_files():
+    """Issue 15 case 1: two chats started in the same second autosaved to one chat-YYYYmmdd-HHMMSS.json,
+    and one conversation was lost. Two real processes, on pseudo-terminals, at once."""
+    import pexpect
+
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
+    children = [
+        pexpect.spawn(sys.executable, ["-m", "llamachat", "--temp", "0", "-n", "2"], env=env, timeout=240, encoding="utf-8")
+        for _ in range(2)
+    ]
+    for child in children:
+        child.expect(">>> ")
+    for i, child in enumerate(children):
+        child.sendline(f"Say the word number {i}.")
+    for child in children:
+        child.expect("tok/s, first token")
+        child.expect(">>> ")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+    sessions = transcript.list_sessions()
+    assert sorted(s["first"] for s in sessions) == ["Say the word number 0.", "Say the word number 1."], sessions
 
 
 @pytest.mark.parametrize("backend", ["torch", "mlx"])

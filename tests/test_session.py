@@ -155,6 +155,22 @@ def test_overflow_drops_the_oldest_exchanges(tiny):
     assert_cache_is_fresh_prefill(s)
 
 
+def test_the_markdown_transcript_is_the_whole_conversation(tiny):
+    """Issue 15 case 3: the .md of a long chat dropped what context overflow dropped (the JSON kept it)."""
+    from llamachat import transcript
+
+    s = Session(tiny, greedy(), max_tokens=8, context=120, system="sys")
+    for i in range(8):
+        s.ask(f"message number {i} with some words in it")
+    assert s.dropped
+    transcript.save(s, "long", with_cache=False)
+    md = (transcript.sessions_dir() / "long.md").read_text()
+    positions = [md.index(f"message number {i} with") for i in range(8)]
+    assert positions == sorted(positions) and md.index("sys") < positions[0]
+    assert md.count("*(dropped from the model's context to fit it)*") == len(s.dropped)
+    assert md.count("**Assistant**") == 8
+
+
 def test_overflow_stop_sends_nothing(tiny):
     s = Session(tiny, greedy(), max_tokens=8, context=80, overflow="stop")
     with pytest.raises(LlamachatError, match="would overflow the context .* nothing was sent: /undo or /reset"):

@@ -377,3 +377,9 @@ def test_qwen2_hf_folder_normalizes_and_gguf_does_not(tmp_path):
     assert hf.encode(decomposed) == reference.encode(decomposed, add_special_tokens=False) == gguf_tk.encode("Café crème brûlée")
     assert hf.decode(hf.encode(decomposed)) == "Café crème brûlée"  # NFC
     assert gguf_tk.encode(decomposed) != hf.encode(decomposed) and gguf_tk.decode(gguf_tk.encode(decomposed)) == decomposed
+
+
+def test_lone_surrogates_are_encoded_as_the_replacement_character(default_model, llama2_tokenizer):
+    """Issue 15 case 8: `tokenizer.encode('a\\udcff b')` raised TypeError (BPE) or failed (SentencePiece)."""
+    for tokenizer in (default_model.tokenizer, llama2_tokenizer):
+        assert tokenizer.encode("a\udcff b") == tokenizer.encode("a\ufffd b")
