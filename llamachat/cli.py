@@ -206,12 +206,13 @@ def run_chat(argv: Sequence[str]) -> int:
         if not args.no_history:
             had_cache = saved.cache_state is not None or bool(saved.cache_problem)  # a damaged one is replaced
             if not transcript.in_sessions_dir(saved.path):
-                name, why = transcript.new_autosave_name(), f"is outside {transcript.sessions_dir()}"
-            elif transcript.file_digest(saved.path) != saved.digest:
-                name, why = transcript.new_autosave_name(), "was continued by another chat meanwhile"
+                name, why = (
+                    transcript.save(session, transcript.new_autosave_name(), with_cache=had_cache).stem,
+                    f"is outside {transcript.sessions_dir()}",
+                )
             else:
-                name, why = saved.path.stem, ""
-            transcript.save(session, name, with_cache=had_cache)
+                path, _, forked = transcript.save_unless_changed(session, saved.path.stem, saved.digest, with_cache=had_cache)
+                name, why = path.stem, "was continued by another chat meanwhile" if forked else ""
             if why:
                 print(
                     f"llamachat: {saved.path} {why}: left as it was, this chat saved as {name} (a fork)",

@@ -100,11 +100,12 @@ class ChatApp:
         if not self.history:
             return
         try:
-            path = transcript.sessions_dir() / f"{self.autosave_name}.json"
-            if self.autosave_digest is not None and transcript.file_digest(path) != self.autosave_digest:
-                old, self.autosave_name = self.autosave_name, transcript.new_autosave_name()
+            path, self.autosave_digest, forked = transcript.save_unless_changed(
+                session, self.autosave_name, self.autosave_digest, with_cache=False
+            )
+            if forked:
+                old, self.autosave_name = self.autosave_name, path.stem
                 self.say(f"{old} was continued by another chat meanwhile: this chat is saved as {self.autosave_name} (a fork)", "yellow")
-            self.autosave_digest = transcript.file_digest(transcript.save(session, self.autosave_name, with_cache=False))
         except LlamachatError as e:
             self.say(f"autosave failed: {e}", "red")
 

@@ -17,6 +17,7 @@ as is a cache file that cannot be read: it is derived data, and never costs the 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +25,8 @@ import re
 import secrets
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -197,6 +200,31 @@ def save(session, name: str, with_cache: bool = True) -> Path:
     except OSError as e:
         raise LlamachatError(f"cannot save session {name!r} in {folder}: {e.strerror or e}") from None
     return path
+
+
+def save_unless_changed(session, name: str, digest: str | None, with_cache: bool = True) -> tuple[Path, str | None, bool]:
+    """Save under `name` if its file is still as this chat read or last wrote it (`digest`; None: no
+    such file yet), else under a new autosave name: a fork, since another chat continued it
+    meanwhile. The check and the write hold one lock on the sessions folder, so two chats saving at
+    the same moment cannot both find the file unchanged. Returns (path, its digest, forked)."""
+    folder = sessions_dir()
+    with _folder_lock(folder):
+        forked = digest is not None and file_digest(folder / f"{name}.json") != digest
+        path = save(session, new_autosave_name() if forked else name, with_cache)
+        return path, file_digest(path), forked
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder` between llamachat processes (an flock on its `.lock` file)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / ".lock", "a")  # noqa: SIM115 (held for the block, closed below)
+    except OSError as e:
+        raise LlamachatError(f"cannot save in {folder}: {e.strerror or e}") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 # -- reading -------------------------------------------------------------------------------------------

@@ -165,7 +165,10 @@ def test_chat_info_shows_rope_scaling(tmp_path):
 
     import llamachat
     from llamachat.commands import cmd_info
+    from llamachat.plugins import registry
     from llamachat.rope import llama3_divisors
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
 
     spec = TinySpec()
     weights = canonical_weights(hf_model(spec), spec)
@@ -174,7 +177,7 @@ def test_chat_info_shows_rope_scaling(tmp_path):
     model = llamachat.load(write_gguf(tmp_path / "m.gguf", spec, weights))
 
     class Chat:
-        session = type("Session", (), {"model": model})
+        session = Session(model, SamplerChain(registry().samplers, ["greedy"]))
         said: list[str] = []
 
         def say(self, text: str) -> None:

@@ -67,7 +67,14 @@ def test_a_plugin_that_fails_to_import_is_reported_and_skipped(site):
 
 
 def test_llamachat_plugins_selects_outside_plugins(site):
-    assert {p["name"] for p in plugins(site, LLAMACHAT_PLUGINS="")["plugins"]} == {"numpy", "torch", "mlx", "samplers", "templates"}
+    assert {p["name"] for p in plugins(site, LLAMACHAT_PLUGINS="")["plugins"]} == {
+        "numpy",
+        "torch",
+        "mlx",
+        "llamacpp",
+        "samplers",
+        "templates",
+    }
     only = plugins(site, LLAMACHAT_PLUGINS="llamachat-example-plugin")
     assert "example" in {p["name"] for p in only["plugins"]} and only["problems"] == []
 
