@@ -1,7 +1,7 @@
 """Lookup decoding against plain decoding on two chat workloads, the default model, greedy.
 
     .venv/bin/python benchmarks/lookup.py [--backends numpy,torch] [--ks 8] [--n-gen 128] [--rounds 2]
-                                          [--llama-cpp /tmp/lcpp/bin/python]
+                                          [--llama-cpp PYTHON]  # a Python with llama_cpp, e.g. .venv/bin/python after make test
     .venv/bin/python benchmarks/lookup.py --pass-cost [--backends numpy,torch] [--rounds 4]
 
 Workloads: "edit" (a function, then "Repeat it with the loop replaced by a list comprehension") and
