@@ -19,6 +19,17 @@ Canonical weight names (GGUF's, without the ".weight" suffix), all Linear weight
     output_norm                 [dim]
     output                      [vocab, dim]     absent when the embedding is tied
 
+Architecture switches (`ModelConfig.arch` and the fields after it) add weights, named as GGUF names them:
+
+    blk.{i}.attn_q.bias         [n_heads * head_dim]           qkv_bias (qwen2): q/k bias entries
+    blk.{i}.attn_k.bias         [n_kv_heads * head_dim]        in the same interleaved order as
+    blk.{i}.attn_v.bias         [n_kv_heads * head_dim]        their weight rows
+    blk.{i}.attn_q_norm         [head_dim]                     qk_norm (qwen3): RMSNorm over each head
+    blk.{i}.attn_k_norm         [head_dim]                     of q and k before RoPE, interleaved order
+
+Phi-3's fused qkv and gate/up projections are split into the canonical weights at load and fused
+again by the writers of formats that fuse them.
+
 Loaders whose source stores q/k in HF's half-split layout permute those rows once at load, so
 every backend implements one RoPE: rotation of consecutive pairs (x[2i], x[2i+1]).
 """
@@ -46,6 +57,10 @@ class RopeScaling:
     original_context: int | None = None
 
 
+# The architectures llamachat runs, as GGUF's `general.architecture` names them.
+ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything a backend needs to build a LLaMA-family model, and what a chat needs to talk to it."""
@@ -67,8 +82,15 @@ class ModelConfig:
     eot_ids: tuple[int, ...] = ()  # ids that end an assistant turn (EOS included)
     chat_template: str | None = None  # the model's own Jinja template, if it ships one
     name: str = "model"
+    # Architecture switches: each family is LLaMA plus some of these (docs/design.md).
+    arch: str = "llama"  # one of ARCHITECTURES
+    sliding_window: int | None = None  # a query attends to the last `sliding_window` positions only
+    qkv_bias: bool = False  # q/k/v projections carry biases (qwen2)
+    qk_norm: bool = False  # RMSNorm over each head of q and k before RoPE (qwen3)
 
     def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"architecture {self.arch!r} is not one of {', '.join(ARCHITECTURES)}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
         if self.head_dim % 2:
@@ -98,6 +120,10 @@ class ModelConfig:
                 b + "ffn_up": (self.ffn_dim, self.dim),
                 b + "ffn_down": (self.dim, self.ffn_dim),
             }
+            if self.qkv_bias:
+                shapes |= {b + "attn_q.bias": (self.q_dim,), b + "attn_k.bias": (self.kv_dim,), b + "attn_v.bias": (self.kv_dim,)}
+            if self.qk_norm:
+                shapes |= {b + "attn_q_norm": (self.head_dim,), b + "attn_k_norm": (self.head_dim,)}
         shapes["output_norm"] = (self.dim,)
         if not self.tied_embeddings:
             shapes["output"] = (self.vocab_size, self.dim)
