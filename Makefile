@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+LLAMACPP_WHEELS := $(HOME)/.cache/llamachat/llama-cpp-python-0.3.36-noamx
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 
 .PHONY: chat test lint bench clean
 
@@ -19,9 +21,20 @@ $(VENV)/.installed: pyproject.toml
 # version is a CPU build on disk; anything that pulls torch in before it (accelerate, transformers)
 # would download a multi-GB CUDA build. The llamacpp extra compiles llama.cpp from source (~10-15
 # min on 2 cores; pip's wheel cache makes it instant after the first time): `make chat` skips it.
-$(VENV)/.installed-dev: $(VENV)/.installed
+$(VENV)/.installed-dev: $(VENV)/.installed $(LLAMACPP_WHEELS)/.built
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,torch,mlx,llamacpp]'
+	$(PIP) install -q --find-links $(LLAMACPP_WHEELS) -e '.[dev,torch,mlx,llamacpp]'
+	touch $@
+
+# llama.cpp built for this CPU (GGML_NATIVE, llama-cpp-python's default) but without Intel AMX: on
+# machines whose CPU reports AMX inside a VM that does not keep the tile state, ggml's AMX kernels die
+# at their first `ldtilecfg` (a general protection fault in libggml-cpu, seen here on 2026-12-02: every
+# llama_decode crashed, Q4_0 and Q4_1 alike). Explicit -mno-amx-* win over -march=native. pip's own
+# wheel cache ignores CMAKE_ARGS, so the wheel is built once into a folder of its own and installed
+# from there.
+$(LLAMACPP_WHEELS)/.built: | $(VENV)/.installed
+	CMAKE_ARGS="-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'" \
+		$(PIP) wheel -q --no-cache-dir --no-deps -w $(LLAMACPP_WHEELS) llama-cpp-python==0.3.36
 	touch $@
 
 chat: $(VENV)/.installed
