@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 
+import numpy as np
 import pytest
 from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
@@ -521,3 +522,46 @@ def test_one_display_name_everywhere_and_sessions_saved_under_the_old_one_still_
     record_path.write_text(json.dumps(record))
     code, out, app = chat(default_model, "/load trip\r/quit\r")
     assert "cached tokens (no re-evaluation)" in out
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (lambda ms: ms.append({"role": "system", "content": "Late."}), "the system message must come first (it is message 3)"),
+        (lambda ms: ms.insert(1, {"role": "user", "content": "Again"}), "two user messages in a row"),
+    ],
+)
+def test_load_and_resume_refuse_a_session_no_message_can_follow(default_model, default_model_path, edit, why):
+    """Issue 15 item 13: /load accepted a dialog no message can follow (every message was then refused
+    until /reset). Refused in one line at /load (the conversation as it was) and at --resume (exit 2)."""
+    from conftest import run_cli
+
+    chat(default_model, "/max_tokens 4\rHi\r/save s1\r/quit\r")
+    path = transcript.sessions_dir() / "s1.json"
+    record = json.loads(path.read_text())
+    edit(record["messages"])
+    path.write_text(json.dumps(record))
+    code, out, app = chat(default_model, "/max_tokens 4\rHello\r/load s1\rAnd again?\r/quit\r")
+    assert f"s1.json: not a llamachat session (no message can follow it: {why}" in out and "internal error" not in out
+    assert [m["content"] for m in app.session.messages if m["role"] == "user"] == ["Hello", "And again?"]  # the chat went on
+    r = run_cli("--resume", "s1", "-p", "hi", "-n", "2", "--backend", "numpy", env={"XDG_DATA_HOME": os.environ["XDG_DATA_HOME"]})
+    assert r.returncode == 2 and f"no message can follow it: {why}" in r.stderr.decode()
+
+
+def test_a_saved_cache_of_nan_is_re_evaluated_not_reused(default_model):
+    """Issue 15 item 13: a KV cache of NaN whose ledger hash matches was loaded, and every later reply
+    was garbage. Its values are checked at load: not finite, it costs a re-evaluation."""
+    from safetensors.numpy import load_file, save_file
+
+    chat(default_model, "/max_tokens 4\rHi\r/save trip\r/quit\r")
+    kv = transcript.sessions_dir() / "trip.kv.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(kv), framework="numpy") as f:
+        metadata = f.metadata()
+    state = load_file(str(kv))
+    state["k"][...] = np.nan
+    save_file(state, str(kv), metadata=metadata)
+    code, out, app = chat(default_model, "/load trip\rWhat is the capital of France?\r/quit\r")
+    assert "will be re-evaluated" in out and "holds values that are not finite numbers" in out
+    assert "Paris" in out
