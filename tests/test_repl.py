@@ -565,3 +565,45 @@ def test_a_saved_cache_of_nan_is_re_evaluated_not_reused(default_model):
     code, out, app = chat(default_model, "/load trip\rWhat is the capital of France?\r/quit\r")
     assert "will be re-evaluated" in out and "holds values that are not finite numbers" in out
     assert "Paris" in out
+
+
+def test_ctrl_c_while_the_model_loads_keeps_the_message(default_model_path, monkeypatch):
+    """Issue 15 item 7: Ctrl-C while the model was still loading, after a message, then another line
+    before the load ended: `internal error: AttributeError: 'NoneType' object has no attribute 'ask'`
+    and the message was lost. The load is slowed and the Ctrl-C comes as a real SIGINT to the main
+    thread while it waits (_thread.interrupt_main); the message is offered again and then answered."""
+    import _thread
+    import time
+
+    from llamachat.chat import Plan
+
+    out = io.StringIO()
+    real_load = Plan.load
+
+    def slow_load(self, template=None):
+        deadline = time.monotonic() + 30  # never a hang, whatever the code under test does
+        while "loading the model ..." not in out.getvalue() and time.monotonic() < deadline:  # the main thread waits
+            time.sleep(0.05)
+        time.sleep(0.2)
+        _thread.interrupt_main()
+        while out.getvalue().count("loading the model ...") < 2 and time.monotonic() < deadline:  # the message sent again waits too
+            time.sleep(0.05)
+        return real_load(self, template)
+
+    monkeypatch.setattr(Plan, "load", slow_load)
+    settings = ChatSettings(model=str(default_model_path), backend="numpy", max_tokens=8)
+    chain = SamplerChain(registry().samplers, seed=0)
+    chain.set("temperature", 0)
+    with create_pipe_input() as pipe:
+        engine = Chat(settings, chain)
+        app = ChatApp(engine, console=Console(file=out, width=200), input=pipe, output=DummyOutput(), history=False)
+        engine.start(engine.plan(settings), background=True)
+        pipe.send_text("Name a colour.\r")
+        # Enter sends the offered message again (it waits for the rest of the load), then the chat goes on
+        typist = threading.Timer(2.0, pipe.send_text, args=("\rAnd a fruit?\r/context\r/history\r/quit\r",))
+        typist.start()
+        code = app.run()
+        typist.join()
+    text = out.getvalue()
+    assert code == 0 and "internal error" not in text and "the model is still loading (Ctrl-C stopped the wait)" in text, text
+    assert [m["content"] for m in app.session.messages if m["role"] == "user"] == ["Name a colour.", "And a fruit?"], text
