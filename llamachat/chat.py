@@ -51,6 +51,7 @@ class Chat:
         self.session: Session | None = None  # None until the model is loaded
         self.load_error: BaseException | None = None  # what stopped the background load
         self._loader: threading.Thread | None = None
+        self._ready = threading.Event()  # set when the background load ends, loaded or not
         self._checkpoint: Checkpoint | None = None  # the last one opened (a backend switch reuses it)
         if model is not None:
             self.session = self._new_session(model)
@@ -93,11 +94,16 @@ class Chat:
             self.session = self._new_session(model)
         except BaseException as e:  # surfaced in the thread that waits
             self.load_error = e
+        finally:
+            self._ready.set()
 
     def wait(self) -> Session:
         """The session, once the model is loaded; what stopped the load, raised here."""
         if self.session is None and self._loader is not None:
-            self._loader.join()
+            # an Event, not Thread.join: a join that Ctrl-C interrupts can return at once ever after
+            # (CPython before 3.13), and the next wait then found no session
+            while not self._ready.wait(0.1):
+                pass
         if self.load_error is not None:
             raise self.load_error
         if self.session is None:

@@ -78,7 +78,10 @@ class ChatApp:
             return self.chat.session
         if self.chat.load_error is None:  # still loading in the background
             self.say("loading the model ...", "dim")
-        return self.chat.wait()
+        try:
+            return self.chat.wait()
+        except KeyboardInterrupt:  # a message waiting is offered again at the prompt (_handle): nothing is lost
+            raise LlamachatError("the model is still loading (Ctrl-C stopped the wait); a message is kept at the prompt") from None
 
     # -- output -----------------------------------------------------------------------------------
     def say(self, text: str, style: str = "") -> None:

@@ -294,6 +294,8 @@ def _read_cache(cache_path: Path, ledger: list[int]) -> tuple[dict[str, np.ndarr
         return (state, "") if state[OPAQUE].dtype == np.uint8 and state[OPAQUE].ndim == 1 else (None, not_ours)
     if state["k"].shape != state["v"].shape or state["k"].ndim != 4:
         return None, not_ours
+    if not all(np.isfinite(state[name]).all() for name in ("k", "v")):  # a NaN key poisons every later reply
+        return None, f"{cache_path.name} holds values that are not finite numbers (NaN or infinity)"
     return state, ""
 
 
@@ -314,6 +316,29 @@ def _check_record(record: Any, path: Path) -> None:
     ledger = record.get("ledger", [])
     if not isinstance(ledger, list) or not all(isinstance(i, int) and i >= 0 for i in ledger):
         bad("the ledger must be a list of token ids")
+    problem = dialog_problem(record.get("messages", []))
+    if problem:
+        bad(f"no message can follow it: {problem}")
+
+
+def dialog_problem(messages: list[dict[str, Any]]) -> str:
+    """Why no message could follow this conversation ("" if one can): as the templates check a
+    dialog (templates.check_dialog), where a trailing user message is one whose reply never came
+    (Session.ask replaces it). A session loaded with such a shape refused every message until /reset."""
+    from .protocols import TemplateError
+    from .templates import check_dialog
+
+    if not any(m["role"] == "user" for m in messages):
+        system_later = next((i for i, m in enumerate(messages) if m["role"] == "system" and i), None)
+        others = [m for m in messages if m["role"] != "system"]
+        if system_later is not None:
+            return f"the system message must come first (it is message {system_later + 1})"
+        return "it holds replies without a user message" if others else ""
+    try:
+        check_dialog(messages, add_generation_prompt=messages[-1]["role"] == "user")
+    except TemplateError as e:
+        return str(e)
+    return ""
 
 
 def _cached_tokens(state: dict[str, np.ndarray]) -> int | None:
@@ -398,7 +423,13 @@ def restore(session, saved: SavedSession) -> str:
     """Put a saved conversation into `session`: with a matching fingerprint and cache, the cache is
     reused as saved; otherwise the conversation is re-evaluated on the next turn. Returns a notice."""
     record = saved.record
-    session.messages = [dict(m) for m in record["messages"]]
+    messages = [dict(m) for m in record["messages"]]
+    if any(m["role"] == "user" for m in messages):  # the dialog as this chat's template takes it, before anything is replaced
+        try:
+            session.encode(messages, add_generation_prompt=messages[-1]["role"] == "user")
+        except LlamachatError as e:
+            raise LlamachatError(f"{saved.path}: not loaded, the chat's template refuses its conversation ({e})") from None
+    session.messages = messages
     session.dropped = list(record.get("dropped", []))
     restore_chat_context(session, record.get("chat"))
     session.keep(0)

@@ -230,3 +230,34 @@ def test_mid_chat_a_template_needing_an_unknown_variable_is_one_line_and_the_cha
     code, out, app = chat(model, "/template jinja\r/temp 0.5\r", history=False)
     assert code == 0 and "the model's chat template needs the variable persona" in out and "Traceback" not in out
     assert "temperature set to 0.5" in out and app.session.model.template.name == "llama-2"
+
+
+LOOPS_FOREVER = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ messages[0]['content'] }}"
+
+
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        (LOOPS_FOREVER, "runs without end (more than 1,000,000 loop steps and calls for one conversation)"),
+        ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "recurses without end"),
+        ("{{ 'x' * 1000000000 }}", "builds a sequence of 1,000,000,000 items"),
+    ],
+)
+def test_a_model_template_that_runs_forever_is_refused_at_start_up(tmp_path, tiny_gguf, source, why):
+    """Issue 15 item 5: two nested range(100000) loops printing nothing never returned (the sandbox
+    bounds neither time nor output). The render's steps are counted: one line, exit 2, quickly."""
+    import time
+
+    from conftest import run_cli
+    from tiny_models import canonical_weights, write_gguf
+
+    spec, hf, _ = tiny_gguf
+    path = write_gguf(tmp_path / "loops.gguf", spec, canonical_weights(hf, spec), chat_template=source)
+    start = time.monotonic()
+    r = run_cli("-m", str(path), "-p", "hi", "-n", "2", "--no-history", timeout=60)
+    assert r.returncode == 2 and time.monotonic() - start < 30
+    assert (
+        r.stderr.decode()
+        == f"llamachat: error: the model's chat template {why}; choose another template with --template NAME (/template NAME in a chat)\n"
+    )
+    assert run_cli("-m", str(path), "-p", "hi", "-n", "2", "--no-history", "--template", "llama-2").returncode == 0

@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 
+import numpy as np
 import pytest
 from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
@@ -521,3 +522,88 @@ def test_one_display_name_everywhere_and_sessions_saved_under_the_old_one_still_
     record_path.write_text(json.dumps(record))
     code, out, app = chat(default_model, "/load trip\r/quit\r")
     assert "cached tokens (no re-evaluation)" in out
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (lambda ms: ms.append({"role": "system", "content": "Late."}), "the system message must come first (it is message 3)"),
+        (lambda ms: ms.insert(1, {"role": "user", "content": "Again"}), "two user messages in a row"),
+    ],
+)
+def test_load_and_resume_refuse_a_session_no_message_can_follow(default_model, default_model_path, edit, why):
+    """Issue 15 item 13: /load accepted a dialog no message can follow (every message was then refused
+    until /reset). Refused in one line at /load (the conversation as it was) and at --resume (exit 2)."""
+    from conftest import run_cli
+
+    chat(default_model, "/max_tokens 4\rHi\r/save s1\r/quit\r")
+    path = transcript.sessions_dir() / "s1.json"
+    record = json.loads(path.read_text())
+    edit(record["messages"])
+    path.write_text(json.dumps(record))
+    code, out, app = chat(default_model, "/max_tokens 4\rHello\r/load s1\rAnd again?\r/quit\r")
+    assert f"s1.json: not a llamachat session (no message can follow it: {why}" in out and "internal error" not in out
+    assert [m["content"] for m in app.session.messages if m["role"] == "user"] == ["Hello", "And again?"]  # the chat went on
+    r = run_cli("--resume", "s1", "-p", "hi", "-n", "2", "--backend", "numpy", env={"XDG_DATA_HOME": os.environ["XDG_DATA_HOME"]})
+    assert r.returncode == 2 and f"no message can follow it: {why}" in r.stderr.decode()
+
+
+def test_a_saved_cache_of_nan_is_re_evaluated_not_reused(default_model):
+    """Issue 15 item 13: a KV cache of NaN whose ledger hash matches was loaded, and every later reply
+    was garbage. Its values are checked at load: not finite, it costs a re-evaluation."""
+    from safetensors.numpy import load_file, save_file
+
+    chat(default_model, "/max_tokens 4\rHi\r/save trip\r/quit\r")
+    kv = transcript.sessions_dir() / "trip.kv.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(kv), framework="numpy") as f:
+        metadata = f.metadata()
+    state = load_file(str(kv))
+    state["k"][...] = np.nan
+    save_file(state, str(kv), metadata=metadata)
+    code, out, app = chat(default_model, "/load trip\rWhat is the capital of France?\r/quit\r")
+    assert "will be re-evaluated" in out and "holds values that are not finite numbers" in out
+    assert "Paris" in out
+
+
+def test_ctrl_c_while_the_model_loads_keeps_the_message(default_model_path, monkeypatch):
+    """Issue 15 item 7: Ctrl-C while the model was still loading, after a message, then another line
+    before the load ended: `internal error: AttributeError: 'NoneType' object has no attribute 'ask'`
+    and the message was lost. The load is slowed and the Ctrl-C comes as a real SIGINT to the main
+    thread while it waits (_thread.interrupt_main); the message is offered again and then answered."""
+    import _thread
+    import time
+
+    from llamachat.chat import Plan
+
+    out = io.StringIO()
+    real_load = Plan.load
+
+    def slow_load(self, template=None):
+        deadline = time.monotonic() + 30  # never a hang, whatever the code under test does
+        while "loading the model ..." not in out.getvalue() and time.monotonic() < deadline:  # the main thread waits
+            time.sleep(0.05)
+        time.sleep(0.2)
+        _thread.interrupt_main()
+        while out.getvalue().count("loading the model ...") < 2 and time.monotonic() < deadline:  # the message sent again waits too
+            time.sleep(0.05)
+        return real_load(self, template)
+
+    monkeypatch.setattr(Plan, "load", slow_load)
+    settings = ChatSettings(model=str(default_model_path), backend="numpy", max_tokens=8)
+    chain = SamplerChain(registry().samplers, seed=0)
+    chain.set("temperature", 0)
+    with create_pipe_input() as pipe:
+        engine = Chat(settings, chain)
+        app = ChatApp(engine, console=Console(file=out, width=200), input=pipe, output=DummyOutput(), history=False)
+        engine.start(engine.plan(settings), background=True)
+        pipe.send_text("Name a colour.\r")
+        # Enter sends the offered message again (it waits for the rest of the load), then the chat goes on
+        typist = threading.Timer(2.0, pipe.send_text, args=("\rAnd a fruit?\r/context\r/history\r/quit\r",))
+        typist.start()
+        code = app.run()
+        typist.join()
+    text = out.getvalue()
+    assert code == 0 and "internal error" not in text and "the model is still loading (Ctrl-C stopped the wait)" in text, text
+    assert [m["content"] for m in app.session.messages if m["role"] == "user"] == ["Name a colour.", "And a fruit?"], text

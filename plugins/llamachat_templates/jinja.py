@@ -12,12 +12,22 @@ Special-token strings become ids only where the template emitted them: before re
 string inside message content is broken by an invisible sentinel, so after splitting the output on
 special strings every match is the template's own; the sentinels are then removed. (transformers does
 the same when asked, with `sanitize_control_tokens=True`.)
+
+A render's work is bounded (issue 15, item 5): the sandbox blocks attribute access but neither time
+nor output, and a template of two nested `range(100000)` loops printing nothing never returned. Every
+loop iteration and every call the template makes is a step (`Bounded`: each `for` loop's iterable is
+wrapped in a counting filter when the template is parsed, and the sandbox's `call` counts too), and a
+render that takes more than MAX_STEPS is refused in one line with `--template NAME` as the way out.
+Counting, not a clock: a time limit would need `signal.alarm` (main thread only; the chat renders in
+its loader thread too) or a subprocess per render, and would refuse a legitimate template on a loaded
+machine; a step count gives the same answer everywhere.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -28,6 +38,28 @@ from llamachat.templates import ChatContext, SegmentTemplate, check_dialog
 # Reasoning markers, as (opening, closing) tags, in the order they are looked for in a template.
 THINKING_TAGS = (("<think>", "</think>"), ("[THINK]", "[/THINK]"))
 OUT = "choose another template with --template NAME (/template NAME in a chat)"
+# Loop iterations + calls one render may take. A real template takes a few per message (the 12 of
+# tests/test_model_templates.py: at most ~40), so a million is ~25,000 messages' worth, and takes
+# about a second to reach here; two nested range(100000) loops are 10^10.
+MAX_STEPS = 1_000_000
+MAX_REPEAT = 1_000_000  # longest string or list `*` may build (`"x" * 10**9` would take the memory)
+_steps = threading.local()  # the steps left to the render running in this thread
+
+
+def _step(n: int = 1) -> None:
+    left = getattr(_steps, "left", MAX_STEPS) - n
+    _steps.left = left
+    if left < 0:
+        raise TemplateError(
+            f"the model's chat template runs without end (more than {MAX_STEPS:,} loop steps and calls for one conversation); {OUT}"
+        )
+
+
+def _counted(iterable: Any):
+    """A `for` loop's iterable, one step per item (the filter every loop's iterable is wrapped in)."""
+    for item in iterable:
+        _step()
+        yield item
 
 
 def _raise(message: str):
@@ -36,6 +68,9 @@ def _raise(message: str):
 
 def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys: bool = False) -> str:
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+COUNTED = "llamachat_counted"  # the filter wrapped around every loop's iterable
 
 
 @lru_cache(maxsize=1)
@@ -77,8 +112,34 @@ def environment():
             if isinstance(name, str) and name.startswith("_"):
                 raise jinja2.exceptions.SecurityError(f"chat templates cannot store underscore names on a namespace ({name!r})")
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
+    class Bounded(ImmutableSandboxedEnvironment):
+        """The sandbox, with every loop iteration and call counted against the render's steps."""
+
+        intercepted_binops = frozenset(["*", "**"])  # routed through call_binop, and never constant-folded
+
+        def _parse(self, source, name, filename):
+            tree = super()._parse(source, name, filename)
+            for loop in tree.find_all(jinja2.nodes.For):
+                loop.iter = jinja2.nodes.Filter(loop.iter, COUNTED, [], [], None, None, lineno=loop.lineno)
+            return tree
+
+        def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (the sandbox's own signature)
+            _step()
+            return super().call(__context, __obj, *args, **kwargs)
+
+        def call_binop(self, context, operator, left, right):
+            _step()
+            if operator == "*" and isinstance(right, int) and isinstance(left, (str, list, tuple)):
+                left, right = right, left
+            if operator == "*" and isinstance(left, int) and isinstance(right, (str, list, tuple)) and left * len(right) > MAX_REPEAT:
+                raise TemplateError(f"the model's chat template builds a sequence of {left * len(right):,} items; {OUT}")
+            if operator == "**" and isinstance(right, int) and abs(right) > 1000 and isinstance(left, int) and abs(left) > 1:
+                raise TemplateError(f"the model's chat template raises a number to the power {right:,}; {OUT}")
+            return super().call_binop(context, operator, left, right)
+
+    env = Bounded(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
     env.filters["tojson"] = _tojson
+    env.filters[COUNTED] = _counted
     env.globals.update(raise_exception=_raise, dict=dict, namespace=Namespace)
     return env
 
@@ -120,6 +181,7 @@ class Jinja(SegmentTemplate):
         from jinja2 import UndefinedError
 
         variables = (context or ChatContext()).variables()
+        _steps.left = MAX_STEPS
         try:
             return self.template.render(
                 messages=[dict(m) for m in messages],
@@ -138,6 +200,8 @@ class Jinja(SegmentTemplate):
             ) from None
         except JinjaError as e:
             raise TemplateError(f"the model's chat template failed ({e}); {OUT}") from None
+        except RecursionError:  # a macro or recursive loop that calls itself without end
+            raise TemplateError(f"the model's chat template recurses without end; {OUT}") from None
 
     def _missing(self, variables: dict[str, Any]) -> str:
         """The template's free variables that nobody sets, as a phrase ('the variable x')."""
