@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-
-from llamachat.protocols import ModelConfig
 from llamachat_torch import tp
 from llamachat_torch.model import TorchModel
+
+from llamachat.protocols import ModelConfig
 
 
 def random_model(kwargs: dict, seed: int = 0):
@@ -95,3 +98,26 @@ def test_world_larger_than_the_heads_is_one_line():
     config = ModelConfig(**config_kwargs(SHAPES["divisible"], False))
     with pytest.raises(ValueError, match=r"--tp 5 is more ranks than the model's 4 attention heads \(accepted: 1 to 4\)"):
         tp.shard(config, 5, 0)
+
+
+def llamachat(*args: str, home) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(home), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "llamachat", "--no-history", "--temp", "0", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=300)
+
+
+def test_cli_tp2_prints_the_one_process_reply_once(tiny_gguf, tmp_path):
+    _, _, path = tiny_gguf
+    args = ("--model", str(path), "--backend", "torch", "-n", "16", "-p", "Hello there")
+    one, two = llamachat(*args, "--tp", "1", home=tmp_path), llamachat(*args, "--tp", "2", home=tmp_path)
+    assert one.returncode == two.returncode == 0, two.stderr
+    assert two.stdout == one.stdout and one.stdout.strip()
+
+
+def test_cli_tp_refused_by_a_backend_that_cannot(tiny_gguf, tmp_path):
+    _, _, path = tiny_gguf
+    r = llamachat("--model", str(path), "--backend", "numpy", "--tp", "2", "-p", "hi", home=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        "llamachat: error: backend 'numpy' cannot run tensor parallel (--tp 2); accepted: --backend torch, or no --tp"
+    ]

@@ -17,6 +17,7 @@ load_state, drop and shutdown. Processes start through `torch.multiprocessing` (
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import signal
 import threading
@@ -305,26 +306,34 @@ def join(rank: int, world: int, host: str, port: int, store: dist.Store | None =
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=IDLE_TIMEOUT)
 
 
-def _worker(rank: int, world: int, port: int, factory: WeightsFactory, threads: int) -> None:
+def _worker(rank: int, world: int, port: int, factory: WeightsFactory, threads: int, config: ModelConfig) -> None:
     torch.set_num_threads(threads)
     join(rank, world, "127.0.0.1", port)
-    config, weights = factory()
+    _, weights = factory()  # rank 0's config: the chat may have changed it (the context)
     model, s = local_model(config, weights, world, rank)
     worker_loop(Executor(config, model, s, world))
     dist.destroy_process_group()
 
 
-def start(world: int, factory: WeightsFactory, threads: int = 1) -> TPRunner:
+def open_weights(path: str) -> tuple[ModelConfig, Mapping[str, Tensor]]:
+    """A rank's own view of the checkpoint (memory-mapped: it materialises only the slices it keeps)."""
+    from llamachat.checkpoints import open_checkpoint
+
+    checkpoint = open_checkpoint(path)
+    return checkpoint.config, checkpoint.weights
+
+
+def start(world: int, factory: WeightsFactory, threads: int = 1, local: tuple | None = None) -> TPRunner:
     """Rank 0 here, ranks 1..world-1 spawned (torch.multiprocessing, TCPStore on 127.0.0.1).
     `factory` (picklable) gives each rank the config and the weights it slices its share from."""
     import torch.multiprocessing as mp
 
-    config, weights = factory()
+    config, weights = local or factory()
     for r in range(world):
         shard(config, world, r)  # a world too large for the heads fails here, before anything starts
     store = dist.TCPStore("127.0.0.1", 0, world, is_master=True, timeout=timedelta(seconds=60), wait_for_workers=False)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(r, world, store.port, factory, threads), daemon=True) for r in range(1, world)]
+    procs = [ctx.Process(target=_worker, args=(r, world, store.port, factory, threads, config), daemon=True) for r in range(1, world)]
     for p in procs:
         p.start()
     join(0, world, "127.0.0.1", store.port, store=store)
@@ -335,4 +344,6 @@ def start(world: int, factory: WeightsFactory, threads: int = 1) -> TPRunner:
             p.join(timeout=30)
         dist.destroy_process_group()
 
-    return TPRunner(config, Executor(config, model, s, world), on_close=stop)
+    runner = TPRunner(config, Executor(config, model, s, world), on_close=stop)
+    atexit.register(runner.close)  # the chat lets the model go at exit: the workers leave their loop
+    return runner
