@@ -6,6 +6,7 @@ import functools
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -121,3 +122,31 @@ def test_cli_tp_refused_by_a_backend_that_cannot(tiny_gguf, tmp_path):
     assert r.stderr.strip().splitlines() == [
         "llamachat: error: backend 'numpy' cannot run tensor parallel (--tp 2); accepted: --backend torch, or no --tp"
     ]
+
+
+KILL_SCRIPT = """
+import functools, os, signal, sys, threading, time
+sys.path.insert(0, {tests!r})
+from test_tp import random_model, config_kwargs, SHAPES
+from llamachat_torch import tp
+runner = tp.start(2, functools.partial(random_model, config_kwargs(SHAPES["divisible"], False)))
+cache = runner.new_cache()
+print("started", flush=True)
+threading.Timer(0.3, os.kill, (runner.procs[0].pid, signal.SIGKILL)).start()
+while True:  # a reply: one token after another, until the cache is full
+    if len(cache) == cache.capacity:
+        cache.truncate(0)
+    runner.forward([1], cache)
+"""
+
+
+def test_a_worker_killed_mid_reply_ends_rank_0_in_one_line_within_the_bound():
+    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline() == "started\n"
+    killed = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - killed < 0.3 + 3  # the kill's delay, then the bound (POLL_S and the shutdown) with room for load
+    assert proc.returncode == 2
+    assert err.strip().splitlines() == ["llamachat: error: rank 1 of --tp 2 stopped (exit code -9); the chat cannot go on"]

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -36,6 +39,9 @@ from .model import TorchModel
 
 # Idle ranks wait in a broadcast while the user types: the collective's own timeout must outlast that.
 IDLE_TIMEOUT = timedelta(hours=24)
+# A dead rank is found by rank 0 polling its workers this often, not by a collective's timeout: the
+# chat ends within POLL_S + the time to stop the others (well under 2 s).
+POLL_S = 0.5
 
 
 def split(n: int, parts: int) -> list[tuple[int, int]]:
@@ -206,12 +212,16 @@ class Executor:
 
 
 def worker_loop(executor: Executor) -> None:
-    """A rank other than 0: execute rank 0's commands until it says shutdown."""
+    """A rank other than 0: execute rank 0's commands until it says shutdown. A failed collective
+    means rank 0 is gone (it prints the one line): leave quietly."""
     while True:
-        command = _broadcast()
-        if command[0] == "shutdown":
-            return
-        executor.run(*command)
+        try:
+            command = _broadcast()
+            if command[0] == "shutdown":
+                return
+            executor.run(*command)
+        except Exception:  # noqa: BLE001 - gloo's error when a peer's socket closes
+            os._exit(2)
 
 
 @contextmanager
@@ -274,8 +284,12 @@ class TPRunner:
 
     def _run(self, op: str, cid: int, *args):
         with sigint_held():
-            _broadcast((op, cid, *args))
-            return self.executor.run(op, cid, *args)
+            try:
+                _broadcast((op, cid, *args))
+                return self.executor.run(op, cid, *args)
+            except RuntimeError:  # a peer's socket closed: the watcher names the rank and ends the chat
+                time.sleep(4 * POLL_S)
+                raise
 
     def new_cache(self, capacity: int | None = None) -> TPCache:
         capacity = cache_capacity(self.config, capacity)
@@ -307,6 +321,8 @@ def join(rank: int, world: int, host: str, port: int, store: dist.Store | None =
 
 
 def _worker(rank: int, world: int, port: int, factory: WeightsFactory, threads: int, config: ModelConfig) -> None:
+    # Ctrl-C reaches every process of the terminal's group: only rank 0 acts on it, between passes
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     join(rank, world, "127.0.0.1", port)
     _, weights = factory()  # rank 0's config: the chat may have changed it (the context)
@@ -345,5 +361,24 @@ def start(world: int, factory: WeightsFactory, threads: int = 1, local: tuple | 
         dist.destroy_process_group()
 
     runner = TPRunner(config, Executor(config, model, s, world), on_close=stop)
+    runner.procs = procs
+    threading.Thread(target=_watch, args=(runner, procs), daemon=True, name="tp-watch").start()
     atexit.register(runner.close)  # the chat lets the model go at exit: the workers leave their loop
     return runner
+
+
+def _watch(runner: TPRunner, procs: list) -> None:
+    """Rank 0's watch over its workers: a rank that stops ends the chat on every rank, in one line."""
+    while not runner.closed:
+        for rank, p in enumerate(procs, 1):
+            if not p.is_alive() and not runner.closed:
+                print(
+                    f"llamachat: error: rank {rank} of --tp {runner.world} stopped (exit code {p.exitcode}); the chat cannot go on",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                for q in procs:
+                    if q.is_alive():
+                        q.kill()
+                os._exit(2)  # the main thread may be inside a collective that never returns
+        time.sleep(POLL_S)
