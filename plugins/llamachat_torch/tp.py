@@ -12,7 +12,8 @@ Rank 0 owns the chat and is the Runner (`TPRunner`); the other ranks run `worker
 what rank 0 broadcasts: new_cache, forward, truncate, state (gathered to rank 0 in the common layout
 [n_layers, n_kv_heads, tokens, head_dim], so a session saved with --tp 2 resumes with --tp 1),
 load_state, drop and shutdown. Processes start through `torch.multiprocessing` (spawn) with a
-`TCPStore` rendezvous on 127.0.0.1 (`start`), or under torchrun (env:// rendezvous).
+`TCPStore` rendezvous on 127.0.0.1 (`start`); each worker opens the checkpoint itself (memory-mapped)
+and keeps its slices. Not yet: torchrun / several machines, Meta's shards read rank by rank, CUDA/NCCL.
 """
 
 from __future__ import annotations
@@ -126,9 +127,13 @@ class AllReduced:
         self.model, self.w = model, w
         self.nbytes = w.nbytes
 
+    seconds = 0.0  # time in all-reduces on this rank (benchmarks/tp_decode.py reads it)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = self.model.linear(x, self.w).contiguous()
+        t = time.perf_counter()
         dist.all_reduce(y)
+        AllReduced.seconds += time.perf_counter() - t
         return y
 
 
