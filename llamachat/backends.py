@@ -96,7 +96,12 @@ def load_runner(backend: Backend, config: ModelConfig, weights: Mapping[str, Ten
     from .memory import check_fits
 
     options = {k: v for k, v in options.items() if v is not None}
-    if getattr(backend, "reads_file", False):
+    tp = options.get("tp", 1)
+    if tp > 1 and not getattr(backend, "tensor_parallel", False):
+        raise LlamachatError(f"backend {backend.name!r} cannot run tensor parallel (--tp {tp}); accepted: --backend torch, or no --tp")
+    if tp == 1:
+        options.pop("tp", None)
+    if getattr(backend, "reads_file", False) or tp > 1:  # tp: the other ranks open the checkpoint themselves
         options["source"] = source
     try:
         check_fits(backend, config, weights, options)

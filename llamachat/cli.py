@@ -79,6 +79,7 @@ def chat_parser() -> Parser:
     p.add_argument("--device", help="backend device (e.g. cpu, cuda, mps)")
     p.add_argument("--dtype", help="backend dtype (e.g. float32, float16, bfloat16)")
     p.add_argument("-t", "--threads", metavar="N", help="CPU threads for the backend's matrix products (default: its own choice)")
+    p.add_argument("--tp", metavar="N", help="tensor parallel over N processes on this machine (torch backend; see README)")
     p.add_argument("--quantize", metavar="KIND", help="weight-only quantization at load (torch: int4; default none)")
     p.add_argument("--context", metavar="N", help="context length in tokens (default: the model's)")
     p.add_argument("-c", "--continue", dest="continue_", action="store_true", help="continue the most recent chat")

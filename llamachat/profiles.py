@@ -202,7 +202,8 @@ def settings_from_profile(profile: dict[str, dict[str, Any]], name: str, args: A
         template=flag("template") or model.get("template"),
         device=flag("device") or backend.get("device"),
         dtype=flag("dtype") or backend.get("dtype"),
-        backend_extra=_backend_extra(backend, flag("threads"), flag("quantize")),
+        backend_extra=_backend_extra(backend, flag("threads"), flag("quantize"))
+        | ({"tp": as_int(flag("tp"), "--tp", 1)} if flag("tp") is not None else {}),
         system=flag("system") if flag("system") is not None else chat.get("system"),
         max_tokens=as_int(flag("max_tokens") if flag("max_tokens") is not None else chat.get("max_tokens", 1024), "--max-tokens", 1),
         context=as_int(flag("context"), "--context", 16) if flag("context") is not None else model.get("context"),

@@ -10,6 +10,7 @@ kernel with bfloat16 activations (int4.py).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,6 +74,7 @@ def pick_quantize(requested: str | None, device: str) -> bool:
 
 class TorchBackend:
     name = "torch"
+    tensor_parallel = True  # `tp = N`: tp.py, ranks 1..N-1 open `source` themselves
     description = "PyTorch: MPS, CUDA or CPU; float32, float16 or bfloat16"
 
     def available(self) -> tuple[bool, str]:
@@ -103,6 +105,13 @@ class TorchBackend:
             raise ValueError(f"quantize = 'int4' computes with bfloat16 activations (dtype {dtype!r} was asked for)")
         if options.get("threads"):
             torch.set_num_threads(int(options["threads"]))
+        if options.get("tp", 1) > 1:
+            from . import tp
+
+            if device != "cpu" or dtype != "float32" or int4:
+                raise ValueError("--tp runs float32 on the CPU (gloo) for now; accepted: --device cpu --dtype float32, no quantize")
+            threads = int(options.get("threads") or 1)
+            return tp.start(options["tp"], functools.partial(tp.open_weights, str(options["source"])), threads, local=(config, weights))
         return TorchModel(config, weights, torch.device(device), getattr(torch, dtype), int4=int4)
 
 
