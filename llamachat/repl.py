@@ -89,7 +89,9 @@ class ChatApp:
         session = self.session
         with no_echo(), ReplyPrinter(self.console, self.settings.markdown, session.think) as printer:  # echo.py: why
             reply = action(printer)  # the answer goes to printer.write, a reasoning model's reasoning to printer.think
-        if reply.interrupted:
+        if reply.unsent:  # Ctrl-C during the prompt: nothing was generated; the message is offered again
+            self._pending = reply.unsent
+        elif reply.interrupted:
             self.say("[interrupted: the partial reply is kept]", "yellow")
         for notice in reply.notices:
             self.say(notice, "yellow")

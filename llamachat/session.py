@@ -38,6 +38,7 @@ class Reply:
     interrupted: bool = False
     notices: list[str] = field(default_factory=list)  # one line each: warnings, what was dropped
     reasoning: str = ""
+    unsent: str = ""  # Ctrl-C came during the prompt: the message, to offer again (its evaluated part is cached)
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -258,6 +259,18 @@ class Session:
         )
         return [*head, *body, *newest], ids, [notice]
 
+    def _prefill_interrupted(self, stats: Stats, wanted: int, notices: list[str]) -> Reply:
+        """Ctrl-C before the first token: no empty reply is kept; the passes that completed stay in
+        the cache, the user's message stays last (the next ask replaces it), and the caller offers it
+        again, so sending it again costs only the rest."""
+        stats.prompt_tokens = max(0, len(self.cache) - stats.cached_tokens)  # evaluated and kept
+        unsent = self.messages[-1]["content"] if self.messages and self.messages[-1]["role"] == "user" else ""
+        notice = (
+            f"interrupted during the prompt: {stats.prompt_tokens} of {wanted} new tokens evaluated and kept in the cache; "
+            "no reply was kept, and your message is offered again (sending it costs only the rest)"
+        )
+        return Reply("", stats, True, [*notices, notice], unsent=unsent)
+
     def _splitter(self) -> ReasoningSplitter:
         """Where the reply's reasoning ends (and whether it starts inside it), for a reasoning template."""
         tags = getattr(self.model.template, "thinking_tags", None)
@@ -293,6 +306,8 @@ class Session:
         emit(text.flush(), final=True)
         self.ledger = history[: len(self.cache)]  # what the cache now holds
         self.used = len(history)
+        if interrupted and not stats.generated_tokens:
+            return self._prefill_interrupted(stats, len(new_ids), notices + warnings)
         message = {"role": "assistant", "content": text.text, "time": _now(), "stats": vars(stats).copy(), "interrupted": interrupted}
         if splitter.seen_reasoning:  # content stays as written, for the template; these are for people
             message |= {"reasoning": splitter.reasoning, "answer": splitter.answer}

@@ -222,3 +222,44 @@ def test_stop_strings_cut_the_reply(default_model):
 def test_empty_message_is_refused(tiny):
     with pytest.raises(LlamachatError, match="empty message"):
         Session(tiny, greedy()).ask("   \n")
+
+
+def test_ctrl_c_in_a_long_prompts_prefill_keeps_the_chunks_that_completed(tiny, monkeypatch):
+    """Issue 15 case 14: Ctrl-C inside the third pass of a chunked prefill (after layer 0 of that pass
+    wrote its keys) keeps the two passes before it, no empty reply, and the message to send again,
+    which then costs only the rest."""
+    from test_cache_extend import swap_last_down_projection
+
+    import llamachat.generate
+
+    monkeypatch.setattr(llamachat.generate, "PREFILL_CHUNK", 16)
+    s = Session(tiny, greedy(), max_tokens=4, context=400)
+    s.ask("hi")
+    before = list(s.messages)
+    runner, real, calls = tiny.runner, tiny.runner.forward, []
+
+    def forward(ids, cache, **kw):
+        calls.append(len(ids))
+        if len(calls) == 3:  # the third chunk: Ctrl-C inside its forward pass
+            original = swap_last_down_projection(runner, "numpy")
+            try:
+                return real(ids, cache, **kw)
+            finally:
+                swap_last_down_projection(runner, "numpy", original)
+        return real(ids, cache, **kw)
+
+    message = "tell me a long story about dragons " * 12
+    monkeypatch.setattr(runner, "forward", forward)
+    r = s.ask(message)
+    monkeypatch.setattr(runner, "forward", real)
+    assert calls[:3] == [16, 16, 16]
+    assert r.interrupted and r.text == "" and r.unsent == message
+    assert r.stats.prompt_tokens == 32 and r.stats.generated_tokens == 0
+    assert any("interrupted during the prompt: 32 of" in n for n in r.notices)
+    assert s.messages == [*before, {**s.messages[-1], "role": "user", "content": message}]  # no empty reply
+    assert_cache_is_fresh_prefill(s)
+    cached = len(s.ledger)
+    again = s.ask(r.unsent)
+    assert again.stats.cached_tokens == cached and not again.interrupted
+    assert [m["role"] for m in s.messages] == ["user", "assistant", "user", "assistant"]
+    assert_cache_is_fresh_prefill(s)
