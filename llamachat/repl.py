@@ -272,7 +272,7 @@ class SlashCompleter(Completer):
                 if self.app.loaded
                 else {p.name for s in registry().samplers.values() for p in s.params}
             )
-            return sorted(params | {"max_tokens", "lookup"})
+            return sorted(params | {"max_tokens", "lookup", "overflow_free"})
         if kind == "backend":
             return sorted(registry().backends)
         if kind == "template":

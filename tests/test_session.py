@@ -113,12 +113,13 @@ def run_actions(s: Session, actions) -> None:
         except LlamachatError:
             pass  # nothing to undo/retry, or a message that cannot fit: the state must still hold
         assert_cache_is_fresh_prefill(s)
-        # The cache never holds more than the context. (Not: "the closed conversation always fits". A
-        # reply's text can re-encode to more tokens than were sampled, and the template closes it with
-        # </s>: 'hi', 'ok ' * 12, 'hi', 'tell me a long story about dragons' at context 96 leaves a
-        # 94-token ledger whose conversation encodes to 99, on main's code too. The next message is
-        # fitted as the overflow policy says, which test_overflow_* check.)
         assert len(s.ledger) <= s.context
+        # With drop-oldest the conversation as the template encodes it fits too, after a reply that
+        # re-encodes longer than it was sampled (the template's </s> after it: 'hi', 'ok ' * 12, 'hi',
+        # 'tell me a long story about dragons' at context 96 came to 99). Under stop the next message
+        # is refused, as the policy says (test_overflow_stop_sends_nothing).
+        if s.overflow == "drop-oldest" and any(m["role"] == "user" for m in s.messages):
+            assert len(s.encode(add_generation_prompt=s.messages[-1]["role"] == "user")) <= s.context
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -173,6 +174,44 @@ def test_the_markdown_transcript_is_the_whole_conversation(tiny):
     assert positions == sorted(positions) and md.index("sys") < positions[0]
     assert md.count("*(dropped from the model's context to fit it)*") == len(s.dropped)
     assert md.count("**Assistant**") == 8
+
+
+def test_a_reply_that_re_encodes_longer_is_fitted_after_the_turn(tiny):
+    """Issue 15: the closed conversation came to 99 tokens at context 96 (the reply re-encoded plus
+    </s>): with drop-oldest, the oldest exchange is dropped after the turn and the notice says so."""
+    s = Session(tiny, SamplerChain(registry().samplers, ["temperature"], seed=3), max_tokens=8, context=96)
+    notices = []
+    for text in ["hi", "ok " * 12, "hi", "tell me a long story about dragons"]:
+        notices += s.ask(text).notices
+    assert len(s.encode(add_generation_prompt=False)) <= s.context
+    assert any(n.startswith("context full: dropped the oldest") for n in notices)
+    assert_cache_is_fresh_prefill(s)
+
+
+def test_a_full_context_frees_the_share_overflow_free_asks(tiny):
+    """A full context drops in large steps (overflow_free of the room), so the conversation is
+    evaluated again once every several turns, not at every turn as when dropping just enough (0)."""
+
+    def drops(share: float) -> tuple[int, list[int]]:
+        s = Session(tiny, greedy(), max_tokens=8, context=200, system="sys", overflow_free=share)
+        dropping, sizes = 0, []
+        for i in range(24):
+            r = s.ask(f"message number {i} with some words in it")
+            dropping += any(n.startswith("context full") for n in r.notices)
+            if any(n.startswith("context full") for n in r.notices):
+                sizes.append(len(s.encode(add_generation_prompt=False)))
+        assert_cache_is_fresh_prefill(s)
+        return dropping, sizes
+
+    every_turn, _ = drops(0)
+    halves, sizes = drops(0.5)
+    assert halves >= 1 and halves * 3 <= every_turn
+    assert all(n <= 200 * 0.5 + 30 for n in sizes)  # about half the room left after each drop (plus a reply)
+
+
+def test_overflow_free_is_checked(tiny):
+    with pytest.raises(LlamachatError, match="overflow_free takes a number from 0 to 0.9"):
+        Session(tiny, greedy(), overflow_free=1.5)
 
 
 def test_overflow_stop_sends_nothing(tiny):
