@@ -131,6 +131,7 @@ class Chat:
                 max_tokens=s.max_tokens,
                 context=s.context,
                 overflow=s.overflow,
+                overflow_free=s.overflow_free,
                 stop=s.stop,
                 lookup=s.lookup,
             )
@@ -140,6 +141,7 @@ class Chat:
             max_tokens=carry.max_tokens,
             context=s.context,
             overflow=carry.overflow,
+            overflow_free=carry.overflow_free,
             stop=carry.stop_strings,
             lookup=carry.lookup,
         )
@@ -192,6 +194,7 @@ class Chat:
         session = self.wait()
         session.chain.configure(profile["sampler"], source=f"profile {name}")
         session.max_tokens, session.overflow, session.lookup = new.max_tokens, new.overflow, new.lookup
+        session.overflow_free = new.overflow_free
         if new.system != session.system:
             session.set_system(new.system)
         self.settings = new

@@ -83,11 +83,16 @@ def cmd_set(chat: ChatLike, arg: str) -> None:
         return cmd_max_tokens(chat, value.strip())
     if name == "lookup":
         return cmd_lookup(chat, value.strip())
+    if name == "overflow_free":
+        from .session import check_overflow_free
+
+        chat.session.overflow_free = check_overflow_free(value.strip())
+        return chat.say(f"overflow_free set to {chat.session.overflow_free:g}")
     params = chat.session.chain.params
     if name not in params:
-        close = difflib.get_close_matches(name, list(params) + ["max_tokens", "lookup"], n=1)
+        close = difflib.get_close_matches(name, list(params) + ["max_tokens", "lookup", "overflow_free"], n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
-        raise LlamachatError(f"unknown parameter {name!r}{hint} (known: {', '.join(sorted(params))}, max_tokens, lookup)")
+        raise LlamachatError(f"unknown parameter {name!r}{hint} (known: {', '.join(sorted(params))}, max_tokens, lookup, overflow_free)")
     set_param(chat, name, value.strip())
 
 
@@ -210,7 +215,7 @@ def cmd_context(chat: ChatLike, arg: str) -> None:
     ids = s.encode(add_generation_prompt=s.messages[-1]["role"] == "user") if any(m["role"] == "user" for m in s.messages) else []
     chat.say(
         f"context: {len(ids)} of {s.context} tokens used by the conversation, {len(s.ledger)} in the KV cache, "
-        f"{s.max_tokens} kept for a reply; overflow policy {s.overflow}"
+        f"{s.max_tokens} kept for a reply; overflow policy {s.overflow} (overflow_free {s.overflow_free:g})"
     )
 
 

@@ -7,10 +7,25 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .lookup import draft
 from .protocols import Cache, Runner
 from .sampling import SamplerChain
+
+# A long prompt is evaluated in passes of this many tokens: each completed pass is committed to the
+# cache (CacheLength.extend), so Ctrl-C during a long prefill keeps what was evaluated before it.
+PREFILL_CHUNK = 512
+
+
+def prefill(runner: Runner, cache: Cache, ids: Sequence[int], chunk: int | None = None) -> Any:
+    """Evaluate `ids` into `cache` in passes of `chunk` tokens (default PREFILL_CHUNK); the last
+    pass's logits. Interrupted, the cache holds the passes that completed."""
+    chunk = chunk or PREFILL_CHUNK
+    ids = list(ids)
+    for start in range(0, len(ids) - chunk, chunk):
+        runner.forward(ids[start : start + chunk], cache)
+    return runner.forward(ids[(max(len(ids) - 1, 0) // chunk) * chunk :], cache)
 
 
 @dataclass
@@ -70,7 +85,7 @@ def generate(
     stats.prompt_tokens, stats.cached_tokens = len(new_ids), len(cache)
     stops = set(stop_ids)
     start = time.perf_counter()
-    rows = [runner.forward(list(new_ids), cache)]  # rows[i]: the logits after drafts[:i]
+    rows = [prefill(runner, cache, new_ids)]  # rows[i]: the logits after drafts[:i]
     drafts: list[int] = []  # evaluated into the cache after the last emitted token, not yet drawn
     held = len(cache)  # the cache's tokens that are history's (the rest: drafts not drawn yet)
     stats.prefill_s = time.perf_counter() - start

@@ -33,7 +33,15 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "model": {"path": (str,), "template": (str,), "context": (int,)},
     "backend": {"name": (str,), "device": (str,), "dtype": (str,), "threads": (int,), "quantize": (str,), "context": (int,)},
     "sampler": {"chain": (list,), "seed": (int,)},
-    "chat": {"system": (str,), "max_tokens": (int,), "stop": (list, str), "markdown": (bool,), "overflow": (str,), "lookup": (int,)},
+    "chat": {
+        "system": (str,),
+        "max_tokens": (int,),
+        "stop": (list, str),
+        "markdown": (bool,),
+        "overflow": (str,),
+        "lookup": (int,),
+        "overflow_free": (float, int),
+    },
 }
 OVERFLOW = ("drop-oldest", "stop")
 
@@ -136,6 +144,10 @@ def _check_values(data: dict[str, Any], source: str) -> None:
     overflow = chat.get("overflow")
     if overflow is not None and overflow not in OVERFLOW:
         raise LlamachatError(f"{source}: [chat] overflow must be one of {', '.join(OVERFLOW)}, got {overflow!r}")
+    if "overflow_free" in chat:
+        from .session import check_overflow_free
+
+        check_overflow_free(chat["overflow_free"], f"{source}: [chat] overflow_free")
     lookup = data.get("chat", {}).get("lookup")
     if lookup is not None:
         try:
@@ -178,6 +190,7 @@ class ChatSettings:
     max_tokens: int = 1024
     context: int | None = None
     overflow: str = "drop-oldest"
+    overflow_free: float = 0.5  # drop-oldest frees this share of the context when it fills
     lookup: int | None = None  # lookup decoding's draft tokens; None: the backend's default
     markdown: bool = True
     stop: list[str] = field(default_factory=list)
@@ -208,6 +221,7 @@ def settings_from_profile(profile: dict[str, dict[str, Any]], name: str, args: A
         max_tokens=as_int(flag("max_tokens") if flag("max_tokens") is not None else chat.get("max_tokens", 1024), "--max-tokens", 1),
         context=as_int(flag("context"), "--context", 16) if flag("context") is not None else model.get("context"),
         overflow=chat.get("overflow", "drop-oldest"),
+        overflow_free=float(chat.get("overflow_free", 0.5)),
         lookup=parse_lookup(flag("lookup"), "--lookup") if flag("lookup") is not None else chat.get("lookup"),
         markdown=chat.get("markdown", True),
         stop=[stop] if isinstance(stop, str) else list(stop),

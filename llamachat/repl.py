@@ -92,7 +92,9 @@ class ChatApp:
         session = self.session
         with no_echo(), ReplyPrinter(self.console, self.settings.markdown, session.think) as printer:  # echo.py: why
             reply = action(printer)  # the answer goes to printer.write, a reasoning model's reasoning to printer.think
-        if reply.interrupted:
+        if reply.unsent:  # Ctrl-C during the prompt: nothing was generated; the message is offered again
+            self._pending = reply.unsent
+        elif reply.interrupted:
             self.say("[interrupted: the partial reply is kept]", "yellow")
         for notice in reply.notices:
             self.say(notice, "yellow")
@@ -273,7 +275,7 @@ class SlashCompleter(Completer):
                 if self.app.loaded
                 else {p.name for s in registry().samplers.values() for p in s.params}
             )
-            return sorted(params | {"max_tokens", "lookup"})
+            return sorted(params | {"max_tokens", "lookup", "overflow_free"})
         if kind == "backend":
             return sorted(registry().backends)
         if kind == "template":

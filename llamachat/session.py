@@ -19,7 +19,7 @@ from typing import Any
 
 from .api import Model
 from .errors import LlamachatError
-from .generate import Stats
+from .generate import Stats, prefill
 from .lookup import default_lookup
 from .protocols import TemplateError
 from .reasoning import ReasoningSplitter, starts_inside
@@ -38,6 +38,18 @@ class Reply:
     interrupted: bool = False
     notices: list[str] = field(default_factory=list)  # one line each: warnings, what was dropped
     reasoning: str = ""
+    unsent: str = ""  # Ctrl-C came during the prompt: the message, to offer again (its evaluated part is cached)
+
+
+def check_overflow_free(value: Any, name: str = "overflow_free") -> float:
+    """The share of the room to free when the context fills: a number from 0 to 0.9."""
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        share = -1.0
+    if isinstance(value, bool) or not 0 <= share <= 0.9:
+        raise LlamachatError(f"{name} takes a number from 0 to 0.9 (the share of the context to free when it fills), got {value!r}")
+    return share
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -95,11 +107,16 @@ class Session:
         overflow: str = "drop-oldest",
         stop: Sequence[str] = (),
         lookup: int | None = None,
+        overflow_free: float = 0.5,
     ):
         if overflow not in OVERFLOW_POLICIES:
             raise LlamachatError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {overflow!r}")
         self.model, self.chain = model, chain
         self.max_tokens, self.overflow = max_tokens, overflow
+        # drop-oldest frees this share of the room (context less max_tokens) when the context fills:
+        # dropping changes the prefix right after the system prompt, so the rest is evaluated again,
+        # once every many turns rather than at every turn (0: drop only what the new message needs)
+        self.overflow_free = check_overflow_free(overflow_free)
         self.stop_strings: list[str] = list(stop)  # a reply also ends at any of these (/stop)
         self.lookup = lookup  # draft tokens a pass checks (lookup.py); None: the backend's default
         self.context = min(context or model.config.context_length, model.config.context_length)
@@ -161,8 +178,11 @@ class Session:
         keep = common_prefix(self.ledger, ids)
         self.keep(keep)
         if evaluate and len(ids) > keep:
-            self.model.runner.forward(ids[keep:], self.cache)
-            self.ledger = list(ids)
+            ids = ids[: self.cache.capacity]  # a conversation over the context: the next ask fits it
+            try:
+                prefill(self.model.runner, self.cache, ids[keep:])
+            finally:
+                self.ledger = ids[: len(self.cache)]  # the passes that completed, if interrupted
 
     # -- turns ------------------------------------------------------------------------------------
     def ask(self, text: str, on_text: OnText = None, on_reasoning: OnText = None) -> Reply:
@@ -243,20 +263,59 @@ class Session:
                 f"the conversation ({len(ids)} tokens + {self.max_tokens} for the reply) would overflow the context ({self.context}); "
                 "nothing was sent: /undo or /reset to make room, or use a profile with a larger context"
             )
-        body = messages[len(head) : -1]
+        kept, ids, notice = self._drop_oldest(head, messages[len(head) : -1], newest, self.context - self.max_tokens)
+        return kept, ids, [notice]
+
+    def _drop_oldest(
+        self, head: list[dict[str, Any]], body: list[dict[str, Any]], newest: list[dict[str, Any]], room: int
+    ) -> tuple[list[dict[str, Any]], list[int], str]:
+        """Drop the oldest exchanges of `body` until head + body + newest takes at most `room` tokens
+        less the share `overflow_free` asks to free (never fewer than needed to fit `room`)."""
+        target = int(room * (1 - self.overflow_free))
         dropped: list[dict[str, Any]] = []
-        while body:
+        ids = self.encode([*head, *body, *newest], add_generation_prompt=newest[-1]["role"] == "user")
+        while body and (len(ids) > target or not dropped):
             dropped += body[:2]  # the oldest exchange: a user message and its reply
             body = body[2:]
-            ids = self.encode([*head, *body, *newest])
-            if self._fits(ids):
-                break
+            ids = self.encode([*head, *body, *newest], add_generation_prompt=newest[-1]["role"] == "user")
         self.dropped += dropped
         n = len([m for m in dropped if m["role"] == "user"])
+        users = [m for m in dropped if m["role"] == "user"]
+        span = f"{_preview(users[0]['content'], 24)} to {_preview(users[-1]['content'], 24)}" if users else ""
         notice = (
-            f"context full: dropped the oldest {n} exchange{'s' if n != 1 else ''} ({len(dropped)} messages) to fit {self.context} tokens"
+            f"context full: dropped the oldest {n} exchange{'s' if n != 1 else ''} ({len(dropped)} messages{', ' + span if span else ''}) "
+            f"to fit {self.context} tokens; the conversation now takes {len(ids)} (overflow_free {self.overflow_free:g}), "
+            "and what follows the system prompt was evaluated again"
         )
-        return [*head, *body, *newest], ids, [notice]
+        return [*head, *body, *newest], ids, notice
+
+    def _prefill_interrupted(self, stats: Stats, wanted: int, notices: list[str]) -> Reply:
+        """Ctrl-C before the first token: no empty reply is kept; the passes that completed stay in
+        the cache, the user's message stays last (the next ask replaces it), and the caller offers it
+        again, so sending it again costs only the rest."""
+        stats.prompt_tokens = max(0, len(self.cache) - stats.cached_tokens)  # evaluated and kept
+        unsent = self.messages[-1]["content"] if self.messages and self.messages[-1]["role"] == "user" else ""
+        notice = (
+            f"interrupted during the prompt: {stats.prompt_tokens} of {wanted} new tokens evaluated and kept in the cache; "
+            "no reply was kept, and your message is offered again (sending it costs only the rest)"
+        )
+        return Reply("", stats, True, [*notices, notice], unsent=unsent)
+
+    def _fit_closed(self) -> list[str]:
+        """A reply re-encoded (the template closing it, its text tokenized afresh) can take more tokens
+        than were sampled and overflow the context; with drop-oldest, drop again now, so the closed
+        conversation always fits (a backend switch or /load evaluates it whole). Under stop, the next
+        message is refused as the policy says."""
+        if self.overflow != "drop-oldest" or len(self.encode(add_generation_prompt=False)) <= self.context:
+            return []
+        head = self.messages[:1] if self.messages[0]["role"] == "system" else []
+        last = self.messages[-2:] if len(self.messages) - len(head) >= 2 else self.messages[-1:]
+        body = self.messages[len(head) : len(self.messages) - len(last)]
+        if not body:
+            return []
+        self.messages, _, notice = self._drop_oldest(head, body, last, self.context)
+        self.resync()
+        return [notice]
 
     def _splitter(self) -> ReasoningSplitter:
         """Where the reply's reasoning ends (and whether it starts inside it), for a reasoning template."""
@@ -293,10 +352,13 @@ class Session:
         emit(text.flush(), final=True)
         self.ledger = history[: len(self.cache)]  # what the cache now holds
         self.used = len(history)
+        if interrupted and not stats.generated_tokens:
+            return self._prefill_interrupted(stats, len(new_ids), notices + warnings)
         message = {"role": "assistant", "content": text.text, "time": _now(), "stats": vars(stats).copy(), "interrupted": interrupted}
         if splitter.seen_reasoning:  # content stays as written, for the template; these are for people
             message |= {"reasoning": splitter.reasoning, "answer": splitter.answer}
         self.messages.append(message)
+        notices = notices + self._fit_closed()
         self.totals["prompt_new"] += stats.prompt_tokens
         self.totals["prompt_cached"] += stats.cached_tokens
         self.totals["generated"] += stats.generated_tokens

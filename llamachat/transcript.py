@@ -379,13 +379,14 @@ def list_sessions() -> list[dict[str, Any]]:
             _check_record(record, path)
         except (OSError, ValueError, LlamachatError):
             continue
-        users = [m for m in record["messages"] if m["role"] == "user"]
+        users = [m for m in record.get("messages", []) if m["role"] == "user"]
+        model, saved = record.get("model"), record.get("saved")  # display only: a damaged one shows "?"
         found.append(
             {
                 "name": path.stem,
-                "saved": record.get("saved", ""),
+                "saved": saved if isinstance(saved, str) else "",
                 "mtime": path.stat().st_mtime,
-                "model": record.get("model", {}).get("name", "?"),
+                "model": str(model.get("name", "?")) if isinstance(model, dict) else "?",
                 "turns": len(users),
                 "first": users[0]["content"][:60] if users else "",
                 "cache": path.with_name(path.stem + ".kv.safetensors").is_file(),
@@ -423,7 +424,7 @@ def restore(session, saved: SavedSession) -> str:
     """Put a saved conversation into `session`: with a matching fingerprint and cache, the cache is
     reused as saved; otherwise the conversation is re-evaluated on the next turn. Returns a notice."""
     record = saved.record
-    messages = [dict(m) for m in record["messages"]]
+    messages = [dict(m) for m in record.get("messages", [])]  # checked by read (_check_record)
     if any(m["role"] == "user" for m in messages):  # the dialog as this chat's template takes it, before anything is replaced
         try:
             session.encode(messages, add_generation_prompt=messages[-1]["role"] == "user")
@@ -433,7 +434,8 @@ def restore(session, saved: SavedSession) -> str:
     session.dropped = list(record.get("dropped", []))
     restore_chat_context(session, record.get("chat"))
     session.keep(0)
-    theirs, ours = record.get("fingerprint", {}), fingerprint(session.model)
+    theirs, ours = record.get("fingerprint"), fingerprint(session.model)
+    theirs = theirs if isinstance(theirs, dict) else {}  # a damaged fingerprint matches nothing: re-evaluate
     ledger = record.get("ledger", [])
     refused = ""
     if saved.cache_state is not None and theirs == ours and _cached_tokens(saved.cache_state) in (None, len(ledger)):

@@ -113,12 +113,13 @@ def run_actions(s: Session, actions) -> None:
         except LlamachatError:
             pass  # nothing to undo/retry, or a message that cannot fit: the state must still hold
         assert_cache_is_fresh_prefill(s)
-        # The cache never holds more than the context. (Not: "the closed conversation always fits". A
-        # reply's text can re-encode to more tokens than were sampled, and the template closes it with
-        # </s>: 'hi', 'ok ' * 12, 'hi', 'tell me a long story about dragons' at context 96 leaves a
-        # 94-token ledger whose conversation encodes to 99, on main's code too. The next message is
-        # fitted as the overflow policy says, which test_overflow_* check.)
         assert len(s.ledger) <= s.context
+        # With drop-oldest the conversation as the template encodes it fits too, after a reply that
+        # re-encodes longer than it was sampled (the template's </s> after it: 'hi', 'ok ' * 12, 'hi',
+        # 'tell me a long story about dragons' at context 96 came to 99). Under stop the next message
+        # is refused, as the policy says (test_overflow_stop_sends_nothing).
+        if s.overflow == "drop-oldest" and any(m["role"] == "user" for m in s.messages):
+            assert len(s.encode(add_generation_prompt=s.messages[-1]["role"] == "user")) <= s.context
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -175,6 +176,44 @@ def test_the_markdown_transcript_is_the_whole_conversation(tiny):
     assert md.count("**Assistant**") == 8
 
 
+def test_a_reply_that_re_encodes_longer_is_fitted_after_the_turn(tiny):
+    """Issue 15: the closed conversation came to 99 tokens at context 96 (the reply re-encoded plus
+    </s>): with drop-oldest, the oldest exchange is dropped after the turn and the notice says so."""
+    s = Session(tiny, SamplerChain(registry().samplers, ["temperature"], seed=3), max_tokens=8, context=96)
+    notices = []
+    for text in ["hi", "ok " * 12, "hi", "tell me a long story about dragons"]:
+        notices += s.ask(text).notices
+    assert len(s.encode(add_generation_prompt=False)) <= s.context
+    assert any(n.startswith("context full: dropped the oldest") for n in notices)
+    assert_cache_is_fresh_prefill(s)
+
+
+def test_a_full_context_frees_the_share_overflow_free_asks(tiny):
+    """A full context drops in large steps (overflow_free of the room), so the conversation is
+    evaluated again once every several turns, not at every turn as when dropping just enough (0)."""
+
+    def drops(share: float) -> tuple[int, list[int]]:
+        s = Session(tiny, greedy(), max_tokens=8, context=200, system="sys", overflow_free=share)
+        dropping, sizes = 0, []
+        for i in range(24):
+            r = s.ask(f"message number {i} with some words in it")
+            dropping += any(n.startswith("context full") for n in r.notices)
+            if any(n.startswith("context full") for n in r.notices):
+                sizes.append(len(s.encode(add_generation_prompt=False)))
+        assert_cache_is_fresh_prefill(s)
+        return dropping, sizes
+
+    every_turn, _ = drops(0)
+    halves, sizes = drops(0.5)
+    assert halves >= 1 and halves * 3 <= every_turn
+    assert all(n <= 200 * 0.5 + 30 for n in sizes)  # about half the room left after each drop (plus a reply)
+
+
+def test_overflow_free_is_checked(tiny):
+    with pytest.raises(LlamachatError, match="overflow_free takes a number from 0 to 0.9"):
+        Session(tiny, greedy(), overflow_free=1.5)
+
+
 def test_overflow_stop_sends_nothing(tiny):
     s = Session(tiny, greedy(), max_tokens=8, context=80, overflow="stop")
     with pytest.raises(LlamachatError, match="would overflow the context .* nothing was sent: /undo or /reset"):
@@ -222,3 +261,44 @@ def test_stop_strings_cut_the_reply(default_model):
 def test_empty_message_is_refused(tiny):
     with pytest.raises(LlamachatError, match="empty message"):
         Session(tiny, greedy()).ask("   \n")
+
+
+def test_ctrl_c_in_a_long_prompts_prefill_keeps_the_chunks_that_completed(tiny, monkeypatch):
+    """Issue 15 case 14: Ctrl-C inside the third pass of a chunked prefill (after layer 0 of that pass
+    wrote its keys) keeps the two passes before it, no empty reply, and the message to send again,
+    which then costs only the rest."""
+    from test_cache_extend import swap_last_down_projection
+
+    import llamachat.generate
+
+    monkeypatch.setattr(llamachat.generate, "PREFILL_CHUNK", 16)
+    s = Session(tiny, greedy(), max_tokens=4, context=400)
+    s.ask("hi")
+    before = list(s.messages)
+    runner, real, calls = tiny.runner, tiny.runner.forward, []
+
+    def forward(ids, cache, **kw):
+        calls.append(len(ids))
+        if len(calls) == 3:  # the third chunk: Ctrl-C inside its forward pass
+            original = swap_last_down_projection(runner, "numpy")
+            try:
+                return real(ids, cache, **kw)
+            finally:
+                swap_last_down_projection(runner, "numpy", original)
+        return real(ids, cache, **kw)
+
+    message = "tell me a long story about dragons " * 12
+    monkeypatch.setattr(runner, "forward", forward)
+    r = s.ask(message)
+    monkeypatch.setattr(runner, "forward", real)
+    assert calls[:3] == [16, 16, 16]
+    assert r.interrupted and r.text == "" and r.unsent == message
+    assert r.stats.prompt_tokens == 32 and r.stats.generated_tokens == 0
+    assert any("interrupted during the prompt: 32 of" in n for n in r.notices)
+    assert s.messages == [*before, {**s.messages[-1], "role": "user", "content": message}]  # no empty reply
+    assert_cache_is_fresh_prefill(s)
+    cached = len(s.ledger)
+    again = s.ask(r.unsent)
+    assert again.stats.cached_tokens == cached and not again.interrupted
+    assert [m["role"] for m in s.messages] == ["user", "assistant", "user", "assistant"]
+    assert_cache_is_fresh_prefill(s)
