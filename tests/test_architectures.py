@@ -15,7 +15,7 @@ from llamachat.errors import LlamachatError
 
 IDS = [1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889] * 3  # longer than every window
 RUNNABLE = sorted(name for name, spec in ARCH_SPECS.items() if spec.longrope_original is None)
-BACKENDS = {"numpy": {}, "numpy-plain": {"plain": True}}
+BACKENDS = {"numpy": {}, "numpy-plain": {"plain": True}, "torch": {"device": "cpu"}, "mlx": {"device": "cpu"}}
 
 
 @pytest.fixture(scope="module", params=RUNNABLE)

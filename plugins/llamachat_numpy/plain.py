@@ -26,13 +26,6 @@ from .model import KVCache
 LAYER_WEIGHTS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
 
 
-def switch_weights(config: ModelConfig) -> tuple[str, ...]:
-    """The per-layer weights the architecture switches add (protocols.py)."""
-    return (("attn_q.bias", "attn_k.bias", "attn_v.bias") if config.qkv_bias else ()) + (
-        ("attn_q_norm", "attn_k_norm") if config.qk_norm else ()
-    )
-
-
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     """x / sqrt(mean(x^2) + eps) * weight, over the last axis."""
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps)) * weight
@@ -63,7 +56,7 @@ class PlainModel:
 
     def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor]):
         self.config = c = config
-        names = LAYER_WEIGHTS + switch_weights(c)
+        names = LAYER_WEIGHTS + c.switch_weights()
         self.layers = [{name: as_float32(weights[f"blk.{i}.{name}"]) for name in names} for i in range(c.n_layers)]
         self.token_embd = as_float32(weights["token_embd"])  # [V, D]
         self.output_norm = as_float32(weights["output_norm"])  # [D]
