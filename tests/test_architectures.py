@@ -8,10 +8,13 @@ import json
 
 import numpy as np
 import pytest
-from tiny_models import ARCH_SPECS, hf_logits, hf_model, write_hf
+from tiny_models import ARCH_SPECS, DATA, hf_logits, hf_model, write_hf
 
 import llamachat
+from llamachat.checkpoints import read_config_only
+from llamachat.costs import param_counts
 from llamachat.errors import LlamachatError
+from llamachat.info import report
 
 IDS = [1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889] * 3  # longer than every window
 RUNNABLE = sorted(name for name, spec in ARCH_SPECS.items() if spec.longrope_original is None)
@@ -70,3 +73,22 @@ def test_bad_configs_refused_in_one_line(tmp_path, changes, words):
     with pytest.raises(LlamachatError) as e:
         llamachat.load(path, "numpy")
     assert words in str(e.value) and "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+CONFIGS = DATA / "arch-configs"  # the published config.json of each model (see tests/data/README.md)
+
+
+@pytest.mark.parametrize("model", sorted(p.name for p in CONFIGS.iterdir() if p.is_dir()))
+def test_info_counts_match_transformers(model):
+    """`info`'s count from config.json alone equals transformers' own count of the model built from the
+    same file on the meta device (no memory): biases and q/k norms included, a tied head once."""
+    import torch
+    import transformers
+
+    directory = CONFIGS / model
+    counted = read_config_only(directory).config
+    hf_config = transformers.AutoConfig.from_pretrained(directory)
+    with torch.device("meta"):
+        built = transformers.AutoModelForCausalLM.from_config(hf_config)
+    assert param_counts(counted).total == sum(p.numel() for p in built.parameters())
+    assert report(counted)["architecture"]["arch"] == hf_config.model_type
