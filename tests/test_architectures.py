@@ -92,3 +92,19 @@ def test_info_counts_match_transformers(model):
         built = transformers.AutoModelForCausalLM.from_config(hf_config)
     assert param_counts(counted).total == sum(p.numel() for p in built.parameters())
     assert report(counted)["architecture"]["arch"] == hf_config.model_type
+
+
+@pytest.mark.parametrize("name", ["qwen2-swa", "qwen3", "phi3", "mistral-swa"])
+def test_convert_to_hf_is_read_by_transformers(tmp_path, name):
+    """convert --to hf writes the family's own model_type, biases, norms and fused Phi-3 weights:
+    transformers loads the folder and gives the source model's logits (an outside reader)."""
+    import transformers
+
+    from llamachat.convert import convert
+
+    spec = ARCH_SPECS[name]
+    hf = hf_model(spec, seed=11)
+    out = convert(write_hf(tmp_path / "src", hf), tmp_path / "out", "hf", dtype="f32")
+    assert json.loads((out / "config.json").read_text())["model_type"] == spec.arch
+    again = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager").float().eval()
+    assert np.abs(hf_logits(again, IDS) - hf_logits(hf, IDS)).max() < 1e-4

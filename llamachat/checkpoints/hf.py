@@ -8,14 +8,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import LlamachatError
-from ..protocols import ARCHITECTURES, ModelConfig, RopeScaling, Tensor
+from ..protocols import ARCHITECTURES, ModelConfig, QuantizedTensor, RopeScaling, Tensor
 from ..rope import llama3_divisors
 from .layouts import HF, split_rows, to_canonical, with_tied
 from .names import display_name
 from .safetensors_file import read_safetensors
 
 INDEX = "model.safetensors.index.json"
+HF_CLASSES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "phi3": "Phi3ForCausalLM",
+}
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -187,8 +196,8 @@ def hf_config(config: ModelConfig, dtype: str, quantization: dict[str, int] | No
     """config.json as transformers 4 wrote it (top-level rope_theta), which transformers 5 and mlx-lm
     both read; mlx-lm's `quantization` (and transformers' copy of it) when packed."""
     out: dict[str, Any] = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [HF_CLASSES[config.arch]],
+        "model_type": config.arch,
         "hidden_size": config.dim,
         "num_hidden_layers": config.n_layers,
         "num_attention_heads": config.n_heads,
@@ -205,6 +214,14 @@ def hf_config(config: ModelConfig, dtype: str, quantization: dict[str, int] | No
         "mlp_bias": False,
         "torch_dtype": dtype,
     }
+    if config.arch == "qwen2":  # the biases are implied by the architecture; attention_bias is not read
+        del out["attention_bias"]
+    if config.arch != "llama":
+        out["sliding_window"] = config.sliding_window
+    if config.arch in ("qwen2", "qwen3"):
+        out |= {"use_sliding_window": config.sliding_window is not None, "max_window_layers": 0}
+    if config.arch == "phi3":  # Phi3Config's default pad id (32000) must lie inside the vocabulary: say none
+        out["pad_token_id"] = None
     if config.rope_scaling is not None:
         out["rope_scaling"] = {
             "type": config.rope_scaling.kind,
@@ -224,18 +241,46 @@ def hf_tensors(config: ModelConfig, weights: dict[str, Tensor]) -> dict[str, Ten
     """Canonical weights under HF names with q/k permuted to HF's order; packed affine weights split
     into `.weight`, `.scales` and `.biases` as mlx-lm stores them."""
     from ..protocols import QuantizedTensor
-    from .layouts import interleaved_to_hf, source_names
+    from .layouts import from_interleaved, source_names
 
     names = source_names(config.n_layers, HF)
     out: dict[str, Tensor] = {}
     for canon, t in weights.items():
         if canon == "rope_freqs":
             raise LlamachatError("a model with Llama-3.1 rope_freqs cannot be written in the HF layout yet (write GGUF)")
-        if canon.endswith(("attn_q", "attn_k")):
-            t = interleaved_to_hf(t, config.n_heads if canon.endswith("attn_q") else config.n_kv_heads)
+        t = from_interleaved(canon, t, config)
         module = names[canon]
-        if isinstance(t, QuantizedTensor) and t.scheme == "affine":
+        if canon.endswith(".bias"):
+            out[module] = t
+        elif isinstance(t, QuantizedTensor) and t.scheme == "affine":
             out |= {module + ".weight": t.data, module + ".scales": t.scales, module + ".biases": t.biases}
         else:
             out[module + ".weight"] = t
+    return fuse(out, config) if config.arch == "phi3" else out
+
+
+def fuse(tensors: dict[str, Tensor], config: ModelConfig) -> dict[str, Tensor]:
+    """Phi-3's layout (HF's and mlx-lm's): q/k/v_proj rows joined into qkv_proj, gate/up_proj into
+    gate_up_proj, each part (.weight, .scales, .biases) alike: the inverse of `split_fused`."""
+    out = dict(tensors)
+    for i in range(config.n_layers):
+        p = f"model.layers.{i}."
+        for fused, parts in (
+            ("self_attn.qkv_proj", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+            ("mlp.gate_up_proj", ("mlp.gate_proj", "mlp.up_proj")),
+        ):
+            for suffix in (".weight", ".scales", ".biases"):
+                if p + parts[0] + suffix in out:
+                    out[p + fused + suffix] = _joined([out.pop(p + name + suffix) for name in parts])
     return out
+
+
+def _joined(pieces: list[Tensor]) -> Tensor:
+    """Row blocks concatenated: dense arrays, or bfloat16 bit patterns kept as such."""
+    from ..quantize import bf16_tensor
+
+    if all(isinstance(x, QuantizedTensor) and x.scheme == "bf16" for x in pieces):
+        return bf16_tensor(np.concatenate([x.data for x in pieces]))
+    if any(isinstance(x, QuantizedTensor) for x in pieces):
+        raise LlamachatError("cannot fuse Phi-3's weights from mixed storage; convert with one --dtype")
+    return np.concatenate([np.asarray(x) for x in pieces])

@@ -76,9 +76,10 @@ class Layer:
     """A block's matrices, all [out, in] (memory order: see `stored`)."""
 
     wqkv: np.ndarray  # [H*Dh + 2*K*Dh, D]  attn_norm folded into the columns, 1/sqrt(Dh) into the q rows
-    bqkv: np.ndarray | None  # [H*Dh + 2*K*Dh] the q/k/v biases (qwen2), q's scaled like its rows
-    q_norm: np.ndarray | None  # [Dh] qwen3's q norm, carrying 1/sqrt(Dh) (a norm would undo it in wq)
-    k_norm: np.ndarray | None  # [Dh]
+    # The switches' vectors; empty (size 0) where the architecture has none, so every field is an array
+    bqkv: np.ndarray  # [H*Dh + 2*K*Dh] the q/k/v biases (qwen2), q's scaled like its rows
+    q_norm: np.ndarray  # [Dh] qwen3's q norm, carrying 1/sqrt(Dh) (a norm would undo it in wq)
+    k_norm: np.ndarray  # [Dh]
     wo: np.ndarray  # [D, H*Dh]
     wgate_up: np.ndarray  # [2F, D]  ffn_norm folded into the columns
     wdown: np.ndarray  # [D, F]
@@ -121,8 +122,9 @@ class NumpyModel:
 
         q_scale = f32(1) if c.qk_norm else scale  # with a q norm the scale goes into the norm's weight
         wqkv = np.concatenate([w("attn_q") * q_scale, w("attn_k"), w("attn_v")]) * w("attn_norm")
-        bqkv = np.concatenate([w("attn_q.bias") * q_scale, w("attn_k.bias"), w("attn_v.bias")]) if c.qkv_bias else None
-        q_norm, k_norm = (w("attn_q_norm") * scale, w("attn_k_norm")) if c.qk_norm else (None, None)
+        none = np.zeros(0, f32)
+        bqkv = np.concatenate([w("attn_q.bias") * q_scale, w("attn_k.bias"), w("attn_v.bias")]) if c.qkv_bias else none
+        q_norm, k_norm = (w("attn_q_norm") * scale, w("attn_k_norm")) if c.qk_norm else (none, none)
         wgate_up = np.concatenate([w("ffn_gate"), w("ffn_up")]) * w("ffn_norm")
         return Layer(
             wqkv=stored(wqkv),
@@ -177,10 +179,10 @@ class NumpyModel:
         T, H, K, Dh = len(x), c.n_heads, c.n_kv_heads, c.head_dim
         S = start + T
         qkv = x @ layer.wqkv.T  # [T, H*Dh + 2*K*Dh]
-        if layer.bqkv is not None:
+        if layer.bqkv.size:
             qkv += layer.bqkv
         qk = qkv[:, : (H + K) * Dh].reshape(T, H + K, Dh)  # q and k heads side by side
-        if layer.q_norm is not None:  # qwen3: RMSNorm over each head before RoPE
+        if layer.q_norm.size:  # qwen3: RMSNorm over each head before RoPE
             qk = np.concatenate([self.rms_norm(qk[:, :H]) * layer.q_norm, self.rms_norm(qk[:, H:]) * layer.k_norm], axis=1)
         qk = rope(qk, cis)
         q, k = qk[:, :H], qk[:, H:]  # [T, H, Dh], [T, K, Dh]
