@@ -5,8 +5,9 @@ backends estimate their own memory with them (docs/design.md, "Model arithmetic"
 Parameters are counted from the config (docs/formats.md 4.1):
     embedding   vocab * dim
     attention   n_layers * (dim * q_dim + 2 * dim * kv_dim + q_dim * dim)
+                + n_layers * (q_dim + 2 * kv_dim) with q/k/v biases (qwen2)
     ffn         n_layers * 3 * dim * ffn_dim
-    norms       n_layers * 2 * dim + dim
+    norms       n_layers * 2 * dim + dim, + n_layers * 2 * head_dim with q/k norms (qwen3)
     output      vocab * dim, unless tied to the embedding
 Weight memory is parameters x bits per weight / 8 for each storage format (a block format's bits
 include its scales: Q8_0 keeps one fp16 scale per 32 weights, 8.5 bits). The KV cache holds keys and
@@ -55,9 +56,9 @@ class ParamCounts:
 def param_counts(c: ModelConfig) -> ParamCounts:
     return ParamCounts(
         embedding=c.vocab_size * c.dim,
-        attention=c.n_layers * (2 * c.dim * c.q_dim + 2 * c.dim * c.kv_dim),
+        attention=c.n_layers * (2 * c.dim * c.q_dim + 2 * c.dim * c.kv_dim + (c.q_dim + 2 * c.kv_dim if c.qkv_bias else 0)),
         ffn=c.n_layers * 3 * c.dim * c.ffn_dim,
-        norms=c.n_layers * 2 * c.dim + c.dim,
+        norms=c.n_layers * (2 * c.dim + (2 * c.head_dim if c.qk_norm else 0)) + c.dim,
         output=0 if c.tied_embeddings else c.vocab_size * c.dim,
     )
 

@@ -51,6 +51,7 @@ def report(c: ModelConfig, bandwidth: float | None = None, llama3_rope: dict[str
     return {
         "name": c.name,
         "architecture": {
+            "arch": c.arch,
             "dim": c.dim,
             "n_layers": c.n_layers,
             "n_heads": c.n_heads,
@@ -63,6 +64,9 @@ def report(c: ModelConfig, bandwidth: float | None = None, llama3_rope: dict[str
             "rope_scaling": rope_scaling(c, llama3_rope),
             "norm_eps": c.norm_eps,
             "tied_embeddings": c.tied_embeddings,
+            "sliding_window": c.sliding_window,
+            "qkv_bias": c.qkv_bias,
+            "qk_norm": c.qk_norm,
         },
         "params": {
             "embedding": counts.embedding,

@@ -8,14 +8,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import LlamachatError
-from ..protocols import ModelConfig, RopeScaling, Tensor
+from ..protocols import ARCHITECTURES, ModelConfig, QuantizedTensor, RopeScaling, Tensor
 from ..rope import llama3_divisors
-from .layouts import HF, to_canonical, with_tied
+from .layouts import HF, split_rows, to_canonical, with_tied
 from .names import display_name
 from .safetensors_file import read_safetensors
 
 INDEX = "model.safetensors.index.json"
+HF_CLASSES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "phi3": "Phi3ForCausalLM",
+}
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -50,8 +59,8 @@ def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
     """ModelConfig from an HF `config.json`, and the rope extras (llama3 scaling) and quantization."""
     cfg = read_json(path)
     model_type = cfg.get("model_type", "llama")
-    if model_type != "llama":
-        raise LlamachatError(f"{path}: a {model_type!r} model; llamachat runs the 'llama' architecture only")
+    if model_type not in ARCHITECTURES:
+        raise LlamachatError(f"{path}: a {model_type!r} model; llamachat runs these architectures: {', '.join(ARCHITECTURES)}")
     dim = _int(cfg, "hidden_size", path)
     n_heads = _int(cfg, "num_attention_heads", path)
     rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})  # transformers 5 | 4
@@ -64,6 +73,8 @@ def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
         extras["llama3_rope"] = rope
     elif kind != "default":
         raise LlamachatError(f"{path}: RoPE scaling {kind!r} is not supported (supported: default, linear, llama3)")
+    if float(rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))) != 1.0:
+        raise LlamachatError(f"{path}: a partial_rotary_factor other than 1 is not supported (RoPE over the whole head only)")
     eos = cfg.get("eos_token_id")
     eot = end_of_turn_ids(eos, path.with_name("generation_config.json"))
     config = ModelConfig(
@@ -83,8 +94,52 @@ def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
         eos_id=_first(eos),
         eot_ids=eot,
         name=display_name(path.parent.name),
+        **switches(cfg, model_type, path),
     )
     return config, extras
+
+
+def switches(cfg: dict[str, Any], model_type: str, path: Path) -> dict[str, Any]:
+    """The architecture switches of an HF config (protocols.ModelConfig): Mistral's and Phi-3's
+    sliding_window; Qwen2's q/k/v biases and its window only where use_sliding_window is true (and
+    then on every layer: a max_window_layers that leaves some layers full is refused); Qwen3's q/k norms."""
+    if cfg.get("attention_bias") and model_type != "qwen2" or cfg.get("mlp_bias"):
+        raise LlamachatError(f"{path}: attention_bias/mlp_bias are not supported for {model_type!r} (only qwen2's q/k/v biases)")
+    window = cfg.get("sliding_window")
+    if model_type in ("qwen2", "qwen3"):
+        if not cfg.get("use_sliding_window", False):
+            window = None
+        elif 0 < int(cfg.get("max_window_layers", 0) or 0) < int(cfg["num_hidden_layers"]):
+            raise LlamachatError(f"{path}: a sliding window on only some layers (max_window_layers) is not supported")
+    elif model_type not in ("mistral", "phi3"):
+        window = None
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise LlamachatError(f"{path}: sliding_window must be a positive integer or null, got {window!r}")
+    return {"arch": model_type, "sliding_window": window, "qkv_bias": model_type == "qwen2", "qk_norm": model_type == "qwen3"}
+
+
+def split_fused(tensors: dict[str, Tensor], config: ModelConfig) -> dict[str, Tensor]:
+    """Phi-3's qkv_proj and gate_up_proj (each part: .weight, and mlx-lm's .scales/.biases) cut into
+    LLaMA's q/k/v_proj and gate/up_proj rows, so the rest of the reader sees one layout."""
+    out = dict(tensors)
+    for i in range(config.n_layers):
+        p = f"model.layers.{i}."
+        for fused, parts, sizes in (
+            (
+                "self_attn.qkv_proj",
+                ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+                [config.q_dim, config.kv_dim, config.kv_dim],
+            ),
+            ("mlp.gate_up_proj", ("mlp.gate_proj", "mlp.up_proj"), [config.ffn_dim, config.ffn_dim]),
+        ):
+            for suffix in (".weight", ".scales", ".biases"):
+                t = out.pop(p + fused + suffix, None)
+                if t is None:
+                    continue
+                if t.shape[0] != sum(sizes):
+                    raise LlamachatError(f"{p}{fused}{suffix} has {t.shape[0]} rows, the config implies {sum(sizes)}")
+                out |= {p + name + suffix: piece for name, piece in zip(parts, split_rows(t, sizes))}
+    return out
 
 
 def end_of_turn_ids(eos: Any, generation_config: Path) -> tuple[int, ...]:
@@ -125,6 +180,8 @@ def read_hf(directory: Path) -> tuple[ModelConfig, dict[str, Tensor]]:
         tensors |= read_safetensors(f)
     tensors = {k.removeprefix("language_model."): v for k, v in tensors.items()}  # some exports nest the LM
     config = with_tied(config, tensors, HF)
+    if config.arch == "phi3":
+        tensors = split_fused(tensors, config)
     if "llama3_rope" in extras:
         tensors["rope_freqs"] = llama3_divisors(config.head_dim, config.rope_theta, extras["llama3_rope"])
     weights = to_canonical(tensors, config, HF, str(directory), hf_qk=True, quantization=extras["quantization"])
@@ -139,8 +196,8 @@ def hf_config(config: ModelConfig, dtype: str, quantization: dict[str, int] | No
     """config.json as transformers 4 wrote it (top-level rope_theta), which transformers 5 and mlx-lm
     both read; mlx-lm's `quantization` (and transformers' copy of it) when packed."""
     out: dict[str, Any] = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [HF_CLASSES[config.arch]],
+        "model_type": config.arch,
         "hidden_size": config.dim,
         "num_hidden_layers": config.n_layers,
         "num_attention_heads": config.n_heads,
@@ -157,6 +214,14 @@ def hf_config(config: ModelConfig, dtype: str, quantization: dict[str, int] | No
         "mlp_bias": False,
         "torch_dtype": dtype,
     }
+    if config.arch == "qwen2":  # the biases are implied by the architecture; attention_bias is not read
+        del out["attention_bias"]
+    if config.arch != "llama":
+        out["sliding_window"] = config.sliding_window
+    if config.arch in ("qwen2", "qwen3"):
+        out |= {"use_sliding_window": config.sliding_window is not None, "max_window_layers": 0}
+    if config.arch == "phi3":  # Phi3Config's default pad id (32000) must lie inside the vocabulary: say none
+        out["pad_token_id"] = None
     if config.rope_scaling is not None:
         out["rope_scaling"] = {
             "type": config.rope_scaling.kind,
@@ -176,18 +241,46 @@ def hf_tensors(config: ModelConfig, weights: dict[str, Tensor]) -> dict[str, Ten
     """Canonical weights under HF names with q/k permuted to HF's order; packed affine weights split
     into `.weight`, `.scales` and `.biases` as mlx-lm stores them."""
     from ..protocols import QuantizedTensor
-    from .layouts import interleaved_to_hf, source_names
+    from .layouts import from_interleaved, source_names
 
     names = source_names(config.n_layers, HF)
     out: dict[str, Tensor] = {}
     for canon, t in weights.items():
         if canon == "rope_freqs":
             raise LlamachatError("a model with Llama-3.1 rope_freqs cannot be written in the HF layout yet (write GGUF)")
-        if canon.endswith(("attn_q", "attn_k")):
-            t = interleaved_to_hf(t, config.n_heads if canon.endswith("attn_q") else config.n_kv_heads)
+        t = from_interleaved(canon, t, config)
         module = names[canon]
-        if isinstance(t, QuantizedTensor) and t.scheme == "affine":
+        if canon.endswith(".bias"):
+            out[module] = t
+        elif isinstance(t, QuantizedTensor) and t.scheme == "affine":
             out |= {module + ".weight": t.data, module + ".scales": t.scales, module + ".biases": t.biases}
         else:
             out[module + ".weight"] = t
+    return fuse(out, config) if config.arch == "phi3" else out
+
+
+def fuse(tensors: dict[str, Tensor], config: ModelConfig) -> dict[str, Tensor]:
+    """Phi-3's layout (HF's and mlx-lm's): q/k/v_proj rows joined into qkv_proj, gate/up_proj into
+    gate_up_proj, each part (.weight, .scales, .biases) alike: the inverse of `split_fused`."""
+    out = dict(tensors)
+    for i in range(config.n_layers):
+        p = f"model.layers.{i}."
+        for fused, parts in (
+            ("self_attn.qkv_proj", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+            ("mlp.gate_up_proj", ("mlp.gate_proj", "mlp.up_proj")),
+        ):
+            for suffix in (".weight", ".scales", ".biases"):
+                if p + parts[0] + suffix in out:
+                    out[p + fused + suffix] = _joined([out.pop(p + name + suffix) for name in parts])
     return out
+
+
+def _joined(pieces: list[Tensor]) -> Tensor:
+    """Row blocks concatenated: dense arrays, or bfloat16 bit patterns kept as such."""
+    from ..quantize import bf16_tensor
+
+    if all(isinstance(x, QuantizedTensor) and x.scheme == "bf16" for x in pieces):
+        return bf16_tensor(np.concatenate([x.data for x in pieces]))
+    if any(isinstance(x, QuantizedTensor) for x in pieces):
+        raise LlamachatError("cannot fuse Phi-3's weights from mixed storage; convert with one --dtype")
+    return np.concatenate([np.asarray(x) for x in pieces])
