@@ -22,6 +22,20 @@ $(VENV)/.installed: pyproject.toml
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev,torch,mlx,llamacpp]'
+	$(MAKE) $(VENV)/llama.cpp/convert_hf_to_gguf.py
+	touch $@
+
+# llama.cpp's own HF -> GGUF converter, the outside writer tests/test_gguf_archs.py checks the GGUF
+# reader against: from the llama-cpp-python 0.3.36 sdist (the llama.cpp the llamacpp backend runs),
+# fetched by pip and unpacked into the venv (the script, its conversion/ package, its gguf-py, the
+# MIT licence), not copied into the repository: it is ~400 files that track llama.cpp's releases.
+LLAMACPP_SDIST := llama_cpp_python-0.3.36
+$(VENV)/llama.cpp/convert_hf_to_gguf.py:
+	$(PIP) download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(VENV)/sdist
+	mkdir -p $(VENV)/llama.cpp
+	tar -xzf $(VENV)/sdist/$(LLAMACPP_SDIST).tar.gz -C $(VENV)/llama.cpp --strip-components=3 \
+		$(LLAMACPP_SDIST)/vendor/llama.cpp/convert_hf_to_gguf.py $(LLAMACPP_SDIST)/vendor/llama.cpp/conversion \
+		$(LLAMACPP_SDIST)/vendor/llama.cpp/gguf-py $(LLAMACPP_SDIST)/vendor/llama.cpp/LICENSE
 	touch $@
 
 chat: $(VENV)/.installed
