@@ -179,3 +179,37 @@ def test_switch_tensors_in_the_wrong_architecture(family, tmp_path):
     bad.write_bytes(data[:header].replace(b"qwen2", b"qwen3") + data[header:])
     with pytest.raises(LlamachatError, match="belongs to a qwen2 model but the file says 'qwen3'"):
         open_checkpoint(bad)
+
+
+@pytest.mark.parametrize("vocab", ["default", "ggml-vocab-qwen2.gguf"])
+def test_tokenizer_json_vocabulary_to_gguf(vocab, default_model_path, tmp_path):
+    """A byte-level BPE tokenizer.json (written from a vocabulary llama.cpp's converter made) gives back
+    llama.cpp's own fields: tokens, merges, token types, pre-tokenizer name, special ids."""
+    from tiny_models import DATA
+
+    from llamachat.tokenizer import load_tokenizer, tokenizer_from_json
+
+    source = default_model_path if vocab == "default" else DATA / vocab
+    meta = GGUFFile(source).metadata
+    load_tokenizer(source).save(tmp_path)
+    fields = tokenizer_from_json(tmp_path / "tokenizer.json").gguf_fields()
+    assert fields["tokenizer.ggml.pre"] == meta["tokenizer.ggml.pre"]
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"):
+        assert list(fields[key]) == list(meta[key]), key
+    special = {i for i, t in enumerate(meta["tokenizer.ggml.token_type"]) if t == 3}
+    assert {i for i, t in enumerate(fields["tokenizer.ggml.token_type"]) if t == 3} == special
+    for key in ("bos", "eos"):
+        if f"tokenizer.ggml.{key}_token_id" in meta:
+            assert fields[f"tokenizer.ggml.{key}_token_id"] == meta[f"tokenizer.ggml.{key}_token_id"]
+
+
+def test_tokenizer_json_without_a_llama_cpp_name(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from llamachat.tokenizer import tokenizer_from_json
+
+    tk = Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Punctuation(), pre_tokenizers.ByteLevel()])
+    tk.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(LlamachatError, match="pre-tokenizer is none llama.cpp names"):
+        tokenizer_from_json(tmp_path / "tokenizer.json").gguf_fields()
