@@ -104,6 +104,11 @@ class ModelConfig:
     def kv_dim(self) -> int:
         return self.n_kv_heads * self.head_dim
 
+    def switch_weights(self) -> tuple[str, ...]:
+        """The per-layer weights (names after "blk.{i}.") that this config's switches add."""
+        bias = ("attn_q.bias", "attn_k.bias", "attn_v.bias") if self.qkv_bias else ()
+        return bias + (("attn_q_norm", "attn_k_norm") if self.qk_norm else ())
+
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """The canonical weights this config needs, with their shapes (see the module docstring)."""
         shapes: dict[str, tuple[int, ...]] = {"token_embd": (self.vocab_size, self.dim)}

@@ -31,10 +31,42 @@ class TinySpec:
     vocab: int = 32000  # the LLaMA-2 vocabulary travels with the file
     context: int = 256
     llama3_rope_factor: float | None = None  # Llama-3.1's RoPE scaling (low 1, high 4, original 8192)
+    # Issue 17's families: the transformers class, and the switches each one has
+    arch: str = "llama"  # llama, mistral, qwen2, qwen3, phi3 (ARCH_CLASSES)
+    sliding_window: int | None = None  # mistral, phi3; qwen2 with use_sliding_window
+    explicit_head_dim: int | None = None  # qwen3's head_dim, independent of dim // n_heads
+    longrope_original: int | None = None  # phi3: longrope with this original_max_position_embeddings
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.n_heads
+        return self.explicit_head_dim or self.dim // self.n_heads
+
+
+# transformers' classes per family: (config class, model class)
+ARCH_CLASSES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "mistral": ("MistralConfig", "MistralForCausalLM"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM"),
+}
+
+# One tiny model per family and switch (issue 17): GQA on and off, tied and untied, windows shorter
+# than the tests' 36-token prompt so the mask matters, longrope with an original context the prompt
+# exceeds (long factors) and one it does not (short factors).
+ARCH_SPECS = {
+    "mistral": TinySpec(arch="mistral"),
+    "mistral-swa": TinySpec(arch="mistral", sliding_window=8, n_kv_heads=4),
+    "qwen2": TinySpec(arch="qwen2", rope_theta=1e6),
+    "qwen2-tied-mha": TinySpec(arch="qwen2", rope_theta=1e6, tied=True, n_kv_heads=4),
+    "qwen2-swa": TinySpec(arch="qwen2", rope_theta=1e6, sliding_window=8),
+    "qwen3": TinySpec(arch="qwen3", rope_theta=1e6, explicit_head_dim=32, tied=True),
+    "qwen3-mha": TinySpec(arch="qwen3", rope_theta=1e6, n_kv_heads=4),
+    "phi3": TinySpec(arch="phi3", n_kv_heads=4, sliding_window=11),
+    "phi3-gqa": TinySpec(arch="phi3"),
+    "phi3-longrope": TinySpec(arch="phi3", n_kv_heads=4, longrope_original=16),
+    "phi3-longrope-short": TinySpec(arch="phi3", longrope_original=128),
+}
 
 
 def llama3_rope(spec: TinySpec) -> dict | None:
@@ -49,12 +81,26 @@ def llama3_rope(spec: TinySpec) -> dict | None:
     }
 
 
-def hf_model(spec: TinySpec, seed: int = 0):
-    """A transformers LlamaForCausalLM (float32, eval mode) with redrawn weights."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def longrope(spec: TinySpec) -> dict | None:
+    """Phi-3's longrope: per-frequency long and short factors (drawn, fixed), the original context."""
+    if spec.longrope_original is None:
+        return None
+    g = np.random.default_rng(7)
+    half = spec.head_dim // 2
+    return {
+        "rope_type": "longrope",
+        "rope_theta": spec.rope_theta,
+        "long_factor": [float(f) for f in np.sort(g.uniform(1.0, 16.0, half))],
+        "short_factor": [float(f) for f in np.sort(g.uniform(1.0, 2.0, half))],
+        "original_max_position_embeddings": spec.longrope_original,
+    }
 
-    config = LlamaConfig(
+
+def hf_config(spec: TinySpec):
+    """The transformers config of `spec`'s family."""
+    import transformers
+
+    kwargs = dict(
         vocab_size=spec.vocab,
         hidden_size=spec.dim,
         intermediate_size=spec.ffn,
@@ -63,24 +109,51 @@ def hf_model(spec: TinySpec, seed: int = 0):
         num_key_value_heads=spec.n_kv_heads,
         max_position_embeddings=spec.context,
         rms_norm_eps=1e-5,
-        rope_theta=spec.rope_theta,
-        rope_scaling=llama3_rope(spec),
         tie_word_embeddings=spec.tied,
         bos_token_id=1,
         eos_token_id=2,
         attn_implementation="eager",
     )
+    if spec.arch == "llama":
+        kwargs |= {"rope_theta": spec.rope_theta, "rope_scaling": llama3_rope(spec)}
+    elif spec.arch == "phi3":
+        rope = longrope(spec) or {"rope_type": "default", "rope_theta": spec.rope_theta}
+        kwargs |= {"rope_parameters": rope, "sliding_window": spec.sliding_window, "pad_token_id": 0}
+        if spec.longrope_original is not None:
+            kwargs["original_max_position_embeddings"] = spec.longrope_original
+    else:
+        kwargs |= {"rope_parameters": {"rope_type": "default", "rope_theta": spec.rope_theta}, "sliding_window": spec.sliding_window}
+        if spec.arch in ("qwen2", "qwen3"):  # every layer slides (max_window_layers 0), or none does
+            kwargs |= {"use_sliding_window": spec.sliding_window is not None, "max_window_layers": 0}
+        if spec.explicit_head_dim is not None or spec.arch == "qwen3":
+            kwargs["head_dim"] = spec.head_dim
+    config_class, _ = ARCH_CLASSES[spec.arch]
+    return getattr(transformers, config_class)(**kwargs)
+
+
+def hf_model(spec: TinySpec, seed: int = 0):
+    """A transformers model of `spec`'s family (LlamaForCausalLM by default; float32, eval mode) with
+    redrawn weights. Biases are drawn with std 0.5 and q/k norms as 1 +- 0.4, so a bias or norm left
+    out, or permuted wrongly, moves the logits far beyond any tolerance."""
+    import torch
+    import transformers
+
+    config = hf_config(spec)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).float().eval()
+    model = getattr(transformers, ARCH_CLASSES[spec.arch][1])(config).float().eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.ndim == 1:
+            if name.endswith(".bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            elif "q_norm" in name or "k_norm" in name:
+                p.copy_(1 + 0.8 * (torch.rand(p.shape, generator=g) - 0.5))
+            elif p.ndim == 1:
                 p.copy_(1 + 0.4 * (torch.rand(p.shape, generator=g) - 0.5))
             elif "embed_tokens" in name:
                 p.copy_(torch.randn(p.shape, generator=g))
             else:
-                boost = 1.5 if ("q_proj" in name or "k_proj" in name) else 1.0
+                boost = 1.5 if any(k in name for k in ("q_proj", "k_proj", "qkv_proj")) else 1.0
                 p.copy_(torch.randn(p.shape, generator=g) * boost / p.shape[1] ** 0.5)
     return model
 
@@ -90,30 +163,70 @@ def hf_to_gguf_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def canonical_weights(model, spec: TinySpec, permute_qk: bool = True) -> dict[str, np.ndarray]:
-    """The HF model's weights under GGUF names, q/k in GGUF's layout (unless `permute_qk` is False:
-    the negative control that must fail the logits comparison)."""
+def hf_state(model, spec: TinySpec) -> dict[str, np.ndarray]:
+    """The model's state dict as float32 arrays, Phi-3's fused qkv_proj and gate_up_proj split into
+    LLaMA's q/k/v_proj and gate/up_proj (rows: q, k, v; gate, then up, as Phi3MLP chunks them)."""
     sd = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    if spec.arch != "phi3":
+        return sd
+    q_dim, kv_dim = spec.n_heads * spec.head_dim, spec.n_kv_heads * spec.head_dim
+    for i in range(spec.n_layers):
+        p = f"model.layers.{i}."
+        q, k, v = np.split(sd.pop(p + "self_attn.qkv_proj.weight"), [q_dim, q_dim + kv_dim])
+        gate, up = np.split(sd.pop(p + "mlp.gate_up_proj.weight"), 2)
+        sd |= {p + "self_attn.q_proj.weight": q, p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v}
+        sd |= {p + "mlp.gate_proj.weight": gate, p + "mlp.up_proj.weight": up}
+    return sd
+
+
+def canonical_weights(model, spec: TinySpec, permute_qk: bool = True) -> dict[str, np.ndarray]:
+    """The HF model's weights under GGUF names, in the canonical layout: q/k rows, q/k biases and q/k
+    norms interleaved (which is GGUF's own layout for `llama`; llama.cpp stores qwen2, qwen3 and phi3
+    rows unpermuted). `permute_qk` False is the negative control that must fail the logits comparison."""
+    sd = hf_state(model, spec)
     out = {"token_embd.weight": sd["model.embed_tokens.weight"], "output_norm.weight": sd["model.norm.weight"]}
     if not spec.tied:
         out["output.weight"] = sd["lm_head.weight"]
+
+    def qk(t: np.ndarray, n_heads: int) -> np.ndarray:
+        return hf_to_gguf_permute(t, n_heads) if permute_qk else t
+
     for i in range(spec.n_layers):
-        p = f"model.layers.{i}."
-        q, k = sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.k_proj.weight"]
-        if permute_qk:
-            q, k = hf_to_gguf_permute(q, spec.n_heads), hf_to_gguf_permute(k, spec.n_kv_heads)
+        p, b = f"model.layers.{i}.", f"blk.{i}."
         out |= {
-            f"blk.{i}.attn_norm.weight": sd[p + "input_layernorm.weight"],
-            f"blk.{i}.attn_q.weight": q,
-            f"blk.{i}.attn_k.weight": k,
-            f"blk.{i}.attn_v.weight": sd[p + "self_attn.v_proj.weight"],
-            f"blk.{i}.attn_output.weight": sd[p + "self_attn.o_proj.weight"],
-            f"blk.{i}.ffn_norm.weight": sd[p + "post_attention_layernorm.weight"],
-            f"blk.{i}.ffn_gate.weight": sd[p + "mlp.gate_proj.weight"],
-            f"blk.{i}.ffn_up.weight": sd[p + "mlp.up_proj.weight"],
-            f"blk.{i}.ffn_down.weight": sd[p + "mlp.down_proj.weight"],
+            b + "attn_norm.weight": sd[p + "input_layernorm.weight"],
+            b + "attn_q.weight": qk(sd[p + "self_attn.q_proj.weight"], spec.n_heads),
+            b + "attn_k.weight": qk(sd[p + "self_attn.k_proj.weight"], spec.n_kv_heads),
+            b + "attn_v.weight": sd[p + "self_attn.v_proj.weight"],
+            b + "attn_output.weight": sd[p + "self_attn.o_proj.weight"],
+            b + "ffn_norm.weight": sd[p + "post_attention_layernorm.weight"],
+            b + "ffn_gate.weight": sd[p + "mlp.gate_proj.weight"],
+            b + "ffn_up.weight": sd[p + "mlp.up_proj.weight"],
+            b + "ffn_down.weight": sd[p + "mlp.down_proj.weight"],
         }
+        if p + "self_attn.q_proj.bias" in sd:
+            out |= {
+                b + "attn_q.bias": qk(sd[p + "self_attn.q_proj.bias"], spec.n_heads),
+                b + "attn_k.bias": qk(sd[p + "self_attn.k_proj.bias"], spec.n_kv_heads),
+                b + "attn_v.bias": sd[p + "self_attn.v_proj.bias"],
+            }
+        if p + "self_attn.q_norm.weight" in sd:  # one head's vector: the within-head permutation
+            out |= {
+                b + "attn_q_norm.weight": qk(sd[p + "self_attn.q_norm.weight"], 1),
+                b + "attn_k_norm.weight": qk(sd[p + "self_attn.k_norm.weight"], 1),
+            }
     return out
+
+
+def longrope_factors(spec: TinySpec) -> dict[str, np.ndarray]:
+    """GGUF's rope_factors_long / rope_factors_short [Dh/2] of a longrope spec (empty otherwise)."""
+    rope = longrope(spec)
+    if rope is None:
+        return {}
+    return {
+        "rope_factors_long.weight": np.asarray(rope["long_factor"], np.float32),
+        "rope_factors_short.weight": np.asarray(rope["short_factor"], np.float32),
+    }
 
 
 def copy_vocab(writer: gguf.GGUFWriter, source: Path = LLAMA2_VOCAB) -> None:
@@ -197,7 +310,8 @@ def dequantized(weights: dict[str, np.ndarray], qtype: str) -> dict[str, np.ndar
 
 
 def load_into_hf(model, weights: dict[str, np.ndarray], spec: TinySpec) -> None:
-    """Overwrite an HF model's weights with canonical (GGUF-layout) ones, undoing the q/k permutation."""
+    """Overwrite an HF model's weights with canonical (interleaved) ones, undoing the q/k permutation
+    (of biases and q/k norms too) and fusing Phi-3's qkv_proj and gate_up_proj again."""
     import torch
 
     def hf_permute(w, n_heads):  # GGUF/Meta interleaved -> HF half-split (transformers' converter)
@@ -209,17 +323,32 @@ def load_into_hf(model, weights: dict[str, np.ndarray], spec: TinySpec) -> None:
         new["lm_head.weight"] = weights["output.weight"]
     for i in range(spec.n_layers):
         p, b = f"model.layers.{i}.", f"blk.{i}."
+        q = hf_permute(weights[b + "attn_q.weight"], spec.n_heads)
+        k = hf_permute(weights[b + "attn_k.weight"], spec.n_kv_heads)
+        v = weights[b + "attn_v.weight"]
+        gate, up = weights[b + "ffn_gate.weight"], weights[b + "ffn_up.weight"]
         new |= {
             p + "input_layernorm.weight": weights[b + "attn_norm.weight"],
-            p + "self_attn.q_proj.weight": hf_permute(weights[b + "attn_q.weight"], spec.n_heads),
-            p + "self_attn.k_proj.weight": hf_permute(weights[b + "attn_k.weight"], spec.n_kv_heads),
-            p + "self_attn.v_proj.weight": weights[b + "attn_v.weight"],
             p + "self_attn.o_proj.weight": weights[b + "attn_output.weight"],
             p + "post_attention_layernorm.weight": weights[b + "ffn_norm.weight"],
-            p + "mlp.gate_proj.weight": weights[b + "ffn_gate.weight"],
-            p + "mlp.up_proj.weight": weights[b + "ffn_up.weight"],
             p + "mlp.down_proj.weight": weights[b + "ffn_down.weight"],
         }
+        if spec.arch == "phi3":
+            new |= {p + "self_attn.qkv_proj.weight": np.concatenate([q, k, v]), p + "mlp.gate_up_proj.weight": np.concatenate([gate, up])}
+        else:
+            new |= {p + "self_attn.q_proj.weight": q, p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v}
+            new |= {p + "mlp.gate_proj.weight": gate, p + "mlp.up_proj.weight": up}
+        if b + "attn_q.bias" in weights:
+            new |= {
+                p + "self_attn.q_proj.bias": hf_permute(weights[b + "attn_q.bias"], spec.n_heads),
+                p + "self_attn.k_proj.bias": hf_permute(weights[b + "attn_k.bias"], spec.n_kv_heads),
+                p + "self_attn.v_proj.bias": weights[b + "attn_v.bias"],
+            }
+        if b + "attn_q_norm.weight" in weights:
+            new |= {
+                p + "self_attn.q_norm.weight": hf_permute(weights[b + "attn_q_norm.weight"], 1),
+                p + "self_attn.k_norm.weight": hf_permute(weights[b + "attn_k_norm.weight"], 1),
+            }
     with torch.no_grad():
         for k, v in new.items():
             sd[k].copy_(torch.from_numpy(np.ascontiguousarray(v)))

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LlamachatError
-from ..protocols import ModelConfig, RopeScaling, Tensor
+from ..protocols import ARCHITECTURES, ModelConfig, RopeScaling, Tensor
 from ..rope import llama3_divisors
-from .layouts import HF, to_canonical, with_tied
+from .layouts import HF, split_rows, to_canonical, with_tied
 from .names import display_name
 from .safetensors_file import read_safetensors
 
@@ -50,8 +50,8 @@ def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
     """ModelConfig from an HF `config.json`, and the rope extras (llama3 scaling) and quantization."""
     cfg = read_json(path)
     model_type = cfg.get("model_type", "llama")
-    if model_type != "llama":
-        raise LlamachatError(f"{path}: a {model_type!r} model; llamachat runs the 'llama' architecture only")
+    if model_type not in ARCHITECTURES:
+        raise LlamachatError(f"{path}: a {model_type!r} model; llamachat runs these architectures: {', '.join(ARCHITECTURES)}")
     dim = _int(cfg, "hidden_size", path)
     n_heads = _int(cfg, "num_attention_heads", path)
     rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})  # transformers 5 | 4
@@ -64,6 +64,8 @@ def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
         extras["llama3_rope"] = rope
     elif kind != "default":
         raise LlamachatError(f"{path}: RoPE scaling {kind!r} is not supported (supported: default, linear, llama3)")
+    if float(rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))) != 1.0:
+        raise LlamachatError(f"{path}: a partial_rotary_factor other than 1 is not supported (RoPE over the whole head only)")
     eos = cfg.get("eos_token_id")
     eot = end_of_turn_ids(eos, path.with_name("generation_config.json"))
     config = ModelConfig(
@@ -83,8 +85,52 @@ def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
         eos_id=_first(eos),
         eot_ids=eot,
         name=display_name(path.parent.name),
+        **switches(cfg, model_type, path),
     )
     return config, extras
+
+
+def switches(cfg: dict[str, Any], model_type: str, path: Path) -> dict[str, Any]:
+    """The architecture switches of an HF config (protocols.ModelConfig): Mistral's and Phi-3's
+    sliding_window; Qwen2's q/k/v biases and its window only where use_sliding_window is true (and
+    then on every layer: a max_window_layers that leaves some layers full is refused); Qwen3's q/k norms."""
+    if cfg.get("attention_bias") and model_type != "qwen2" or cfg.get("mlp_bias"):
+        raise LlamachatError(f"{path}: attention_bias/mlp_bias are not supported for {model_type!r} (only qwen2's q/k/v biases)")
+    window = cfg.get("sliding_window")
+    if model_type in ("qwen2", "qwen3"):
+        if not cfg.get("use_sliding_window", False):
+            window = None
+        elif 0 < int(cfg.get("max_window_layers", 0) or 0) < int(cfg["num_hidden_layers"]):
+            raise LlamachatError(f"{path}: a sliding window on only some layers (max_window_layers) is not supported")
+    elif model_type not in ("mistral", "phi3"):
+        window = None
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise LlamachatError(f"{path}: sliding_window must be a positive integer or null, got {window!r}")
+    return {"arch": model_type, "sliding_window": window, "qkv_bias": model_type == "qwen2", "qk_norm": model_type == "qwen3"}
+
+
+def split_fused(tensors: dict[str, Tensor], config: ModelConfig) -> dict[str, Tensor]:
+    """Phi-3's qkv_proj and gate_up_proj (each part: .weight, and mlx-lm's .scales/.biases) cut into
+    LLaMA's q/k/v_proj and gate/up_proj rows, so the rest of the reader sees one layout."""
+    out = dict(tensors)
+    for i in range(config.n_layers):
+        p = f"model.layers.{i}."
+        for fused, parts, sizes in (
+            (
+                "self_attn.qkv_proj",
+                ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+                [config.q_dim, config.kv_dim, config.kv_dim],
+            ),
+            ("mlp.gate_up_proj", ("mlp.gate_proj", "mlp.up_proj"), [config.ffn_dim, config.ffn_dim]),
+        ):
+            for suffix in (".weight", ".scales", ".biases"):
+                t = out.pop(p + fused + suffix, None)
+                if t is None:
+                    continue
+                if t.shape[0] != sum(sizes):
+                    raise LlamachatError(f"{p}{fused}{suffix} has {t.shape[0]} rows, the config implies {sum(sizes)}")
+                out |= {p + name + suffix: piece for name, piece in zip(parts, split_rows(t, sizes))}
+    return out
 
 
 def end_of_turn_ids(eos: Any, generation_config: Path) -> tuple[int, ...]:
@@ -125,6 +171,8 @@ def read_hf(directory: Path) -> tuple[ModelConfig, dict[str, Tensor]]:
         tensors |= read_safetensors(f)
     tensors = {k.removeprefix("language_model."): v for k, v in tensors.items()}  # some exports nest the LM
     config = with_tied(config, tensors, HF)
+    if config.arch == "phi3":
+        tensors = split_fused(tensors, config)
     if "llama3_rope" in extras:
         tensors["rope_freqs"] = llama3_divisors(config.head_dim, config.rope_theta, extras["llama3_rope"])
     weights = to_canonical(tensors, config, HF, str(directory), hf_qk=True, quantization=extras["quantization"])

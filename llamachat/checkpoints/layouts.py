@@ -27,6 +27,9 @@ _LAYER_NAMES = {
     "ffn_gate": ("layers.{i}.feed_forward.w1", "model.layers.{i}.mlp.gate_proj"),
     "ffn_up": ("layers.{i}.feed_forward.w3", "model.layers.{i}.mlp.up_proj"),
     "ffn_down": ("layers.{i}.feed_forward.w2", "model.layers.{i}.mlp.down_proj"),
+    # the architecture switches' weights (qwen3's q/k norms; Meta never had them)
+    "attn_q_norm": ("layers.{i}.attention.q_norm", "model.layers.{i}.self_attn.q_norm"),
+    "attn_k_norm": ("layers.{i}.attention.k_norm", "model.layers.{i}.self_attn.k_norm"),
 }
 _GLOBAL_NAMES = {
     "token_embd": ("tok_embeddings", "model.embed_tokens"),
@@ -38,11 +41,18 @@ META, HF = 0, 1
 
 
 def source_names(n_layers: int, style: int) -> dict[str, str]:
-    """canonical name -> the name (without ".weight") a `style` (META or HF) checkpoint uses."""
+    """canonical name -> the name (without ".weight") a `style` (META or HF) checkpoint uses. A bias
+    (canonical "blk.{i}.attn_q.bias") maps to its full source name ("...q_proj.bias")."""
     names = {canon: pair[style] for canon, pair in _GLOBAL_NAMES.items()}
     for i in range(n_layers):
         names |= {f"blk.{i}.{canon}": pair[style].format(i=i) for canon, pair in _LAYER_NAMES.items()}
+        names |= {f"blk.{i}.{p}.bias": names[f"blk.{i}.{p}"] + ".bias" for p in ("attn_q", "attn_k", "attn_v")}
     return names
+
+
+def tensor_name(canon: str, module: str) -> str:
+    """The source tensor holding canonical weight `canon` (module name from `source_names`)."""
+    return module if canon.endswith(".bias") else module + ".weight"
 
 
 def layer_of(name: str) -> int | None:
@@ -108,12 +118,13 @@ def to_canonical(
 
     expected = config.weight_shapes()
     names = source_names(config.n_layers, style)
+    check_switches(tensors, config, names, expected, source)
     weights: dict[str, Tensor] = {}
     for canon, shape in expected.items():
         module = names[canon]
-        if module + ".weight" not in tensors:
-            raise LlamachatError(f"{source}: missing tensor {module}.weight")
-        t = tensors[module + ".weight"]
+        if tensor_name(canon, module) not in tensors:
+            raise LlamachatError(f"{source}: missing tensor {tensor_name(canon, module)} (the {config.arch!r} architecture has it)")
+        t = tensors[tensor_name(canon, module)]
         if module + ".scales" in tensors:
             settings = _quant_settings(quantization, module, source)
             try:
@@ -121,13 +132,57 @@ def to_canonical(
             except ValueError as e:
                 raise LlamachatError(f"{source}: {module}: {e}") from None
         if tuple(t.shape) != shape:
-            raise LlamachatError(f"{source}: tensor {module}.weight has shape {list(t.shape)}, the config implies {list(shape)}")
-        if hf_qk and canon.endswith(("attn_q", "attn_k")):
-            t = hf_to_interleaved(t, config.n_heads if canon.endswith("attn_q") else config.n_kv_heads)
+            raise LlamachatError(
+                f"{source}: tensor {tensor_name(canon, module)} has shape {list(t.shape)}, the config implies {list(shape)}"
+            )
+        if hf_qk:
+            t = to_interleaved(canon, t, config)
         weights[canon] = t
     if "rope_freqs" in tensors:
         weights["rope_freqs"] = tensors["rope_freqs"]
     return weights
+
+
+def qk_heads(canon: str, config: ModelConfig) -> int | None:
+    """How many heads a q/k weight, bias or norm holds (its rows are permuted head by head); None for
+    every other weight. A q/k norm is one head's vector, permuted within the head."""
+    part = canon.split(".")[2] if canon.startswith("blk.") else canon
+    return {"attn_q": config.n_heads, "attn_k": config.n_kv_heads, "attn_q_norm": 1, "attn_k_norm": 1}.get(part)
+
+
+def to_interleaved(canon: str, t: Tensor, config: ModelConfig) -> Tensor:
+    """A weight from HF's half-split q/k layout into the canonical one (unchanged if not q/k)."""
+    heads = qk_heads(canon, config)
+    return t if heads is None else hf_to_interleaved(t, heads)
+
+
+def from_interleaved(canon: str, t: Tensor, config: ModelConfig) -> Tensor:
+    """The inverse of `to_interleaved`, for writers of HF's layout."""
+    heads = qk_heads(canon, config)
+    return t if heads is None else interleaved_to_hf(t, heads)
+
+
+def check_switches(tensors: dict[str, Tensor], config: ModelConfig, names: dict[str, str], expected: dict, source: str) -> None:
+    """A file holding q/k/v biases or q/k norms its config does not declare contradicts it: running
+    without them would be subtly wrong, so refuse in one line."""
+    for canon, module in names.items():
+        if canon in expected or tensor_name(canon, module) not in tensors:
+            continue
+        if canon.endswith((".bias", "attn_q_norm", "attn_k_norm")):
+            kind = "q/k/v biases" if canon.endswith(".bias") else "q/k norms"
+            raise LlamachatError(
+                f"{source}: holds {tensor_name(canon, module)}, but its config declares no {kind} "
+                f"(architecture {config.arch!r}; qwen2 has biases, qwen3 q/k norms)"
+            )
+
+
+def split_rows(t: Tensor, sizes: list[int]) -> list[Tensor]:
+    """A fused weight's rows cut into consecutive parts of `sizes` rows (packed rows alike)."""
+    bounds = np.cumsum([0, *sizes])
+    parts = [_rows(t, np.arange(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    if isinstance(t, QuantizedTensor):  # the logical shape follows the rows kept
+        parts = [replace(p, shape=(n, *t.shape[1:])) for p, n in zip(parts, sizes)]
+    return parts
 
 
 def _plain(t: Tensor | None) -> np.ndarray:

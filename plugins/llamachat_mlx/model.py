@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import mlx.core as mx
 import numpy as np
 
+from llamachat import masks
 from llamachat.protocols import CacheLength, ModelConfig, QuantizedTensor, Tensor, as_float32, cache_capacity, checked_state
 from llamachat.quantize import gguf_to_affine, scale_floats
 from llamachat.rope import inverse_frequencies
@@ -124,6 +125,8 @@ class MlxModel:
                         for k in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
                     },
                     "ffn_norm": norm(b + "ffn_norm"),
+                    # the architecture switches' vectors (qwen2 biases, qwen3 q/k norms), as the norms are kept
+                    **{k: norm(b + k) for k in config.switch_weights()},
                 }
             )
         self.output_norm = norm("output_norm")
@@ -151,14 +154,21 @@ class MlxModel:
             cache.reserve(end)
             x = self.embedding.rows(mx.array(list(ids)))[None]  # [1, T, D]
             mask = None
-            if T > 1:  # new token t (at position start + t) attends to positions <= start + t
-                mask = mx.arange(end)[None] <= mx.arange(start, end)[:, None]  # [T, S]
+            if masks.needed(T, c.sliding_window):  # new token t (at position start + t) attends to positions <= start + t
+                mask = mx.array(masks.visible(start, T, end, c.sliding_window))  # [T, S], within the window if any
             keys, values = cache.k, cache.v  # written in place at start:end, beyond what the cache holds
             for i, layer in enumerate(self.layers):
                 h = mx.fast.rms_norm(x, layer["attn_norm"], c.norm_eps)
-                q = self.rope(layer["attn_q"](h).reshape(1, T, H, Dh).transpose(0, 2, 1, 3), start)  # [1, H, T, Dh]
-                k = self.rope(layer["attn_k"](h).reshape(1, T, K, Dh).transpose(0, 2, 1, 3), start)  # [1, K, T, Dh]
-                v = layer["attn_v"](h).reshape(1, T, K, Dh).transpose(0, 2, 1, 3)
+                q, k, v = layer["attn_q"](h), layer["attn_k"](h), layer["attn_v"](h)
+                if c.qkv_bias:  # qwen2
+                    q, k, v = q + layer["attn_q.bias"], k + layer["attn_k.bias"], v + layer["attn_v.bias"]
+                q, k, v = q.reshape(1, T, H, Dh), k.reshape(1, T, K, Dh), v.reshape(1, T, K, Dh)
+                if c.qk_norm:  # qwen3: each head of q and k normalized before RoPE
+                    q = mx.fast.rms_norm(q, layer["attn_q_norm"], c.norm_eps)
+                    k = mx.fast.rms_norm(k, layer["attn_k_norm"], c.norm_eps)
+                q = self.rope(q.transpose(0, 2, 1, 3), start)  # [1, H, T, Dh]
+                k = self.rope(k.transpose(0, 2, 1, 3), start)  # [1, K, T, Dh]
+                v = v.transpose(0, 2, 1, 3)
                 keys[i][:, :, start:end] = k
                 values[i][:, :, start:end] = v
                 out = mx.fast.scaled_dot_product_attention(q, keys[i][:, :, :end], values[i][:, :, :end], scale=Dh**-0.5, mask=mask)

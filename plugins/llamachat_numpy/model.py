@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llamachat import masks
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32, cache_capacity, checked_state
 from llamachat.rope import angles
 
@@ -75,6 +76,9 @@ class Layer:
     """A block's matrices, all [out, in] (memory order: see `stored`)."""
 
     wqkv: np.ndarray  # [H*Dh + 2*K*Dh, D]  attn_norm folded into the columns, 1/sqrt(Dh) into the q rows
+    bqkv: np.ndarray | None  # [H*Dh + 2*K*Dh] the q/k/v biases (qwen2), q's scaled like its rows
+    q_norm: np.ndarray | None  # [Dh] qwen3's q norm, carrying 1/sqrt(Dh) (a norm would undo it in wq)
+    k_norm: np.ndarray | None  # [Dh]
     wo: np.ndarray  # [D, H*Dh]
     wgate_up: np.ndarray  # [2F, D]  ffn_norm folded into the columns
     wdown: np.ndarray  # [D, F]
@@ -100,7 +104,7 @@ class NumpyModel:
         self.config = c = config
         scale = f32(1 / np.sqrt(c.head_dim))
         with ThreadPoolExecutor(2) as pool:  # dequantizing is NumPy work that releases the GIL
-            self.layers = list(pool.map(lambda i: self._layer(weights, f"blk.{i}.", scale), range(c.n_layers)))
+            self.layers = list(pool.map(lambda i: self._layer(c, weights, f"blk.{i}.", scale), range(c.n_layers)))
         self.output_norm = as_float32(weights["output_norm"]).copy()
         embedding = as_float32(weights["token_embd"])  # [V, D]
         self.head = stored(embedding if c.tied_embeddings else as_float32(weights["output"]))  # [V, D]
@@ -111,13 +115,24 @@ class NumpyModel:
         self.weight_bytes = sum(a.nbytes for a in self._arrays())
 
     @staticmethod
-    def _layer(weights: Mapping[str, Tensor], prefix: str, scale: np.float32) -> Layer:
+    def _layer(c: ModelConfig, weights: Mapping[str, Tensor], prefix: str, scale: np.float32) -> Layer:
         def w(name: str) -> np.ndarray:
             return as_float32(weights[prefix + name])
 
-        wqkv = np.concatenate([w("attn_q") * scale, w("attn_k"), w("attn_v")]) * w("attn_norm")
+        q_scale = f32(1) if c.qk_norm else scale  # with a q norm the scale goes into the norm's weight
+        wqkv = np.concatenate([w("attn_q") * q_scale, w("attn_k"), w("attn_v")]) * w("attn_norm")
+        bqkv = np.concatenate([w("attn_q.bias") * q_scale, w("attn_k.bias"), w("attn_v.bias")]) if c.qkv_bias else None
+        q_norm, k_norm = (w("attn_q_norm") * scale, w("attn_k_norm")) if c.qk_norm else (None, None)
         wgate_up = np.concatenate([w("ffn_gate"), w("ffn_up")]) * w("ffn_norm")
-        return Layer(wqkv=stored(wqkv), wo=stored(w("attn_output")), wgate_up=stored(wgate_up), wdown=stored(w("ffn_down")))
+        return Layer(
+            wqkv=stored(wqkv),
+            bqkv=bqkv,
+            q_norm=q_norm,
+            k_norm=k_norm,
+            wo=stored(w("attn_output")),
+            wgate_up=stored(wgate_up),
+            wdown=stored(w("ffn_down")),
+        )
 
     def _arrays(self):
         for layer in self.layers:
@@ -135,8 +150,10 @@ class NumpyModel:
         with cache.extend(len(ids)) as (start, end):  # the cache holds the new tokens once this block completes
             x = self.embed(ids)  # [T, D]
             cis = self.cis[start:end, None]  # [T, 1, Dh/2] complex
-            # causal mask: new token t (at position start + t) sees positions up to its own
-            mask = np.triu(np.full((len(ids), end), -np.inf, dtype=f32), start + 1) if len(ids) > 1 else None  # [T, S]
+            # causal mask: new token t (at position start + t) sees positions up to its own (and, with
+            # a sliding window, none before the window): masks.py
+            window = self.config.sliding_window
+            mask = masks.additive(start, len(ids), end, window) if masks.needed(len(ids), window) else None  # [T, S]
             with np.errstate(over="ignore"):  # exp(-g) of a very negative gate is inf: silu is then 0, as it should be
                 for i, layer in enumerate(self.layers):
                     x += self.attention(layer, self.rms_norm(x), cache, i, start, cis, mask)
@@ -160,7 +177,12 @@ class NumpyModel:
         T, H, K, Dh = len(x), c.n_heads, c.n_kv_heads, c.head_dim
         S = start + T
         qkv = x @ layer.wqkv.T  # [T, H*Dh + 2*K*Dh]
-        qk = rope(qkv[:, : (H + K) * Dh].reshape(T, H + K, Dh), cis)  # q and k heads side by side
+        if layer.bqkv is not None:
+            qkv += layer.bqkv
+        qk = qkv[:, : (H + K) * Dh].reshape(T, H + K, Dh)  # q and k heads side by side
+        if layer.q_norm is not None:  # qwen3: RMSNorm over each head before RoPE
+            qk = np.concatenate([self.rms_norm(qk[:, :H]) * layer.q_norm, self.rms_norm(qk[:, H:]) * layer.k_norm], axis=1)
+        qk = rope(qk, cis)
         q, k = qk[:, :H], qk[:, H:]  # [T, H, Dh], [T, K, Dh]
         v = qkv[:, (H + K) * Dh :].reshape(T, K, Dh)
         cache.k[i, :, start:S] = k.transpose(1, 0, 2)  # [K, T, Dh]

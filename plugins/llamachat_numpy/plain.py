@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from llamachat.masks import visible
 from llamachat.protocols import ModelConfig, Tensor, as_float32, cache_capacity
 from llamachat.rope import angles
 
@@ -55,7 +56,8 @@ class PlainModel:
 
     def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor]):
         self.config = c = config
-        self.layers = [{name: as_float32(weights[f"blk.{i}.{name}"]) for name in LAYER_WEIGHTS} for i in range(c.n_layers)]
+        names = LAYER_WEIGHTS + c.switch_weights()
+        self.layers = [{name: as_float32(weights[f"blk.{i}.{name}"]) for name in names} for i in range(c.n_layers)]
         self.token_embd = as_float32(weights["token_embd"])  # [V, D]
         self.output_norm = as_float32(weights["output_norm"])  # [D]
         self.output = self.token_embd if c.tied_embeddings else as_float32(weights["output"])  # [V, D]
@@ -83,16 +85,20 @@ class PlainModel:
     def attention(self, layer, x, cache: KVCache, i: int, start: int, end: int, cos, sin) -> np.ndarray:
         c = self.config
         T, H, K, Dh = len(x), c.n_heads, c.n_kv_heads, c.head_dim
-        q = rope((x @ layer["attn_q"].T).reshape(T, H, Dh), cos, sin)  # [T, H, Dh]
-        k = rope((x @ layer["attn_k"].T).reshape(T, K, Dh), cos, sin)  # [T, K, Dh]
-        v = (x @ layer["attn_v"].T).reshape(T, K, Dh)  # [T, K, Dh]
+        q, k, v = (x @ layer["attn_q"].T), (x @ layer["attn_k"].T), (x @ layer["attn_v"].T)
+        if c.qkv_bias:  # qwen2
+            q, k, v = q + layer["attn_q.bias"], k + layer["attn_k.bias"], v + layer["attn_v.bias"]
+        q, k, v = q.reshape(T, H, Dh), k.reshape(T, K, Dh), v.reshape(T, K, Dh)
+        if c.qk_norm:  # qwen3: each head of q and k normalized before RoPE
+            q, k = rms_norm(q, layer["attn_q_norm"], c.norm_eps), rms_norm(k, layer["attn_k_norm"], c.norm_eps)
+        q, k = rope(q, cos, sin), rope(k, cos, sin)  # [T, H, Dh], [T, K, Dh]
         cache.k[i, :, start:end] = k.transpose(1, 0, 2)  # [K, T, Dh] after the cached tokens
         cache.v[i, :, start:end] = v.transpose(1, 0, 2)
         keys = np.repeat(cache.k[i, :, :end], H // K, axis=0)  # [H, S, Dh]: query head h reads kv head h // (H/K)
         values = np.repeat(cache.v[i, :, :end], H // K, axis=0)  # [H, S, Dh]
         scores = q.transpose(1, 0, 2) @ keys.transpose(0, 2, 1) / np.float32(np.sqrt(Dh))  # [H, T, S]
-        position = np.arange(start, end)[:, None]  # [T, 1]: new token t sits at start + t ...
-        scores = np.where(np.arange(end)[None] <= position, scores, np.float32(-np.inf))  # ... and sees up to there
+        # new token t sits at start + t and sees up to there (within the sliding window, if any)
+        scores = np.where(visible(start, T, end, c.sliding_window), scores, np.float32(-np.inf))
         out = softmax(scores) @ values  # [H, T, Dh]
         return out.transpose(1, 0, 2).reshape(T, H * Dh) @ layer["attn_output"].T  # [T, D]
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from llamachat import masks
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32, cache_capacity, checked_state
 from llamachat.rope import angles
 
@@ -107,6 +108,10 @@ class TorchModel:
                     "wdown": put(b + "ffn_down"),  # [D, F]
                 }
             )
+            if config.qkv_bias:  # qwen2: [(H+2K)*Dh], float32 like the norms
+                self.layers[-1]["bqkv"] = torch.cat([w(b + "attn_q.bias"), w(b + "attn_k.bias"), w(b + "attn_v.bias")]).to(device)
+            if config.qk_norm:  # qwen3: [Dh] each
+                self.layers[-1] |= {"q_norm": w(b + "attn_q_norm").to(device), "k_norm": w(b + "attn_k_norm").to(device)}
         self.output_norm = w("output_norm").to(device)
         self.head = self.dense(w("token_embd" if config.tied_embeddings else "output"))  # [V, D]
         # tied: one copy, the head's, and a token's embedding is its row
@@ -155,7 +160,12 @@ class TorchModel:
         c = self.config
         T, H, K, Dh = x.shape[0], c.n_heads, c.n_kv_heads, c.head_dim
         qkv = self.linear(self.rms_norm(x, layer["attn_norm"]), layer["wqkv"])  # [T, (H+2K)*Dh]
-        qk = self.rope(qkv[:, : (H + K) * Dh].view(T, H + K, Dh), cis)  # q and k heads rotated together, float32
+        if "bqkv" in layer:
+            qkv = (qkv.float() + layer["bqkv"]).to(qkv.dtype)
+        qk = qkv[:, : (H + K) * Dh].view(T, H + K, Dh)
+        if "q_norm" in layer:  # qwen3: each head of q and k normalized before RoPE
+            qk = torch.cat([self.rms_norm(qk[:, :H], layer["q_norm"]), self.rms_norm(qk[:, H:], layer["k_norm"])], dim=1)
+        qk = self.rope(qk, cis)  # q and k heads rotated together, float32
         q, k = qk[:, :H].to(k_cache.dtype), qk[:, H:]
         v = qkv[:, (H + K) * Dh :].view(T, K, Dh)
         k_cache[:, start:end] = k.transpose(0, 1)  # cast to the cache's dtype as they are written
@@ -177,10 +187,12 @@ class TorchModel:
         with cache.extend(T) as (start, end):  # the cache holds the new tokens once this block completes
             x = self.embed(torch.tensor(list(ids), device=self.device))  # [T, D]
             cis = self.cis[start:end, None]  # [T, 1, Dh/2]
-            # new token t (at position start + t) attends to positions <= start + t
+            # new token t (at position start + t) attends to positions <= start + t (and within the
+            # sliding window, if any: masks.py)
+            window = self.config.sliding_window
             mask = None
-            if T > 1:
-                mask = torch.ones(T, end, dtype=torch.bool, device=self.device).tril(start)
+            if masks.needed(T, window):
+                mask = torch.from_numpy(masks.visible(start, T, end, window)).to(self.device)
             for i, layer in enumerate(self.layers):
                 x = self.block(x, layer, cache.k[i], cache.v[i], cis, mask, start, end)
         if not all_logits:

@@ -1,0 +1,72 @@
+"""Issue 17's families (Mistral, Qwen2, Qwen3, Phi-3) against transformers: tiny random models saved as
+HF folders (tests/tiny_models.py: ARCH_SPECS), read by llamachat, logits within 1e-4 of the
+transformers model itself, prefill and cached decode steps, per backend; and the reader's bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tiny_models import ARCH_SPECS, hf_logits, hf_model, write_hf
+
+import llamachat
+from llamachat.errors import LlamachatError
+
+IDS = [1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889] * 3  # longer than every window
+RUNNABLE = sorted(name for name, spec in ARCH_SPECS.items() if spec.longrope_original is None)
+BACKENDS = {"numpy": {}, "numpy-plain": {"plain": True}, "torch": {"device": "cpu"}, "mlx": {"device": "cpu"}}
+
+
+@pytest.fixture(scope="module", params=RUNNABLE)
+def family(request, tmp_path_factory):
+    spec = ARCH_SPECS[request.param]
+    hf = hf_model(spec, seed=11)
+    path = write_hf(tmp_path_factory.mktemp(request.param) / "hf", hf)
+    return path, hf_logits(hf, IDS)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_prefill_matches_transformers(family, backend):
+    path, reference = family
+    model = llamachat.load(path, backend.split("-")[0], **BACKENDS[backend])
+    logits = model.runner.forward(IDS, model.runner.new_cache(64), all_logits=True)
+    assert np.abs(logits - reference).max() < 1e-4
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_cached_decode_matches_transformers(family, backend):
+    """A prefill, a short chunk on the warm cache, then one token at a time: each step's logits are
+    transformers' at that position (the window slides past the prefill's first tokens)."""
+    path, reference = family
+    runner = llamachat.load(path, backend.split("-")[0], **BACKENDS[backend]).runner
+    cache = runner.new_cache(64)
+    runner.forward(IDS[:20], cache)
+    chunk = runner.forward(IDS[20:23], cache, all_logits=True)
+    steps = np.stack([runner.forward([t], cache) for t in IDS[23:30]])
+    assert np.abs(chunk - reference[20:23]).max() < 1e-4
+    assert np.abs(steps - reference[23:30]).max() < 1e-4
+
+
+def _config(tmp_path, **changes):
+    path = write_hf(tmp_path / "hf", hf_model(ARCH_SPECS["qwen2"], seed=1))
+    cfg = json.loads((path / "config.json").read_text()) | changes
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"model_type": "gemma"}, "'gemma' model; llamachat runs these architectures: llama, mistral, qwen2, qwen3, phi3"),
+        ({"model_type": "llama"}, "declares no q/k/v biases"),  # the file's biases contradict a llama config
+        ({"model_type": "qwen3"}, "declares no q/k/v biases"),
+        ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6}}, "RoPE scaling 'yarn' is not supported"),
+        ({"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1}, "only some layers"),
+    ],
+)
+def test_bad_configs_refused_in_one_line(tmp_path, changes, words):
+    path = _config(tmp_path, **changes)
+    with pytest.raises(LlamachatError) as e:
+        llamachat.load(path, "numpy")
+    assert words in str(e.value) and "\n" not in str(e.value) and str(path) in str(e.value)
