@@ -159,8 +159,10 @@ class SentencePieceTokenizer(BaseTokenizer):
         return self._bytes[token_id]
 
     def token_id(self, piece: str) -> int | None:
-        i = self.sp.piece_to_id(piece)
-        return None if i == self.sp.unk_id() and piece != self.sp.id_to_piece(i) else i
+        i, unk = self.sp.piece_to_id(piece), self.sp.unk_id()
+        if i == unk:  # an unknown piece maps to the unk id, which is -1 in a vocabulary without one
+            return None if unk < 0 or piece != self.sp.id_to_piece(i) else i
+        return i
 
     def piece(self, token_id: int) -> str:
         return self.sp.id_to_piece(token_id)

@@ -213,3 +213,23 @@ def test_tokenizer_json_without_a_llama_cpp_name(tmp_path):
     tk.save(str(tmp_path / "tokenizer.json"))
     with pytest.raises(LlamachatError, match="pre-tokenizer is none llama.cpp names"):
         tokenizer_from_json(tmp_path / "tokenizer.json").gguf_fields()
+
+
+IDS = [1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 29871, 13, 450, 4996, 17354]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "mlx"])
+def test_logits_from_llama_cpp_gguf(family, backend):
+    """llama.cpp's file of each family, run by llamachat, within 1e-4 of transformers (prefill, all rows)."""
+    from tiny_models import hf_logits
+
+    kind, model, path, _ = family
+    runner = llamachat_load(path, backend).runner
+    logits = runner.forward(IDS, runner.new_cache(64), all_logits=True)
+    assert np.abs(logits - hf_logits(model, IDS)).max() < 1e-4
+
+
+def llamachat_load(path, backend):
+    import llamachat
+
+    return llamachat.load(path, backend, **({"device": "cpu"} if backend in ("torch", "mlx") else {}))
