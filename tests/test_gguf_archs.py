@@ -233,3 +233,16 @@ def llamachat_load(path, backend):
     import llamachat
 
     return llamachat.load(path, backend, **({"device": "cpu"} if backend in ("torch", "mlx") else {}))
+
+
+def test_our_gguf_runs_in_llama_cpp(family):
+    """What `llamachat convert` writes (from the HF folder) loads in llama.cpp itself (the llamacpp
+    backend) with logits within 2e-2 of transformers (its KV cache is float16; a layout slip is of order 1)."""
+    from tiny_models import hf_logits
+
+    import llamachat
+
+    kind, model, _, tmp = family
+    ours = convert(tmp / "hf", tmp / "from-hf.gguf", "gguf", dtype="f32", force=True)
+    logits = llamachat.load(ours, "llamacpp").logits(IDS)
+XX
