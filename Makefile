@@ -20,10 +20,11 @@ $(VENV)/.installed: pyproject.toml
 # Tests need torch (the oracle's framework): install torch==2.13.0 FIRST. On this machine kind that
 # version is a CPU build on disk; anything that pulls torch in before it (accelerate, transformers)
 # would download a multi-GB CUDA build. The llamacpp extra compiles llama.cpp from source (~10-15
-# min on 2 cores; pip's wheel cache makes it instant after the first time): `make chat` skips it.
+# min on 2 cores; the wheel folder below makes it instant after the first time): `make chat` skips it.
 $(VENV)/.installed-dev: $(VENV)/.installed $(LLAMACPP_WHEELS)/.built
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q --find-links $(LLAMACPP_WHEELS) -e '.[dev,torch,mlx,llamacpp]'
+	$(MAKE) $(VENV)/llama.cpp/convert_hf_to_gguf.py
 	touch $@
 
 # llama.cpp built for this CPU (GGML_NATIVE, llama-cpp-python's default) but without Intel AMX: on
@@ -35,6 +36,19 @@ $(VENV)/.installed-dev: $(VENV)/.installed $(LLAMACPP_WHEELS)/.built
 $(LLAMACPP_WHEELS)/.built: | $(VENV)/.installed
 	CMAKE_ARGS="-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'" \
 		$(PIP) wheel -q --no-cache-dir --no-deps -w $(LLAMACPP_WHEELS) llama-cpp-python==0.3.36
+	touch $@
+
+# llama.cpp's own HF -> GGUF converter, the outside writer tests/test_gguf_archs.py checks the GGUF
+# reader against: from the llama-cpp-python 0.3.36 sdist (the llama.cpp the llamacpp backend runs),
+# fetched by pip and unpacked into the venv (the script, its conversion/ package, its gguf-py, the
+# MIT licence), not copied into the repository: it is ~400 files that track llama.cpp's releases.
+LLAMACPP_SDIST := llama_cpp_python-0.3.36
+$(VENV)/llama.cpp/convert_hf_to_gguf.py:
+	$(PIP) download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(VENV)/sdist
+	mkdir -p $(VENV)/llama.cpp
+	tar -xzf $(VENV)/sdist/$(LLAMACPP_SDIST).tar.gz -C $(VENV)/llama.cpp --strip-components=3 \
+		$(LLAMACPP_SDIST)/vendor/llama.cpp/convert_hf_to_gguf.py $(LLAMACPP_SDIST)/vendor/llama.cpp/conversion \
+		$(LLAMACPP_SDIST)/vendor/llama.cpp/gguf-py $(LLAMACPP_SDIST)/vendor/llama.cpp/LICENSE
 	touch $@
 
 chat: $(VENV)/.installed

@@ -159,8 +159,10 @@ class SentencePieceTokenizer(BaseTokenizer):
         return self._bytes[token_id]
 
     def token_id(self, piece: str) -> int | None:
-        i = self.sp.piece_to_id(piece)
-        return None if i == self.sp.unk_id() and piece != self.sp.id_to_piece(i) else i
+        i, unk = self.sp.piece_to_id(piece), self.sp.unk_id()
+        if i == unk:  # an unknown piece maps to the unk id, which is -1 in a vocabulary without one
+            return None if unk < 0 or piece != self.sp.id_to_piece(i) else i
+        return i
 
     def piece(self, token_id: int) -> str:
         return self.sp.id_to_piece(token_id)
@@ -245,7 +247,8 @@ class BPETokenizer(BaseTokenizer):
 
     def __init__(self, tk: Any, tokens: Sequence[str], special: set[int], bos_id, eos_id, eot_ids=(), byte_level=True):
         self.tk = tk
-        self.pre: str | None = None  # the GGUF pre-tokenizer type, when built from a GGUF vocabulary
+        self.pre: str | None = None  # the GGUF pre-tokenizer type (from a GGUF, or matched in a tokenizer.json)
+        self.user_defined: set[int] = set()  # added tokens that are not special (GGUF USER_DEFINED)
         # Special tokens (if the tokenizer knows them as added tokens) are encoded as plain text.
         self.tk.encode_special_tokens = True
         super().__init__(bos_id, eos_id, eot_ids, len(tokens))
@@ -274,14 +277,17 @@ class BPETokenizer(BaseTokenizer):
         GGUF file knows its pre-tokenizer type; a tokenizer.json's regexes are not mapped back."""
         if self.pre is None:
             raise LlamachatError(
-                "a tokenizer.json vocabulary cannot be written to GGUF yet (convert from a GGUF file or a tokenizer.model)"
+                "this tokenizer.json's pre-tokenizer is none llama.cpp names "
+                f"(accepted: byte-level BPE splitting as one of {', '.join(SUPPORTED_PRE)})"
             )
         merges = json.loads(self.tk.to_str())["model"]["merges"]
+        # as llama.cpp's converter types them: special added tokens CONTROL, other added ones USER_DEFINED
+        types = [CONTROL if i in self._special else USER_DEFINED if i in self.user_defined else NORMAL for i in range(len(self._tokens))]
         fields: dict[str, Any] = {
             "tokenizer.ggml.model": "gpt2",
             "tokenizer.ggml.pre": self.pre,
             "tokenizer.ggml.tokens": list(self._tokens),
-            "tokenizer.ggml.token_type": [CONTROL if i in self._special else NORMAL for i in range(len(self._tokens))],
+            "tokenizer.ggml.token_type": types,
             "tokenizer.ggml.merges": [m if isinstance(m, str) else " ".join(m) for m in merges],
         }
         for key, i in (("bos", self.bos_id), ("eos", self.eos_id)):
@@ -516,7 +522,45 @@ def tokenizer_from_json(path: Path) -> BPETokenizer:
     byte_level = "ByteLevel" in json.dumps(spec.get("decoder"))
     tokenizer = BPETokenizer(tk, tokens, special, bos, eos, byte_level=byte_level)
     tokenizer.strip_leading_space = not byte_level  # Metaspace decoders drop the prefix space
+    tokenizer.pre = json_pre_type(spec) if byte_level else None
+    tokenizer.user_defined = {t["id"] for t in spec.get("added_tokens", []) if not t.get("special")}
     return tokenizer
+
+
+def _splits_of(step: dict[str, Any]) -> list[str] | None:
+    """The regexes one tokenizers pre-tokenizer step splits by (None: a step llama.cpp has no name for)."""
+    kind = step.get("type")
+    if kind == "Sequence":
+        out: list[str] = []
+        for sub in step.get("pretokenizers", []):
+            got = _splits_of(sub)
+            if got is None:
+                return None
+            out += got
+        return out
+    if kind == "Split" and step.get("behavior") == "Isolated" and not step.get("invert"):
+        pattern = step.get("pattern", {})
+        return [pattern["Regex"]] if "Regex" in pattern else None
+    if kind == "Digits" and step.get("individual_digits"):
+        return [r"\p{N}"]
+    if kind == "ByteLevel":
+        return [_GPT2_SPLIT] if step.get("use_regex", True) else []
+    return None
+
+
+def json_pre_type(spec: dict[str, Any]) -> str | None:
+    """The GGUF `tokenizer.ggml.pre` name whose regexes (llama.cpp's) are exactly the ones this
+    tokenizer.json's pre-tokenizer splits by, with the same ignore_merges; the first such name, which
+    is the one llama.cpp's converter writes for that family; None if there is none."""
+    splits = _splits_of(spec.get("pre_tokenizer") or {})
+    if splits is None:
+        return None
+    ignore_merges = bool((spec.get("model") or {}).get("ignore_merges", False))
+    for name in ("gpt-2", "smollm", "llama-bpe", "qwen2", "deepseek-llm"):
+        pre = SUPPORTED_PRE[name]
+        if pre.splits == tuple(splits) and pre.ignore_merges == ignore_merges:
+            return name
+    return None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

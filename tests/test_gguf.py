@@ -122,7 +122,7 @@ def test_not_gguf(tmp_path):
 def test_other_architecture(tmp_path):
     spec = TinySpec(n_layers=1)
     path = write_gguf(tmp_path / "gpt.gguf", spec, {"token_embd.weight": np.zeros((spec.vocab, spec.dim), np.float32)}, arch="gpt2")
-    with pytest.raises(LlamachatError, match="'gpt2' model; llamachat runs the 'llama' architecture only"):
+    with pytest.raises(LlamachatError, match="'gpt2' model; llamachat runs the architectures llama, qwen2, qwen3, phi3"):
         open_checkpoint(path)
 
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import mmap
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import LlamachatError
-from ..protocols import ModelConfig, QuantizedTensor, RopeScaling, Tensor
+from ..protocols import ModelConfig, QuantizedTensor, RopeScaling, Tensor, as_float32
 from .names import display_name
 
 MAGIC = b"GGUF"
@@ -222,26 +222,58 @@ def end_of_generation_ids(declared: list[Any], tokens: list[str]) -> tuple[int, 
     return tuple(dict.fromkeys([*(int(i) for i in declared if i is not None), *by_text]))
 
 
-def read_config(gf: GGUFFile) -> ModelConfig:
-    """ModelConfig from the metadata of a llama-architecture GGUF."""
+# llama.cpp runs these with NEOX (half-split) RoPE and its converter stores their q/k rows as HF has
+# them; `llama` (Mistral included: llama.cpp writes it as "llama") stores them interleaved.
+NEOX_ARCHS = ("qwen2", "qwen3", "phi3")
+GGUF_ARCHS = ("llama", "qwen2", "qwen3", "phi3")  # general.architecture values read (mistral is "llama")
+ROPE_SCALINGS = ("none", "linear", "longrope (phi3)")
+
+
+def tensor_name(canonical: str) -> str:
+    """The GGUF tensor name of a canonical weight: biases keep their own suffix, the rest get ".weight"."""
+    return canonical if canonical.endswith(".bias") else canonical + ".weight"
+
+
+def _arch(gf: GGUFFile) -> str:
+    """The canonical architecture: GGUF's own name, or "mistral" for a `llama` file with a sliding window."""
     arch = _meta(gf, "general.architecture", "unknown")
-    if arch != "llama":
-        raise LlamachatError(f"{gf.path}: a {arch!r} model; llamachat runs the 'llama' architecture only")
-    a = "llama."
+    if arch not in GGUF_ARCHS:
+        raise LlamachatError(
+            f"{gf.path}: a {arch!r} model; llamachat runs the architectures {', '.join(GGUF_ARCHS)} (Mistral is stored as llama)"
+        )
+    if arch == "llama" and _meta(gf, "llama.attention.sliding_window"):
+        return "mistral"
+    return arch
+
+
+def _rope_scaling(gf: GGUFFile, a: str, arch: str, context: int) -> RopeScaling | None:
+    kind = _meta(gf, a + "rope.scaling.type", "none")
+    original = _meta(gf, a + "rope.scaling.original_context_length")
+    if kind == "linear":
+        factor = float(_meta(gf, a + "rope.scaling.factor", 1.0))
+        return RopeScaling("linear", factor, int(original) if original else None)
+    if arch == "phi3" and "rope_factors_long.weight" in gf.tensors:
+        # Phi-3 longrope: per-frequency divisors, long or short by context (rope_factors_* weights)
+        if not original:
+            raise LlamachatError(f"{gf.path}: longrope factors without {a}rope.scaling.original_context_length")
+        return RopeScaling("longrope", context / int(original), int(original))
+    if kind not in ("none", ""):
+        raise LlamachatError(f"{gf.path}: RoPE scaling {kind!r} is not supported (supported: {', '.join(ROPE_SCALINGS)})")
+    return None
+
+
+def read_config(gf: GGUFFile) -> ModelConfig:
+    """ModelConfig from the metadata of a llama, mistral, qwen2, qwen3 or phi3 GGUF."""
+    arch = _arch(gf)
+    a = ("llama" if arch == "mistral" else arch) + "."
     dim = int(_meta(gf, a + "embedding_length", required=True))
     n_heads = int(_meta(gf, a + "attention.head_count", required=True))
     n_kv = int(_meta(gf, a + "attention.head_count_kv", n_heads))
     head_dim = int(_meta(gf, a + "attention.key_length", _meta(gf, a + "rope.dimension_count", dim // n_heads)))
     tokens = _meta(gf, "tokenizer.ggml.tokens")
     vocab = int(_meta(gf, a + "vocab_size", len(tokens) if tokens is not None else gf.tensors["token_embd.weight"].shape[0]))
-    scaling = None
-    kind = _meta(gf, a + "rope.scaling.type", "none")
-    if kind == "linear":
-        factor = float(_meta(gf, a + "rope.scaling.factor", 1.0))
-        original = _meta(gf, a + "rope.scaling.original_context_length")
-        scaling = RopeScaling("linear", factor, int(original) if original else None)
-    elif kind not in ("none", ""):
-        raise LlamachatError(f"{gf.path}: RoPE scaling {kind!r} is not supported (supported: none, linear)")
+    context = int(_meta(gf, a + "context_length", 4096))
+    window = int(_meta(gf, a + "attention.sliding_window", 0) or 0)
     bos = _meta(gf, "tokenizer.ggml.bos_token_id")
     eos = _meta(gf, "tokenizer.ggml.eos_token_id")
     declared = [_meta(gf, f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot", "eom")]
@@ -255,45 +287,148 @@ def read_config(gf: GGUFFile) -> ModelConfig:
         vocab_size=vocab,
         norm_eps=float(_meta(gf, a + "attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta=float(_meta(gf, a + "rope.freq_base", 10000.0)),
-        rope_scaling=scaling,
-        context_length=int(_meta(gf, a + "context_length", 4096)),
+        rope_scaling=_rope_scaling(gf, a, arch, context),
+        context_length=context,
         tied_embeddings="output.weight" not in gf.tensors,
         bos_id=None if bos is None else int(bos),
         eos_id=None if eos is None else int(eos),
         eot_ids=end_of_generation_ids(declared, tokens or []),
         chat_template=_meta(gf, "tokenizer.chat_template"),
         name=display_name(gf.path.stem, gf.metadata),
+        arch=arch,
+        sliding_window=window or None,
+        qkv_bias=arch == "qwen2",
+        qk_norm=arch == "qwen3",
     )
 
 
+# Tensors a switch adds: present in a file whose architecture does not declare the switch, they
+# would be silently ignored, so the file is refused instead.
+_SWITCH_TENSORS = {
+    "attn_q.bias": "qwen2",
+    "attn_k.bias": "qwen2",
+    "attn_v.bias": "qwen2",
+    "attn_q_norm.weight": "qwen3",
+    "attn_k_norm.weight": "qwen3",
+}
+
+
+def _row_slice(t: Tensor, start: int, stop: int) -> Tensor:
+    """Rows start:stop of a weight, dense or packed (GGUF blocks never cross a row)."""
+    if isinstance(t, QuantizedTensor):
+        return replace(t, shape=(stop - start, *t.shape[1:]), data=t.data[start:stop])
+    return t[start:stop]
+
+
+def _unfused(gf: GGUFFile, config: ModelConfig) -> dict[str, Tensor]:
+    """Phi-3's fused attn_qkv and ffn_up (gate rows, then up rows) split into canonical weights."""
+    out: dict[str, Tensor] = {}
+    q, kv, ffn = config.q_dim, config.kv_dim, config.ffn_dim
+    for i in range(config.n_layers):
+        b = f"blk.{i}."
+        for fused, want in ((b + "attn_qkv.weight", (q + 2 * kv, config.dim)), (b + "ffn_up.weight", (2 * ffn, config.dim))):
+            if fused not in gf.tensors:
+                raise LlamachatError(f"{gf.path}: missing tensor {fused} (a phi3 GGUF fuses q/k/v and gate/up)")
+            if gf.tensors[fused].shape != want:
+                raise LlamachatError(
+                    f"{gf.path}: tensor {fused} has shape {list(gf.tensors[fused].shape)}, the config implies {list(want)}"
+                )
+        qkv, gate_up = gf.tensor(b + "attn_qkv.weight"), gf.tensor(b + "ffn_up.weight")
+        out[b + "attn_q"] = _row_slice(qkv, 0, q)
+        out[b + "attn_k"] = _row_slice(qkv, q, q + kv)
+        out[b + "attn_v"] = _row_slice(qkv, q + kv, q + 2 * kv)
+        out[b + "ffn_gate"] = _row_slice(gate_up, 0, ffn)
+        out[b + "ffn_up"] = _row_slice(gate_up, ffn, 2 * ffn)
+    return out
+
+
+def _check_switches(gf: GGUFFile, config: ModelConfig) -> None:
+    for name in gf.tensors:
+        part = name.split(".", 2)[-1] if name.startswith("blk.") else ""
+        owner = _SWITCH_TENSORS.get(part)
+        if owner and owner != config.arch:
+            raise LlamachatError(
+                f"{gf.path}: tensor {name} belongs to a {owner} model but the file says {config.arch!r} "
+                f"(accepted: {owner} files carry it, others must not)"
+            )
+
+
 def read_weights(gf: GGUFFile, config: ModelConfig) -> dict[str, Tensor]:
-    """The canonical weights (see protocols.py), memory-mapped. GGUF already stores q/k in the
-    interleaved layout (llama.cpp's converter undoes HF's permutation), so nothing is permuted."""
+    """The canonical weights (see protocols.py), memory-mapped. `llama` files store q/k interleaved
+    (llama.cpp's converter undoes HF's permutation); qwen2, qwen3 and phi3 files store them in HF's
+    half-split order, which is permuted here, q/k biases and q/k norms (within a head) included."""
+    from .layouts import hf_to_interleaved
+
+    _check_switches(gf, config)
     expected = config.weight_shapes()
-    weights: dict[str, Tensor] = {}
+    weights = _unfused(gf, config) if config.arch == "phi3" else {}
     for name in expected:
-        gguf_name = name + ".weight"
-        if gguf_name not in gf.tensors:
-            raise LlamachatError(f"{gf.path}: missing tensor {gguf_name}")
-        shape = gf.tensors[gguf_name].shape
-        if shape != expected[name]:
-            raise LlamachatError(f"{gf.path}: tensor {gguf_name} has shape {list(shape)}, the config implies {list(expected[name])}")
-        weights[name] = gf.tensor(gguf_name)
-    if "rope_freqs.weight" in gf.tensors:  # Llama-3.1 style frequency divisors
-        weights["rope_freqs"] = gf.tensor("rope_freqs.weight")
-    return weights
+        if name in weights:
+            t = weights[name]
+        else:
+            gguf_name = tensor_name(name)
+            if gguf_name not in gf.tensors:
+                raise LlamachatError(f"{gf.path}: missing tensor {gguf_name} (a {config.arch} model has it)")
+            t = gf.tensor(gguf_name)
+        if tuple(t.shape) != expected[name]:
+            raise LlamachatError(
+                f"{gf.path}: tensor {tensor_name(name)} has shape {list(t.shape)}, the config implies {list(expected[name])}"
+            )
+        weights[name] = t
+    if config.arch in NEOX_ARCHS:
+        for i in range(config.n_layers):
+            for part, heads in (("attn_q", config.n_heads), ("attn_k", config.n_kv_heads)):
+                for name, n in ((f"blk.{i}.{part}", heads), (f"blk.{i}.{part}.bias", heads), (f"blk.{i}.{part}_norm", 1)):
+                    if name in weights:
+                        weights[name] = hf_to_interleaved(weights[name], n)
+    for extra in ("rope_freqs", "rope_factors_long", "rope_factors_short"):  # RoPE divisors (Llama-3.1, longrope)
+        if extra + ".weight" in gf.tensors:
+            weights[extra] = gf.tensor(extra + ".weight")
+    return {k: weights[k] for k in [*expected, *(e for e in ("rope_freqs", "rope_factors_long", "rope_factors_short") if e in weights)]}
 
 
 # ------------------------------------------------------------------------------------------------
 # Writing (llamachat convert --to gguf), with gguf's own GGUFWriter
 
 
+def _fuse(parts: list[Tensor]) -> Tensor:
+    """Rows of several weights stacked (Phi-3's attn_qkv, gate/up), dense or packed alike."""
+    if all(isinstance(t, QuantizedTensor) for t in parts) and len({t.scheme for t in parts}) == 1:  # type: ignore[union-attr]
+        first = parts[0]
+        data = np.concatenate([t.data for t in parts])  # type: ignore[union-attr]
+        return replace(first, shape=(sum(t.shape[0] for t in parts), *first.shape[1:]), data=data)
+    if all(isinstance(t, np.ndarray) for t in parts) and len({t.dtype for t in parts}) == 1:  # type: ignore[union-attr]
+        return np.concatenate(parts)
+    return np.concatenate([np.asarray(as_float32(t)) for t in parts])
+
+
+def gguf_tensors(config: ModelConfig, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Canonical weights under the GGUF names and q/k layout of `config.arch` (see read_weights),
+    Phi-3's q/k/v and gate/up fused again."""
+    from .layouts import interleaved_to_hf
+
+    out = dict(tensors)
+    if config.arch in NEOX_ARCHS:
+        for i in range(config.n_layers):
+            for part, heads in (("attn_q", config.n_heads), ("attn_k", config.n_kv_heads)):
+                for name, n in ((f"blk.{i}.{part}", heads), (f"blk.{i}.{part}.bias", heads), (f"blk.{i}.{part}_norm", 1)):
+                    if name in out:
+                        out[name] = interleaved_to_hf(out[name], n)
+    if config.arch == "phi3":
+        for i in range(config.n_layers):
+            b = f"blk.{i}."
+            out[b + "attn_qkv"] = _fuse([out.pop(b + k) for k in ("attn_q", "attn_k", "attn_v")])
+            out[b + "ffn_up"] = _fuse([out.pop(b + "ffn_gate"), out.pop(b + "ffn_up")])
+    return {tensor_name(k): v for k, v in out.items()}
+
+
 def write_gguf(path: Path, config: ModelConfig, tensors: dict[str, Tensor], tokenizer_fields: dict[str, Any]) -> None:
-    """A llama GGUF of canonical `tensors`: float32/float16 arrays as F32/F16, `bf16` as BF16 and
-    `gguf:*` QuantizedTensors as their raw blocks. The caller makes the write atomic."""
+    """A GGUF of canonical `tensors` for `config.arch` (Mistral as llama.cpp writes it: "llama", plus
+    its sliding window): float32/float16 arrays as F32/F16, `bf16` as BF16 and `gguf:*`
+    QuantizedTensors as their raw blocks. The caller makes the write atomic."""
     import gguf
 
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), "llama" if config.arch == "mistral" else config.arch)
     w.add_name(config.name)
     w.add_context_length(config.context_length)
     w.add_embedding_length(config.dim)
@@ -307,9 +442,18 @@ def write_gguf(path: Path, config: ModelConfig, tensors: dict[str, Tensor], toke
     w.add_rope_freq_base(config.rope_theta)
     w.add_rope_dimension_count(config.head_dim)
     w.add_vocab_size(config.vocab_size)
-    if config.rope_scaling is not None:
+    if config.sliding_window:
+        w.add_sliding_window(config.sliding_window)
+    if config.rope_scaling is not None and config.rope_scaling.kind == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(config.rope_scaling.factor)
+    elif config.rope_scaling is not None and config.rope_scaling.kind == "longrope":
+        import math
+
+        original = config.rope_scaling.original_context or config.context_length
+        scale = config.context_length / original
+        w.add_rope_scaling_orig_ctx_len(original)
+        w.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1 else 1.0)
     for key, value in tokenizer_fields.items():
         if isinstance(value, bool):
             w.add_bool(key, value)
@@ -321,12 +465,12 @@ def write_gguf(path: Path, config: ModelConfig, tensors: dict[str, Tensor], toke
             w.add_array(key, list(value))
     if config.chat_template:
         w.add_chat_template(config.chat_template)
-    for name, t in tensors.items():
+    for name, t in gguf_tensors(config, tensors).items():
         if isinstance(t, QuantizedTensor):
             kind = "BF16" if t.scheme == "bf16" else t.scheme.removeprefix("gguf:")
-            w.add_tensor(name + ".weight", t.data, raw_dtype=gguf.GGMLQuantizationType[kind])
+            w.add_tensor(name, t.data, raw_dtype=gguf.GGMLQuantizationType[kind])
         else:
-            w.add_tensor(name + ".weight", np.ascontiguousarray(t))
+            w.add_tensor(name, np.ascontiguousarray(t))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
