@@ -102,7 +102,7 @@ def test_truncated_gguf(tmp_path, default_model_path):
 def test_other_architecture(tmp_path):
     spec = TinySpec(n_layers=1)
     path = write_gguf(tmp_path / "x.gguf", spec, {"token_embd.weight": np.zeros((spec.vocab, spec.dim), np.float32)}, arch="falcon")
-    assert_one_line_error(run_cli("-p", "hi", "-m", str(path)), "'falcon' model", "'llama' architecture only")
+    assert_one_line_error(run_cli("-p", "hi", "-m", str(path)), "'falcon' model", "runs the architectures llama, qwen2, qwen3, phi3")
 
 
 @pytest.mark.parametrize(
