@@ -196,6 +196,7 @@ class Chat:
         session.max_tokens, session.overflow, session.lookup = new.max_tokens, new.overflow, new.lookup
         session.overflow_free = new.overflow_free
         if new.system != session.system:
-            session.set_system(new.system)
+            for line in session.set_system(new.system):
+                note(line)
         self.settings = new
         return f"profile set to {name}"

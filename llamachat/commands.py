@@ -161,8 +161,10 @@ def cmd_sampler(chat: ChatLike, arg: str) -> None:
 
 
 def cmd_system(chat: ChatLike, arg: str) -> None:
-    chat.session.set_system(arg or None)
+    dropped = chat.session.set_system(arg or None)
     chat.say(f"system prompt set to {arg!r}" if arg else "system prompt removed")
+    for line in dropped:
+        chat.say(line, "yellow")
 
 
 def cmd_reset(chat: ChatLike, arg: str) -> None:

@@ -222,12 +222,14 @@ class Session:
         parts = [f"your message {_preview(m['content'])}" if m["role"] == "user" else "its reply" for m in removed]
         return "removed " + " and ".join(parts)
 
-    def set_system(self, text: str | None) -> None:
+    def set_system(self, text: str | None) -> list[str]:
+        """Set (or, with None, remove) the system prompt; return what had to be dropped to fit it."""
         if self.system is not None:
             self.messages.pop(0)
         if text:
             self.messages.insert(0, {"role": "system", "content": text, "time": _now()})
         self.resync()
+        return self._fit_closed()  # a longer system prompt can push the conversation past the context
 
     def reset(self) -> None:
         """Forget the conversation, keeping the system prompt."""
@@ -302,14 +304,18 @@ class Session:
         return Reply("", stats, True, [*notices, notice], unsent=unsent)
 
     def _fit_closed(self) -> list[str]:
-        """A reply re-encoded (the template closing it, its text tokenized afresh) can take more tokens
-        than were sampled and overflow the context; with drop-oldest, drop again now, so the closed
-        conversation always fits (a backend switch or /load evaluates it whole). Under stop, the next
-        message is refused as the policy says."""
-        if self.overflow != "drop-oldest" or len(self.encode(add_generation_prompt=False)) <= self.context:
+        """The conversation as it stands can take more tokens than the context: a reply re-encoded
+        (the template closing it, its text tokenized afresh) can take more than were sampled, a new
+        system prompt more than the old. With drop-oldest, drop again now, so the conversation always
+        fits (a backend switch or /load evaluates it whole). Under stop, the next message is refused
+        as the policy says."""
+        if self.overflow != "drop-oldest" or not any(m["role"] == "user" for m in self.messages):
+            return []
+        awaiting = self.messages[-1]["role"] == "user"  # a message whose reply was interrupted
+        if len(self.encode(add_generation_prompt=awaiting)) <= self.context:
             return []
         head = self.messages[:1] if self.messages[0]["role"] == "system" else []
-        last = self.messages[-2:] if len(self.messages) - len(head) >= 2 else self.messages[-1:]
+        last = self.messages[-1:] if awaiting or len(self.messages) - len(head) < 2 else self.messages[-2:]
         body = self.messages[len(head) : len(self.messages) - len(last)]
         if not body:
             return []

@@ -160,6 +160,21 @@ def test_overflow_drops_the_oldest_exchanges(tiny):
     assert_cache_is_fresh_prefill(s)
 
 
+def test_a_longer_system_prompt_drops_the_oldest_exchanges_to_fit(tiny):
+    """Found by the test above: three long messages filled a 96-token context, then /system made the
+    conversation 100 tokens, past the context, until the next message dropped something."""
+    s = Session(tiny, greedy(), max_tokens=8, context=96)
+    for _ in range(3):
+        s.ask("tell me a long story about dragons")
+    before = len(s.messages)
+    notices = s.set_system("You are a pirate who speaks only in long, winding sentences.")
+    assert len(s.encode(add_generation_prompt=False)) <= s.context
+    assert notices and notices[0].startswith("context full: dropped the oldest")
+    assert len(s.messages) < before + 1 and s.messages[0]["role"] == "system"
+    assert_cache_is_fresh_prefill(s)
+    assert s.set_system(None) == []  # a shorter one drops nothing
+
+
 def test_the_markdown_transcript_is_the_whole_conversation(tiny):
     """Issue 15 case 3: the .md of a long chat dropped what context overflow dropped (the JSON kept it)."""
     from llamachat import transcript
