@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LlamachatError
+from .interrupts import sigint_held
 from .protocols import Backend, ModelConfig, Runner, Tensor
 
 # the float dtypes backends take, under the names people write them
@@ -50,7 +51,7 @@ def choose_backend(checkpoint_format: str) -> tuple[str, str]:
     backends = registry().backends
 
     def runs(name: str) -> bool:
-        return name in backends and backends[name].available()[0]
+        return name in backends and imported(backends[name])[0]
 
     if sys.platform == "darwin" and platform.machine() == "arm64" and runs("mlx"):
         return "mlx", "Apple silicon, where MLX runs on the GPU"
@@ -83,10 +84,24 @@ def find_backend(name: str) -> Backend:
     if name not in backends:
         raise LlamachatError(f"unknown backend {name!r} (available: {', '.join(sorted(backends))})")
     backend = backends[name]
-    ok, reason = backend.available()
+    ok, reason = imported(backend)
     if not ok:
         raise LlamachatError(f"backend {name!r} cannot run here: {reason}")
     return backend
+
+
+def imported(backend: Backend) -> tuple[bool, str]:
+    """`backend.available()`, which imports its library (torch, mlx, llama_cpp), with Ctrl-C held
+    off: an import stopped halfway cannot be undone (torch's operators stay half-registered and
+    every later import fails), so a Ctrl-C waits for the import to end, then stops what asked."""
+    try:
+        with sigint_held():
+            return backend.available()
+    except KeyboardInterrupt:
+        raise LlamachatError(
+            f"stopped by Ctrl-C: backend {backend.name!r} was let finish importing its library (an import stopped "
+            "halfway cannot be undone), and nothing was loaded on it"
+        ) from None
 
 
 def load_runner(backend: Backend, config: ModelConfig, weights: Mapping[str, Tensor], source: Path | None = None, **options: Any) -> Runner:

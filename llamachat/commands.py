@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import LlamachatError
@@ -263,6 +264,11 @@ def _rope_scaling(model: Any) -> str:
 def cmd_save(chat: ChatLike, arg: str) -> None:
     from . import transcript
 
+    if "/" in arg or arg.endswith(".json"):  # a file of the user's choice, beside its .md and its cache
+        target = Path(arg).expanduser()
+        path = transcript.save(chat.session, transcript.check_name(target.name.removesuffix(".json")), folder=target.parent)
+        chat.say(f"saved -> {path}")
+        return
     name = transcript.check_name(arg or chat.default_save_name())
     replaces = name != chat.default_save_name() and (transcript.sessions_dir() / f"{name}.json").is_file()
     path = transcript.save(chat.session, name)
@@ -341,7 +347,9 @@ _TABLE = [
     Command("context", "context", "context used and free", cmd_context),
     Command("stats", "stats", "last reply and session totals", cmd_stats),
     Command("info", "info", "model, backend and template", cmd_info),
-    Command("save", "save [NAME]", "save the conversation and its KV cache", cmd_save),
+    Command(
+        "save", "save [NAME or PATH.json]", "save the conversation and its KV cache (in the sessions folder, or the file named)", cmd_save
+    ),
     Command("load", "load NAME", "load a saved conversation", cmd_load, "session"),
     Command("sessions", "sessions", "saved conversations", cmd_sessions),
     Command("backend", "backend NAME", "switch backend, at its defaults (the conversation is re-evaluated)", cmd_backend, "backend"),

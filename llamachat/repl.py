@@ -9,14 +9,16 @@ text otherwise. Ctrl-C stops a reply and keeps it; Ctrl-C at the prompt clears t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from prompt_toolkit.completion import Completer, Completion
+from prompt_toolkit.history import FileHistory
 
 from . import commands, transcript
 from .chat import Chat
+from .datadir import VARIABLE, data_dir, unwritable
 from .echo import no_echo
 from .errors import LlamachatError
 from .printable import printable
@@ -59,6 +61,9 @@ class ChatApp:
         self.chat, self.debug = chat, debug
         self.console = console or Console(highlight=False)
         self.history, self.resume = history, resume
+        self.storage_problem = ""  # said once at the start: why history and autosave are off
+        if history and (problem := unwritable(data_dir())):
+            self.history, self.storage_problem = False, self._storage_off(problem)
         self.autosave_name = transcript.new_autosave_name()
         self.autosave_digest: str | None = None  # the autosave file as this chat last read or wrote it
         self._pending = ""  # a message that could not be sent, offered again at the prompt
@@ -114,6 +119,13 @@ class ChatApp:
         except LlamachatError as e:
             self.say(f"autosave failed: {e}", "red")
 
+    @staticmethod
+    def _storage_off(problem: str) -> str:
+        return (
+            f"{data_dir()} cannot be written ({problem}): input history and autosave are off, the conversation "
+            f"is kept in memory; /save PATH.json writes it to a file of your choice, {VARIABLE}=DIR sets another folder"
+        )
+
     def default_save_name(self) -> str:
         return self.autosave_name
 
@@ -131,7 +143,7 @@ class ChatApp:
     def _make_prompt(self, input, output):
         from prompt_toolkit import PromptSession
         from prompt_toolkit.filters import Condition
-        from prompt_toolkit.history import FileHistory, InMemoryHistory
+        from prompt_toolkit.history import InMemoryHistory
         from prompt_toolkit.key_binding import KeyBindings
 
         keys = KeyBindings()
@@ -140,11 +152,7 @@ class ChatApp:
         def _newline(event) -> None:
             event.current_buffer.insert_text("\n")
 
-        history = InMemoryHistory()
-        if self.history:
-            path = history_path()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            history = FileHistory(str(path))
+        history = KeptHistory(str(history_path())) if self.history else InMemoryHistory()
         self._multiline = Condition(lambda: in_triple_quotes(self._prompt.default_buffer.text))
         return PromptSession(
             history=history,
@@ -168,7 +176,12 @@ class ChatApp:
 
     def read(self) -> str:
         text, self._pending = self._pending, ""
-        return self._prompt.prompt(">>> ", default=text)
+        line = self._prompt.prompt(">>> ", default=text)
+        history = self._prompt.history
+        if isinstance(history, KeptHistory) and history.problem and not self.storage_problem:
+            self.storage_problem = f"input history is off: {history_path()}: {history.problem}"
+            self.say(self.storage_problem, "yellow")
+        return line
 
     # -- the loop ---------------------------------------------------------------------------------
     def model_name(self) -> str:
@@ -180,6 +193,8 @@ class ChatApp:
 
     def run(self) -> int:
         self.banner()
+        if self.storage_problem:
+            self.say(self.storage_problem, "yellow")
         if self.resume:
             if not self._handle(lambda: self.say(transcript.restore(self.session, transcript.read(self.resume)))):
                 return 2
@@ -238,9 +253,28 @@ class ChatApp:
 
 
 def history_path() -> Path:
-    import platformdirs
+    return data_dir() / "history"
 
-    return Path(platformdirs.user_data_dir("llamachat")) / "history"
+
+class KeptHistory(FileHistory):
+    """The input history file, whose failures (a disk that filled up mid-chat, a file that cannot
+    be read) turn it off with one line instead of prompt_toolkit's traceback at every Enter."""
+
+    problem = ""
+
+    def load_history_strings(self) -> Iterable[str]:
+        try:
+            yield from list(super().load_history_strings())
+        except (OSError, UnicodeDecodeError) as e:
+            self.problem = getattr(e, "strerror", None) or str(e)
+
+    def store_string(self, string: str) -> None:
+        if self.problem:
+            return
+        try:
+            super().store_string(string)
+        except OSError as e:
+            self.problem = e.strerror or str(e)
 
 
 class SlashCompleter(Completer):

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .datadir import data_dir
 from .errors import LlamachatError
 from .generate import Stats
 
@@ -46,9 +47,7 @@ NAME_RE = re.compile(r"^\w[^/\\\x00-\x1f\x7f]{0,99}$")
 
 
 def sessions_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("llamachat")) / "sessions"
+    return data_dir() / "sessions"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -182,12 +181,13 @@ def session_record(session) -> dict[str, Any]:
     }
 
 
-def save(session, name: str, with_cache: bool = True) -> Path:
-    """Write NAME.json, NAME.md and (with_cache) NAME.kv.safetensors; return the JSON's path."""
+def save(session, name: str, with_cache: bool = True, folder: Path | None = None) -> Path:
+    """Write NAME.json, NAME.md and (with_cache) NAME.kv.safetensors in `folder` (the sessions
+    folder unless given: `/save PATH`); return the JSON's path."""
     from safetensors.numpy import save as save_tensors
 
     check_name(name)
-    folder = sessions_dir()
+    folder = folder or sessions_dir()
     record = session_record(session)
     path = folder / f"{name}.json"
     try:
@@ -198,7 +198,8 @@ def save(session, name: str, with_cache: bool = True) -> Path:
         atomic_write(path, json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8"))
         atomic_write(folder / f"{name}.md", to_markdown(session).encode("utf-8"))
     except OSError as e:
-        raise LlamachatError(f"cannot save session {name!r} in {folder}: {e.strerror or e}") from None
+        elsewhere = " (/save PATH.json writes it to a file of your choice)" if folder == sessions_dir() else ""
+        raise LlamachatError(f"cannot save session {name!r} in {folder}: {e.strerror or e}{elsewhere}") from None
     return path
 
 

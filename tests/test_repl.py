@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -268,6 +270,63 @@ def test_save_where_nothing_can_be_written(default_model, tmp_path, monkeypatch)
     monkeypatch.setenv("XDG_DATA_HOME", str(blocker))
     code, out, _ = chat(default_model, "/save x\r/temp 0.2\r/quit\r", history=False)
     assert "cannot save session 'x'" in out and "temperature set to 0.2" in out
+
+
+def test_a_data_directory_that_cannot_be_written(default_model, tmp_path, monkeypatch):
+    """Issue 15 case 6: the chat never started ("internal error: OSError"), or printed prompt_toolkit's
+    traceback at every Enter. It runs, says once why history and autosave are off, and /save PATH
+    keeps the conversation elsewhere. (CI runs as root: a folder under a regular file is unwritable.)"""
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_DATA_HOME", str(blocker))
+    kept = tmp_path / "kept" / "trip.json"
+    code, out, app = chat(default_model, f"Hello\r/save {kept}\r/quit\r")
+    assert code == 0 and out.count("cannot be written (Not a directory): input history and autosave are off") == 1
+    assert "Traceback" not in out and "internal error" not in out
+    assert app.session.messages[-1]["role"] == "assistant" and f"saved -> {kept}" in out
+    assert transcript.read(str(kept)).record["messages"] == app.session.messages
+    assert (kept.parent / "trip.md").is_file()
+
+
+def test_llamachat_data_dir_moves_history_and_sessions(default_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMACHAT_DATA_DIR", str(tmp_path / "elsewhere"))
+    code, out, app = chat(default_model, "Hello\r/quit\r")
+    assert code == 0 and (tmp_path / "elsewhere" / "history").is_file()
+    assert (tmp_path / "elsewhere" / "sessions" / f"{app.autosave_name}.json").is_file()
+
+
+def test_a_history_file_that_fails_mid_chat_is_turned_off_in_one_line(default_model, monkeypatch):
+    """The disk fills up after the start: prompt_toolkit's history write raised at every Enter."""
+    from prompt_toolkit.history import FileHistory
+
+    def full(self, string):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FileHistory, "store_string", full)
+    code, out, app = chat(default_model, "/temp 0.3\r/temp 0.4\r/quit\r")
+    assert code == 0 and out.count("input history is off") == 1 and "No space left on device" in out
+    assert "temperature set to 0.4" in out and "Traceback" not in out
+
+
+def test_ctrl_c_while_a_backend_imports_waits_for_the_import(default_model, monkeypatch):
+    """Issue 15 case 11: Ctrl-C during the first `/backend torch` left torch half-imported, and every
+    later switch failed ("duplicate registrations"). The interrupt is injected at the import."""
+    torch_backend = type(registry().backends["torch"])
+    real, imports = torch_backend.available, []
+
+    def interrupted_import(self):
+        if not imports:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives while the library imports
+            time.sleep(0.2)  # Python runs the handler here, between two bytecodes of the import
+        imports.append("finished")
+        return real(self)
+
+    monkeypatch.setattr(torch_backend, "available", interrupted_import)
+    code, out, app = chat(default_model, "Hi\r/backend torch\r/backend torch\r/quit\r")
+    assert imports == ["finished", "finished"]  # the interrupted import ran to its end
+    assert "stopped by Ctrl-C: backend 'torch' was let finish importing its library" in out
+    assert "backend set to torch" in out and app.session.model.backend == "torch"  # and the next switch works
+    assert "Traceback" not in out and "internal error" not in out
 
 
 def test_completion_of_commands_and_arguments(default_model):

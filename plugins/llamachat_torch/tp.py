@@ -25,8 +25,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from llamachat.interrupts import sigint_held
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32, cache_capacity, checked_state
 
 from .model import TorchModel
@@ -227,22 +227,6 @@ def worker_loop(executor: Executor) -> None:
             executor.run(*command)
         except Exception:  # noqa: BLE001 - gloo's error when a peer's socket closes
             os._exit(2)
-
-
-@contextmanager
-def sigint_held() -> Iterator[None]:
-    """Ctrl-C during a pass waits until the pass ends on every rank (no rank left in a collective)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda *_: caught.append(1))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-    if caught:
-        raise KeyboardInterrupt
 
 
 class TPCache(CacheLength):
