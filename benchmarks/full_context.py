@@ -53,8 +53,8 @@ def main() -> None:
     model = llamachat.load(backend=args.backend)
     model.runner.forward([1] * 8, model.runner.new_cache(8))  # warm-up, as the chat does while you type
     print(f"{args.turns} turns, context {args.context}, max_tokens {args.max_tokens}, {args.backend}; first-token time (s)\n")
-    print("| overflow_free | drops | before full: median / p90 / max | after: median / p90 / max | after / before (median) |")
-    print("|---|---|---|---|---|")
+    print("| overflow_free | drops | before full: median | p90 | max | after: median | p90 | max | after / before (median) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for share in (0.0, 0.5):
         before, after, drops = run(model, args.turns, args.context, args.max_tokens, share)
         ratio = statistics.median(after) / statistics.median(before) if before and after else float("nan")
