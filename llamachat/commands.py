@@ -266,7 +266,7 @@ def cmd_save(chat: ChatLike, arg: str) -> None:
 
     if "/" in arg or arg.endswith(".json"):  # a file of the user's choice, beside its .md and its cache
         target = Path(arg).expanduser()
-        path = transcript.save(chat.session, transcript.check_name(target.name.removesuffix(".json")), folder=target.parent)
+        path = transcript.save(chat.session, target.name.removesuffix(".json"), folder=target.parent)  # save checks the name
         chat.say(f"saved -> {path}")
         return
     name = transcript.check_name(arg or chat.default_save_name())

@@ -9,20 +9,20 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def sigint_held() -> Iterator[list[int]]:
+def sigint_held() -> Iterator[None]:
     """Ctrl-C inside the block is remembered, not raised; KeyboardInterrupt comes when it ends.
 
     For work that cannot be undone halfway: a module import (torch interrupted mid-import stays
     half-registered, and every later import fails with "duplicate registrations"), a pass that
-    every rank of a tensor-parallel model must finish. The list it yields gains an item per Ctrl-C.
-    Off the main thread (where Python delivers no SIGINT) it holds nothing."""
-    caught: list[int] = []
+    every rank of a tensor-parallel model must finish. Off the main thread (where Python delivers
+    no SIGINT) it holds nothing."""
     if threading.current_thread() is not threading.main_thread():
-        yield caught
+        yield
         return
+    caught: list[int] = []
     old = signal.signal(signal.SIGINT, lambda *_: caught.append(1))
     try:
-        yield caught
+        yield
     finally:
         signal.signal(signal.SIGINT, old)
     if caught:

@@ -187,7 +187,7 @@ def save(session, name: str, with_cache: bool = True, folder: Path | None = None
     from safetensors.numpy import save as save_tensors
 
     check_name(name)
-    folder = folder or sessions_dir()
+    chosen, folder = folder is not None, folder or sessions_dir()
     record = session_record(session)
     path = folder / f"{name}.json"
     try:
@@ -198,7 +198,7 @@ def save(session, name: str, with_cache: bool = True, folder: Path | None = None
         atomic_write(path, json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8"))
         atomic_write(folder / f"{name}.md", to_markdown(session).encode("utf-8"))
     except OSError as e:
-        elsewhere = " (/save PATH.json writes it to a file of your choice)" if folder == sessions_dir() else ""
+        elsewhere = "" if chosen else " (/save PATH.json writes it to a file of your choice)"
         raise LlamachatError(f"cannot save session {name!r} in {folder}: {e.strerror or e}{elsewhere}") from None
     return path
 
