@@ -163,7 +163,7 @@ def load_checkpoint(
     `backends.find_backend` returned it, with `backend_reason` saying why it was chosen; `template` a
     name, or a template already made for this tokenizer (a backend switch keeps its own)."""
     if backend == AUTO:
-        backend, backend_reason = choose_backend(checkpoint.format)
+        backend, backend_reason = choose_backend(checkpoint.format, options.get("tp") or 1)
     plugin = find_backend(backend) if isinstance(backend, str) else backend
     tokenizer = checkpoint.tokenizer
     chat_template = (

@@ -42,10 +42,11 @@ def available_backends() -> list[str]:
 AUTO = "auto"
 
 
-def choose_backend(checkpoint_format: str) -> tuple[str, str]:
+def choose_backend(checkpoint_format: str, tp: int = 1) -> tuple[str, str]:
     """The backend `auto` picks for a checkpoint of this format on this machine, and why, by the
-    first rule that holds (docs/design.md): mlx on Apple silicon; torch on an NVIDIA GPU; llamacpp
-    for a GGUF file; else the numpy reference. A rule holds only where its plugin can run here."""
+    first rule that holds (docs/design.md): torch for tensor parallel (`tp` > 1: the only backend
+    that runs it); mlx on Apple silicon; torch on an NVIDIA GPU; llamacpp for a GGUF file; else the
+    numpy reference. A rule holds only where its plugin can run here."""
     from .plugins import registry
 
     backends = registry().backends
@@ -53,6 +54,8 @@ def choose_backend(checkpoint_format: str) -> tuple[str, str]:
     def runs(name: str) -> bool:
         return name in backends and imported(backends[name])[0]
 
+    if tp > 1 and runs("torch"):
+        return "torch", f"tensor parallel (--tp {tp}), which the torch backend runs"
     if sys.platform == "darwin" and platform.machine() == "arm64" and runs("mlx"):
         return "mlx", "Apple silicon, where MLX runs on the GPU"
     if _nvidia_gpu() and runs("torch") and _torch_cuda():

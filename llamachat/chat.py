@@ -73,7 +73,7 @@ class Chat:
             get_template("jinja", own)  # compiled and tried now: a template needing what we lack fails here
         reason = ""
         if backend is None:
-            name, reason = choose_backend(self._checkpoint.format)
+            name, reason = choose_backend(self._checkpoint.format, settings.backend_options.get("tp", 1))
             backend = find_backend(name)
         return Plan(settings, backend, self._checkpoint, reason)
 

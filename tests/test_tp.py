@@ -167,3 +167,12 @@ def test_default_model_tp2_matches_one_process(default_model_path):
         assert greedy(runner, c2, [28], 32) == greedy(one, c1, [28], 32)
     finally:
         runner.close()
+
+
+def test_cli_tp2_with_backend_auto_runs_torch(tiny_gguf, tmp_path):
+    """`auto` picks torch for --tp (the one backend that runs it), as `torchrun ... -m llamachat` needs."""
+    _, _, path = tiny_gguf
+    args = ("--model", str(path), "-n", "16", "-p", "Hello there")
+    one, two = llamachat(*args, "--backend", "torch", home=tmp_path), llamachat(*args, "--tp", "2", home=tmp_path)
+    assert one.returncode == two.returncode == 0, two.stderr
+    assert two.stdout == one.stdout and one.stdout.strip()
