@@ -8,6 +8,8 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
+from test_cli import assert_one_line_error
 from tiny_models import ARCH_SPECS, DATA, hf_logits, hf_model, write_hf
 
 import llamachat
@@ -58,21 +60,39 @@ def _config(tmp_path, **changes):
     return path
 
 
-@pytest.mark.parametrize(
-    ("changes", "words"),
-    [
-        ({"model_type": "gemma"}, "'gemma' model; llamachat runs these architectures: llama, mistral, qwen2, qwen3, phi3"),
-        ({"model_type": "llama"}, "declares no q/k/v biases"),  # the file's biases contradict a llama config
-        ({"model_type": "qwen3"}, "declares no q/k/v biases"),
-        ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6}}, "RoPE scaling 'yarn' is not supported"),
-        ({"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1}, "only some layers"),
-    ],
-)
+BAD_CONFIGS = [
+    ({"model_type": "gemma"}, "'gemma' model; llamachat runs these architectures: llama, mistral, qwen2, qwen3, phi3"),
+    ({"model_type": "llama"}, "declares no q/k/v biases"),  # the file's biases contradict a llama config
+    ({"model_type": "qwen3"}, "declares no q/k/v biases"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6}}, "RoPE scaling 'yarn' is not supported"),
+    ({"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1}, "only some layers"),
+]
+
+
+@pytest.mark.parametrize(("changes", "words"), BAD_CONFIGS)
 def test_bad_configs_refused_in_one_line(tmp_path, changes, words):
     path = _config(tmp_path, **changes)
     with pytest.raises(LlamachatError) as e:
         llamachat.load(path, "numpy")
     assert words in str(e.value) and "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+@pytest.mark.parametrize(("changes", "words"), BAD_CONFIGS[:2])
+def test_bad_configs_exit_2_through_the_cli(tmp_path, changes, words):
+    """The real command: one line naming the folder and what is accepted, exit 2, no traceback."""
+    path = _config(tmp_path, **changes)
+    assert_one_line_error(run_cli("--model", str(path), "--backend", "numpy", "-p", "hi"), str(path), words)
+
+
+def test_gguf_of_an_unknown_architecture_exits_2_through_the_cli(default_model_path, tmp_path):
+    """The default model relabelled 'gemma' (the arch and its keys renamed, same length): refused."""
+    from llamachat.checkpoints.gguf import GGUFFile
+
+    data, header = default_model_path.read_bytes(), GGUFFile(default_model_path).data_offset
+    bad = tmp_path / "gemma.gguf"
+    bad.write_bytes(data[:header].replace(b"llama", b"gemma") + data[header:])
+    result = run_cli("--model", str(bad), "--backend", "numpy", "-p", "hi")
+    assert_one_line_error(result, str(bad), "a 'gemma' model; llamachat runs the architectures llama, qwen2, qwen3, phi3")
 
 
 CONFIGS = DATA / "arch-configs"  # the published config.json of each model (see tests/data/README.md)
