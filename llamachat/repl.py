@@ -62,8 +62,8 @@ class ChatApp:
         self.console = console or Console(highlight=False)
         self.history, self.resume = history, resume
         self.storage_problem = ""  # said once at the start: why history and autosave are off
-        if history and (problem := unwritable(data_dir())):
-            self.history, self.storage_problem = False, self._storage_off(problem)
+        if history and (problem := unwritable(folder := data_dir())):
+            self.history, self.storage_problem = False, self._storage_off(folder, problem)
         self.autosave_name = transcript.new_autosave_name()
         self.autosave_digest: str | None = None  # the autosave file as this chat last read or wrote it
         self._pending = ""  # a message that could not be sent, offered again at the prompt
@@ -120,9 +120,9 @@ class ChatApp:
             self.say(f"autosave failed: {e}", "red")
 
     @staticmethod
-    def _storage_off(problem: str) -> str:
+    def _storage_off(folder: Path, problem: str) -> str:
         return (
-            f"{data_dir()} cannot be written ({problem}): input history and autosave are off, the conversation "
+            f"{folder} cannot be written ({problem}): input history and autosave are off, the conversation "
             f"is kept in memory; /save PATH.json writes it to a file of your choice, {VARIABLE}=DIR sets another folder"
         )
 
