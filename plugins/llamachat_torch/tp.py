@@ -22,6 +22,7 @@ import atexit
 import itertools
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,8 +34,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from llamachat.errors import LlamachatError
 from llamachat.interrupts import sigint_held
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32, cache_capacity, checked_state
+from llamachat.ranks import Launch
+from llamachat.version import __version__
 
 from .model import TorchModel
 
@@ -43,6 +47,8 @@ IDLE_TIMEOUT = timedelta(hours=24)
 # A dead rank is found by rank 0 polling its workers this often, not by a collective's timeout: the
 # chat ends within POLL_S + the time to stop the others (well under 2 s).
 POLL_S = 0.5
+# A rank whose start failed waits this long before its exit, so that rank 0 has printed the reason.
+FAILED_START_GRACE_S = 3.0
 
 
 def split(n: int, parts: int) -> list[tuple[int, int]]:
@@ -257,12 +263,14 @@ class TPRunner:
 
     default_lookup = TorchModel.default_lookup
 
-    def __init__(self, config: ModelConfig, executor: Executor, on_close: Callable[[], None] = lambda: None):
+    def __init__(
+        self, config: ModelConfig, executor: Executor, on_close: Callable[[], None] = lambda: None, closing: threading.Event | None = None
+    ):
         self.config, self.executor, self.on_close = config, executor, on_close
+        self.closing = closing or threading.Event()  # set before the shutdown: a watch lets the ranks go
         self.world = executor.world
         self.dtype = executor.model.dtype
         self.weight_bytes = executor.model.weight_bytes  # rank 0's share: the decode roofline per rank
-        self.closed = False
         self._ids = itertools.count()
         self.dropped: list[int] = []
 
@@ -280,6 +288,10 @@ class TPRunner:
                 time.sleep(4 * POLL_S)
                 raise
 
+    @property
+    def closed(self) -> bool:
+        return self.closing.is_set()
+
     def new_cache(self, capacity: int | None = None) -> TPCache:
         capacity = cache_capacity(self.config, capacity)
         cid = next(self._ids)
@@ -293,14 +305,23 @@ class TPRunner:
 
     def close(self) -> None:
         if not self.closed:
-            self.closed = True
+            self.closing.set()
             _broadcast(("shutdown",))
             self.on_close()
 
 
 # -- starting the group ------------------------------------------------------------------------------
+#
+# Two ways in, one handshake. `start` (--tp N on one machine) hosts a TCPStore on 127.0.0.1 and spawns
+# ranks 1..N-1 with torch.multiprocessing; under torchrun (or any env:// launcher) every process is
+# started by the launcher, rank 0 calls `start_launched` and the others `serve_launched`, meeting
+# through torch's own env:// rendezvous. Then, on every rank: the llamachat versions are compared,
+# rank 0 sends what to build (its config, the weights factory, the thread count), each rank builds
+# its share, and each says whether that worked; on any failure rank 0 raises one line naming the
+# rank and every rank leaves with exit code 2.
 
 WeightsFactory = Callable[[], tuple[ModelConfig, Mapping[str, Tensor]]]
+Built = tuple[TorchModel, Shard]
 
 
 def join(rank: int, world: int, host: str, port: int, store: dist.Store | None = None) -> None:
@@ -309,15 +330,125 @@ def join(rank: int, world: int, host: str, port: int, store: dist.Store | None =
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=IDLE_TIMEOUT)
 
 
-def _worker(rank: int, world: int, port: int, factory: WeightsFactory, threads: int, config: ModelConfig) -> None:
-    # Ctrl-C reaches every process of the terminal's group: only rank 0 acts on it, between passes
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def join_launched(launch: Launch) -> None:
+    """Join the group a launcher set up (env://: under torchrun its agent hosts the store). A rank that
+    does not come within the rendezvous timeout is one line, not a hang: gloo's own connect would wait
+    as long as the collective timeout, a day."""
+    timeout = timedelta(seconds=launch.timeout_s)
+    where = f"at {launch.address} within {launch.timeout_s:g} s (LLAMACHAT_RENDEZVOUS_TIMEOUT)"
+    try:
+        if not launch.hosts_store:
+            _wait_for_listener(launch.host, launch.port, time.monotonic() + launch.timeout_s)
+        store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun's agent store outlives a restart
+        _arrive(dist.PrefixStore(f"llamachat/{attempt}/", store), launch.world, launch.timeout_s)
+    except (RuntimeError, ValueError, TimeoutError) as e:  # torch's DistStoreError and DistNetworkError are RuntimeErrors
+        raise LlamachatError(f"rank {launch.rank} of {launch.world} found no group {where}: {_first_line(e)}") from None
+    dist.init_process_group("gloo", store=store, rank=launch.rank, world_size=launch.world, timeout=IDLE_TIMEOUT)
+
+
+def _wait_for_listener(host: str, port: int, deadline: float) -> None:
+    """Until something listens at host:port. torch's store client would wait too, but it logs each
+    failed try with a C++ stack trace: this keeps a rank that finds no group to its one line."""
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens ({e.strerror or e})") from None
+            time.sleep(0.1)
+
+
+def _arrive(store: dist.Store, world: int, timeout_s: float) -> None:
+    """Count this rank in and wait until all `world` have been counted."""
+    arrived, deadline = store.add("arrived", 1), time.monotonic() + timeout_s
+    while arrived < world:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{arrived} of {world} ranks arrived")
+        time.sleep(0.05)
+        arrived = store.add("arrived", 0)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _agree(status: str | None) -> None:
+    """Every rank's status (None: fine), seen by every rank. Rank 0 raises one line for the first
+    problem; the others leave with exit code 2 (rank 0 prints the line)."""
+    statuses: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(statuses, status)
+    problems = [(rank, s) for rank, s in enumerate(statuses) if s]
+    if not problems:
+        return
+    dist.destroy_process_group()
+    if _rank == 0:
+        rank, problem = problems[0]
+        raise LlamachatError(f"rank {rank} of {len(statuses)}: {problem}")
+    # rank 0 prints the line: let it exit first, since a launcher that sees this rank fail stops the
+    # others at once (torchrun does), and rank 0 stopped before printing would leave no line at all
+    time.sleep(FAILED_START_GRACE_S)
+    sys.exit(2)
+
+
+_rank = 0  # this process's rank, set by `handshake` (the group is gone when _agree needs it)
+
+
+def handshake(world: int, order: tuple | None = None, build: Callable[[tuple], Built] | None = None) -> tuple[tuple, Built]:
+    """The start every rank goes through once it has joined. Rank 0 passes `order` (config, factory,
+    threads) and `build` for its own share; the others receive the order and build from it."""
+    global _rank
+    _rank = dist.get_rank()
+    versions: list[str | None] = [None] * world
+    dist.all_gather_object(versions, __version__)  # before anything else is unpickled: a plain string
+    _agree(
+        None
+        if versions[_rank] == versions[0]
+        else f"runs llamachat {versions[_rank]}, rank 0 runs {versions[0]}: install the same version on every machine"
+    )
+    order = _broadcast(order)
+    built, problem = None, None
+    try:
+        built = (build or _build_from)(order)
+    except (LlamachatError, ValueError, OSError, MemoryError) as e:
+        problem = f"could not build its share: {e}"
+    _agree(problem)
+    return order, built
+
+
+def _build_from(order: tuple) -> Built:
+    """A worker's share: its own view of the checkpoint (memory-mapped: it materialises only the
+    slices it keeps), with rank 0's config (the chat may have changed it: the context)."""
+    config, factory, threads = order
     torch.set_num_threads(threads)
-    join(rank, world, "127.0.0.1", port)
-    _, weights = factory()  # rank 0's config: the chat may have changed it (the context)
-    model, s = local_model(config, weights, world, rank)
+    _, weights = factory()
+    return local_model(config, weights, dist.get_world_size(), dist.get_rank())
+
+
+def serve(world: int) -> None:
+    """A rank other than 0, joined: the handshake, then rank 0's commands until shutdown."""
+    (config, _, _), (model, s) = handshake(world)
     worker_loop(Executor(config, model, s, world))
     dist.destroy_process_group()
+
+
+def _worker(rank: int, world: int, port: int) -> None:
+    # Ctrl-C reaches every process of the terminal's group: only rank 0 acts on it, between passes
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    join(rank, world, "127.0.0.1", port)
+    try:
+        serve(world)
+    except LlamachatError:  # a failed handshake: rank 0 prints the line
+        sys.exit(2)
+
+
+def serve_launched(launch: Launch) -> int:
+    """A launched rank other than 0 (torchrun): it never reads the terminal, prints nothing rank 0
+    prints, and leaves when rank 0 shuts the group down. Ctrl-C is the launcher's to handle."""
+    join_launched(launch)
+    serve(launch.world)
+    return 0
 
 
 def open_weights(path: str) -> tuple[ModelConfig, Mapping[str, Tensor]]:
@@ -328,41 +459,66 @@ def open_weights(path: str) -> tuple[ModelConfig, Mapping[str, Tensor]]:
     return checkpoint.config, checkpoint.weights
 
 
+def _start_rank_0(
+    world: int, factory: WeightsFactory, threads: int, local: tuple | None, on_close: Callable[[], None], closing: threading.Event
+) -> TPRunner:
+    config, weights = local or factory()
+    (config, _, _), (model, s) = handshake(world, (config, factory, threads), lambda _: local_model(config, weights, world, 0))
+    runner = TPRunner(config, Executor(config, model, s, world), on_close=on_close, closing=closing)
+    atexit.register(runner.close)  # the chat lets the model go at exit: the workers leave their loop
+    return runner
+
+
+def _check_world(world: int, factory: WeightsFactory, local: tuple | None) -> None:
+    config, _ = local or factory()
+    for r in range(world):
+        shard(config, world, r)  # a world too large for the heads fails here, before anything starts
+
+
 def start(world: int, factory: WeightsFactory, threads: int = 1, local: tuple | None = None) -> TPRunner:
     """Rank 0 here, ranks 1..world-1 spawned (torch.multiprocessing, TCPStore on 127.0.0.1).
     `factory` (picklable) gives each rank the config and the weights it slices its share from."""
     import torch.multiprocessing as mp
 
-    config, weights = local or factory()
-    for r in range(world):
-        shard(config, world, r)  # a world too large for the heads fails here, before anything starts
+    _check_world(world, factory, local)
     store = dist.TCPStore("127.0.0.1", 0, world, is_master=True, timeout=timedelta(seconds=60), wait_for_workers=False)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(r, world, store.port, factory, threads, config), daemon=True) for r in range(1, world)]
+    procs = [ctx.Process(target=_worker, args=(r, world, store.port), daemon=True) for r in range(1, world)]
     for p in procs:
         p.start()
+    closing = threading.Event()  # set once rank 0 knows why its workers will exit: the watch lets them
+    threading.Thread(target=_watch, args=(world, procs, closing), daemon=True, name="tp-watch").start()
     join(0, world, "127.0.0.1", store.port, store=store)
-    model, s = local_model(config, weights, world, 0)
 
     def stop() -> None:
         for p in procs:
             p.join(timeout=30)
         dist.destroy_process_group()
 
-    runner = TPRunner(config, Executor(config, model, s, world), on_close=stop)
+    try:
+        runner = _start_rank_0(world, factory, threads, local, on_close=stop, closing=closing)
+    except LlamachatError:  # the handshake failed: every worker leaves with exit code 2
+        closing.set()
+        raise
     runner.procs = procs
-    threading.Thread(target=_watch, args=(runner, procs), daemon=True, name="tp-watch").start()
-    atexit.register(runner.close)  # the chat lets the model go at exit: the workers leave their loop
     return runner
 
 
-def _watch(runner: TPRunner, procs: list) -> None:
+def start_launched(launch: Launch, factory: WeightsFactory, threads: int = 1, local: tuple | None = None) -> TPRunner:
+    """Rank 0 of a launched group (torchrun): the others are the launcher's; a rank that dies is the
+    launcher's to notice, and it ends the job (torchrun stops every rank and prints its report)."""
+    _check_world(launch.world, factory, local)
+    join_launched(launch)
+    return _start_rank_0(launch.world, factory, threads, local, on_close=dist.destroy_process_group, closing=threading.Event())
+
+
+def _watch(world: int, procs: list, closing: threading.Event) -> None:
     """Rank 0's watch over its workers: a rank that stops ends the chat on every rank, in one line."""
-    while not runner.closed:
+    while not closing.is_set():
         for rank, p in enumerate(procs, 1):
-            if not p.is_alive() and not runner.closed:
+            if not p.is_alive() and not closing.is_set():
                 print(
-                    f"llamachat: error: rank {rank} of --tp {runner.world} stopped (exit code {p.exitcode}); the chat cannot go on",
+                    f"llamachat: error: rank {rank} of --tp {world} stopped (exit code {p.exitcode}); the chat cannot go on",
                     file=sys.stderr,
                     flush=True,
                 )
