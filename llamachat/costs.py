@@ -141,12 +141,13 @@ def rank_param_counts(c: ModelConfig, s: Shard) -> ParamCounts:
     """The parameters a rank holds with share `s` (see the module docstring)."""
     q, kv = (s.q[1] - s.q[0]) * c.head_dim, (s.kv[1] - s.kv[0]) * c.head_dim
     bias = q + 2 * kv if c.qkv_bias else 0
+    whole_tied = c.tied_embeddings and s.vocab == (0, c.vocab_size)  # one rank (no TP): the head is the embedding
     return ParamCounts(
         embedding=c.vocab_size * c.dim,  # replicated, tied or not
         attention=c.n_layers * (2 * c.dim * q + 2 * c.dim * kv + bias),
         ffn=c.n_layers * 3 * c.dim * (s.ffn[1] - s.ffn[0]),
         norms=param_counts(c).norms,  # replicated
-        output=(s.vocab[1] - s.vocab[0]) * c.dim,  # a slice of the head, or of the tied embedding
+        output=0 if whole_tied else (s.vocab[1] - s.vocab[0]) * c.dim,  # a slice of the head, or of the tied embedding
     )
 
 
