@@ -5,6 +5,7 @@ bad input."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from test_cli import assert_one_line_error
 from test_tp import config_kwargs, random_model
 from tiny_models import TinySpec, hf_model, write_hf
 
+from llamachat.checkpoints import read_config_only
 from llamachat.costs import (
     ETHERNET_100G,
     NVLINK4,
@@ -107,3 +109,18 @@ def test_cli_tp_out_of_range_is_one_line(value):
         run_cli("info", LLAMA31_8B, "--tp", value, "--no-measure"),
         f"--tp takes a whole number of ranks from 1 to 32 (the model's attention heads), got {value!r}",
     )
+
+
+BENCHMARK_CONFIGS = Path(__file__).parents[1] / "benchmarks" / "configs"
+
+
+@pytest.mark.parametrize("model", sorted(p.name for p in BENCHMARK_CONFIGS.iterdir() if p.is_dir()))
+def test_benchmark_configs_count_as_transformers_does(model):
+    """docs/benchmarks.md's --tp table reads these config.json files: each one is the model
+    transformers builds from it (on the meta device), parameter for parameter."""
+    import transformers
+
+    counted = read_config_only(BENCHMARK_CONFIGS / model).config
+    with torch.device("meta"):
+        built = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(BENCHMARK_CONFIGS / model))
+    assert param_counts(counted).total == sum(p.numel() for p in built.parameters())
