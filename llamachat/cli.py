@@ -389,7 +389,7 @@ def run_info(argv: Sequence[str]) -> int:
     p.add_argument("--tp", metavar="N", help="also what each of N tensor-parallel ranks holds, and the all-reduce cost per token")
     args = p.parse_args(argv)
     from .checkpoints import read_config_only
-    from .costs import GB
+    from .costs import GB, max_world
     from .info import print_report, print_tp, report, tp_report
 
     if args.path and args.model:
@@ -402,7 +402,7 @@ def run_info(argv: Sequence[str]) -> int:
 
         args.path = str(default_model())
     found = read_config_only(args.path)
-    world = _tp_world(args.tp, found.config.n_heads)
+    world = _tp_world(args.tp, max_world(found.config))
     bandwidth = None
     if args.bandwidth:
         bandwidth = args.bandwidth * GB
@@ -424,7 +424,7 @@ def run_info(argv: Sequence[str]) -> int:
 
 
 def _tp_world(value: str | None, n_heads: int) -> int | None:
-    """`info --tp N`: a whole number of ranks from 1 to the model's attention heads (tp.py's limit)."""
+    """`info --tp N`: a whole number of ranks from 1 to the model's attention heads (costs.max_world)."""
     if value is None:
         return None
     try:

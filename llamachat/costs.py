@@ -114,10 +114,15 @@ class Shard:
     owns_kv: bool  # False for a replica of a kv head another rank exports
 
 
+def max_world(config: ModelConfig) -> int:
+    """The most ranks the model splits over: one query head each (kv heads are replicated past theirs)."""
+    return config.n_heads
+
+
 def shard(config: ModelConfig, world: int, rank: int) -> Shard:
     """Rank `rank`'s share, or ValueError when `world` is more ranks than the query heads allow."""
     H, K = config.n_heads, config.n_kv_heads
-    if world > H:
+    if world > max_world(config):
         raise ValueError(f"--tp {world} is more ranks than the model's {H} attention heads (accepted: 1 to {H})")
     G = H // K
     ffn, vocab = split(config.ffn_dim, world)[rank], split(config.vocab_size, world)[rank]
