@@ -416,10 +416,11 @@ def run_info(argv: Sequence[str]) -> int:
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--bandwidth", type=float, metavar="GB/S", help="use this memory bandwidth instead of measuring it")
     p.add_argument("--no-measure", action="store_true", help="skip the bandwidth measurement (no ceiling)")
+    p.add_argument("--tp", metavar="N", help="also what each of N tensor-parallel ranks holds, and the all-reduce cost per token")
     args = p.parse_args(argv)
     from .checkpoints import read_config_only
-    from .costs import GB
-    from .info import print_report, report
+    from .costs import GB, max_world
+    from .info import print_report, print_tp, report, tp_report
 
     if args.path and args.model:
         p.error("give the model once: as PATH or with -m")
@@ -431,6 +432,7 @@ def run_info(argv: Sequence[str]) -> int:
 
         args.path = str(default_model())
     found = read_config_only(args.path)
+    world = _tp_world(args.tp, max_world(found.config))
     bandwidth = None
     if args.bandwidth:
         bandwidth = args.bandwidth * GB
@@ -440,12 +442,28 @@ def run_info(argv: Sequence[str]) -> int:
         bandwidth = memory_bandwidth()
     r = report(found.config, bandwidth, found.rope_scaling)
     on_disk = sum(f.stat().st_size for f in found.weight_files) or None
+    tp = {"tp": tp_report(found.config, world, bandwidth)} if world else {}
     if args.json:
-        print(json.dumps(r | {"format": found.format, "notes": found.notes, "bytes_on_disk": on_disk}))
+        print(json.dumps(r | {"format": found.format, "notes": found.notes, "bytes_on_disk": on_disk} | tp))
     else:
         print_report(r, str(Path(args.path)), found.format, found.notes, on_disk, measured=not args.bandwidth)
+        if tp:
+            print_tp(tp["tp"], r["bandwidth_GB_s"])
     sys.stdout.flush()
     return 0
+
+
+def _tp_world(value: str | None, n_heads: int) -> int | None:
+    """`info --tp N`: a whole number of ranks from 1 to the model's attention heads (costs.max_world)."""
+    if value is None:
+        return None
+    try:
+        world = int(value)
+    except ValueError:
+        world = 0
+    if not 1 <= world <= n_heads:
+        raise LlamachatError(f"--tp takes a whole number of ranks from 1 to {n_heads} (the model's attention heads), got {value!r}")
+    return world
 
 
 def run_convert(argv: Sequence[str]) -> int:

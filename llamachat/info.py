@@ -2,7 +2,9 @@
 
 The arithmetic (parameters, memory per storage format, KV bytes and FLOPs per token) lives in
 llamachat/costs.py. Decoding reads every weight once per token, so tokens/s <= memory bandwidth /
-weight bytes: the ceiling printed for this machine.
+weight bytes: the ceiling printed for this machine. With `--tp N` it prints what each of N ranks holds
+and the bound with the all-reduces a token waits for on each link in costs.LINKS (arithmetic, not a
+measurement: docs/benchmarks.md, "What `--tp N` needs per rank").
 """
 
 from __future__ import annotations
@@ -10,7 +12,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .costs import GB, GIB, STORAGE_FORMATS, flops_per_token, kv_bytes_per_token, param_counts, weight_bytes
+from .costs import (
+    GB,
+    GIB,
+    LINKS,
+    STORAGE_FORMATS,
+    allreduce_seconds_per_token,
+    allreduces_per_token,
+    decode_bound,
+    flops_per_token,
+    kv_bytes_per_token,
+    param_counts,
+    rank_kv_bytes_per_token,
+    rank_param_counts,
+    shards,
+    weight_bytes,
+)
 from .printable import printable
 from .protocols import ModelConfig
 
@@ -87,6 +104,55 @@ def report(c: ModelConfig, bandwidth: float | None = None, llama3_rope: dict[str
     }
 
 
+ACT_BYTES = 2  # activations all-reduced in bf16/fp16, as NCCL tensor parallel runs them
+
+
+def tp_report(c: ModelConfig, world: int, bandwidth: float | None = None) -> dict[str, Any]:
+    """What each of `world` ranks holds and costs (ValueError when the heads do not allow `world`)."""
+    ranks = []
+    for rank, s in enumerate(shards(c, world)):
+        ranks.append(
+            {
+                "rank": rank,
+                "kv_heads": s.kv[1] - s.kv[0],
+                "kv_replica": c.n_kv_heads < world,  # each of a head's ranks holds it whole
+                "q_heads": s.q[1] - s.q[0],
+                "ffn_rows": s.ffn[1] - s.ffn[0],
+                "vocab_rows": s.vocab[1] - s.vocab[0],
+                "params": rank_param_counts(c, s).total,
+                "kv_bytes_per_token_fp16": rank_kv_bytes_per_token(c, s, 2),
+            }
+        )
+    largest = max(r["params"] for r in ranks)  # the slowest rank sets the pace, the fullest one the memory
+    allreduce = {
+        link.name: {
+            "GB_s": link.bandwidth / GB,
+            "step_latency_us": link.step_latency * 1e6,
+            "seconds_per_token": allreduce_seconds_per_token(c, world, link, ACT_BYTES),
+        }
+        for link in LINKS
+    }
+    memory = {}
+    for name, bits in STORAGE_FORMATS:
+        nbytes = round(largest * bits / 8)
+        memory[name] = {"bits_per_weight": bits, "bytes": nbytes, "GiB": round(nbytes / GIB, 3), "GB": round(nbytes / GB, 3)}
+        if bandwidth:
+            memory[name]["decode_ceiling_tok_s"] = round(decode_bound(nbytes, bandwidth), 2)
+            memory[name]["tok_s_bound"] = {
+                link: round(decode_bound(nbytes, bandwidth, a["seconds_per_token"]), 2) for link, a in allreduce.items()
+            }
+    return {
+        "world": world,
+        "ranks": ranks,
+        "largest_rank_params": largest,
+        "memory_per_rank": memory,
+        "kv_bytes_per_token_fp16_per_rank": max(r["kv_bytes_per_token_fp16"] for r in ranks),
+        "allreduces_per_token": allreduces_per_token(c) if world > 1 else 0,
+        "allreduce_bytes_each": c.dim * ACT_BYTES,
+        "allreduce": allreduce,
+    }
+
+
 # -------------------------------------------------------------------------------------------------
 # The command
 
@@ -136,3 +202,66 @@ def print_report(r: dict[str, Any], source: str, fmt: str, notes: Sequence[str],
         console.print(f"weights on disk: {_size(on_disk)}, {8 * on_disk / r['total_params']:.2f} bits per weight")
     for note in notes:
         console.print(f"note: {note}", style="yellow")
+
+
+def _rank_groups(ranks: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Consecutive ranks with the same share, as one row ("0-3")."""
+
+    def share(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in r.items() if k != "rank"}
+
+    groups: list[list[dict[str, Any]]] = []
+    for r in ranks:
+        if groups and share(groups[-1][0]) == share(r):
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    return [(f"{g[0]['rank']}" + (f"-{g[-1]['rank']}" if len(g) > 1 else ""), g[0]) for g in groups]
+
+
+def print_tp(t: dict[str, Any], bandwidth_GB_s: float | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    n = t["world"]
+    shares = Table(
+        "ranks",
+        "kv heads",
+        "q heads",
+        "ffn rows",
+        "vocab rows",
+        "params",
+        "KV/token",
+        title=f"--tp {n}: each rank holds",
+        title_justify="left",
+    )
+    for name, r in _rank_groups(t["ranks"]):
+        kv = f"{r['kv_heads']}" + (" (replicated)" if r["kv_replica"] else "")
+        shares.add_row(
+            name,
+            kv,
+            f"{r['q_heads']}",
+            f"{r['ffn_rows']:,}",
+            f"{r['vocab_rows']:,}",
+            f"{r['params'] / 1e6:,.1f} M",
+            f"{r['kv_bytes_per_token_fp16'] / 1024:,.1f} KiB",
+        )
+    console.print(shares)
+    links = list(t["allreduce"])
+    ceiling = ["decode ceiling"] + [f"tok/s with {link}" for link in links] if bandwidth_GB_s else []
+    memory = Table("weights as", "memory per rank", *ceiling, title=f"--tp {n}: the fullest rank", title_justify="left")
+    for name, m in t["memory_per_rank"].items():
+        bound = [f"{m['decode_ceiling_tok_s']:,.1f} tok/s"] + [f"{m['tok_s_bound'][link]:,.1f}" for link in links] if bandwidth_GB_s else []
+        memory.add_row(name, _size(m["bytes"]), *bound)
+    console.print(memory)
+    for link, a in t["allreduce"].items():
+        console.print(
+            f"all-reduce on {link} ({a['GB_s']:g} GB/s each way, {a['step_latency_us']:g} us a ring step): "
+            f"{a['seconds_per_token'] * 1e3:,.3f} ms per token ({t['allreduces_per_token']} of {t['allreduce_bytes_each']:,} bytes)"
+        )
+    console.print(
+        "KV per token: the fullest rank's, fp16. Arithmetic, not a measurement: "
+        "tok/s = 1 / (rank weight bytes / bandwidth + all-reduce time per token)"
+        + ("" if bandwidth_GB_s else "; give --bandwidth for the decode ceiling")
+    )

@@ -27,13 +27,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from llamachat.costs import Shard, shard, split  # the shares' arithmetic: info --tp counts the same ones
 from llamachat.errors import LlamachatError
 from llamachat.interrupts import sigint_held
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32, cache_capacity, checked_state
@@ -49,42 +50,6 @@ IDLE_TIMEOUT = timedelta(hours=24)
 POLL_S = 0.5
 # A rank whose start failed waits this long before its exit, so that rank 0 has printed the reason.
 FAILED_START_GRACE_S = 3.0
-
-
-def split(n: int, parts: int) -> list[tuple[int, int]]:
-    """[start, end) of each of `parts` runs of range(n), as even as they go (the first ones longer)."""
-    size, extra = divmod(n, parts)
-    bounds = [0] + list(itertools.accumulate(size + (i < extra) for i in range(parts)))
-    return list(zip(bounds, bounds[1:]))
-
-
-@dataclass(frozen=True)
-class Shard:
-    """What rank `rank` of `world` holds: kv heads [kv0, kv1), query heads [q0, q1), ffn rows, vocab rows."""
-
-    kv: tuple[int, int]
-    q: tuple[int, int]
-    ffn: tuple[int, int]
-    vocab: tuple[int, int]
-    owns_kv: bool  # False for a replica of a kv head another rank exports
-
-
-def shard(config: ModelConfig, world: int, rank: int) -> Shard:
-    """Rank `rank`'s share, or ValueError when `world` is more ranks than the query heads allow."""
-    H, K = config.n_heads, config.n_kv_heads
-    if world > H:
-        raise ValueError(f"--tp {world} is more ranks than the model's {H} attention heads (accepted: 1 to {H})")
-    G = H // K
-    ffn, vocab = split(config.ffn_dim, world)[rank], split(config.vocab_size, world)[rank]
-    if K >= world:
-        kv = split(K, world)[rank]
-        return Shard(kv, (kv[0] * G, kv[1] * G), ffn, vocab, True)
-    head = rank * K // world  # the kv head this rank replicates; its ranks share its G query heads
-    sharers = [r for r in range(world) if r * K // world == head]
-    if len(sharers) > G:
-        raise ValueError(f"--tp {world} leaves a rank without a query head ({H} heads over {K} kv heads; accepted: 1 to {K * G})")
-    q0, q1 = split(G, len(sharers))[sharers.index(rank)]
-    return Shard((head, head + 1), (head * G + q0, head * G + q1), ffn, vocab, rank == sharers[0])
 
 
 def shard_weights(config: ModelConfig, weights: Mapping[str, Tensor], s: Shard) -> tuple[ModelConfig, dict[str, np.ndarray]]:
