@@ -251,7 +251,7 @@ class TPRunner:
                 return self.executor.run(op, cid, *args)
             except RuntimeError:  # a peer's socket closed: the watcher names the rank and ends the chat
                 time.sleep(4 * POLL_S)
-                raise
+                _lost_a_rank(self.world)  # no watcher (a launcher's ranks), or it missed it
 
     @property
     def closed(self) -> bool:
@@ -411,6 +411,8 @@ def _worker(rank: int, world: int, port: int) -> None:
 def serve_launched(launch: Launch) -> int:
     """A launched rank other than 0 (torchrun): it never reads the terminal, prints nothing rank 0
     prints, and leaves when rank 0 shuts the group down. Ctrl-C is the launcher's to handle."""
+    # torchrun hands the user's Ctrl-C to every rank as it ends the job: leave without a traceback
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
     join_launched(launch)
     serve(launch.world)
     return 0
@@ -475,6 +477,15 @@ def start_launched(launch: Launch, factory: WeightsFactory, threads: int = 1, lo
     _check_world(launch.world, factory, local)
     join_launched(launch)
     return _start_rank_0(launch.world, factory, threads, local, on_close=dist.destroy_process_group, closing=threading.Event())
+
+
+def _lost_a_rank(world: int) -> None:
+    """A collective failed because a peer's connection closed (gloo's message is a paragraph: the
+    one line says what it means). Under torchrun, Ctrl-C lands here: torchrun ends every rank on it."""
+    print(
+        f"llamachat: error: a rank of {world} left mid-command (its connection closed); the chat cannot go on", file=sys.stderr, flush=True
+    )
+    os._exit(2)  # the group is broken: no collective (the shutdown at exit included) can complete
 
 
 def _watch(world: int, procs: list, closing: threading.Event) -> None:
