@@ -11,9 +11,12 @@ replicated (every rank needs the token's full row before the first layer).
 Rank 0 owns the chat and is the Runner (`TPRunner`); the other ranks run `worker_loop`, executing
 what rank 0 broadcasts: new_cache, forward, truncate, state (gathered to rank 0 in the common layout
 [n_layers, n_kv_heads, tokens, head_dim], so a session saved with --tp 2 resumes with --tp 1),
-load_state, drop and shutdown. Processes start through `torch.multiprocessing` (spawn) with a
-`TCPStore` rendezvous on 127.0.0.1 (`start`); each worker opens the checkpoint itself (memory-mapped)
-and keeps its slices. Not yet: torchrun / several machines, Meta's shards read rank by rank, CUDA/NCCL.
+load_state, drop and shutdown. Processes start in one of two ways: `llamachat --tp N` spawns ranks
+1..N-1 through `torch.multiprocessing` with a `TCPStore` rendezvous on 127.0.0.1 (`start`), or a
+launcher (torchrun, over several machines) starts every rank and they meet through torch's env://
+rendezvous (`start_launched` on rank 0, `serve_launched` on the others). Both then shake hands the
+same way (`handshake`); each worker opens the checkpoint itself (memory-mapped) and keeps its slices.
+Not yet: CUDA/NCCL.
 """
 
 from __future__ import annotations
