@@ -1,5 +1,5 @@
 """`python -m llamachat`, except that rank 1 says it runs another llamachat version: what a machine
-with an older install looks like to the others (tests/test_torchrun.py starts it under torchrun)."""
+with an older install looks like to the others (tests/test_tp_start.py starts it under torchrun)."""
 
 import os
 import sys

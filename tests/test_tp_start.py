@@ -1,8 +1,11 @@
-"""Launched ranks (llamachat/ranks.py, tp.start_launched / serve_launched): torchrun starts every
-process, rank 0 runs the chat, the others serve it; and the launcher's bad input, in one line."""
+"""Starting the ranks of --tp: the spawned ones (tp.start) and the launched ones (llamachat/ranks.py,
+tp.start_launched / serve_launched: torchrun starts every process, rank 0 runs the chat, the others
+serve it), the handshake both go through, and the launcher's bad input, in one line."""
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -10,6 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch.distributed as dist
+from llamachat_torch import tp
+from test_tp import SHAPES, config_kwargs, random_model
 
 from llamachat import ranks
 from llamachat.errors import LlamachatError
@@ -120,3 +126,20 @@ def test_a_tp_other_than_the_world_size_is_one_line_through_the_cli(tiny_gguf, t
     assert r.stderr.strip().splitlines() == [
         "llamachat: error: --tp 3 differs from the launcher's WORLD_SIZE=2; accepted: --tp 2, or no --tp"
     ]
+
+
+def fails_on_rank_1(kwargs: dict):
+    """A weights factory that cannot open the checkpoint on rank 1 (a machine without the file)."""
+    if dist.get_rank() == 1:
+        raise FileNotFoundError(2, "No such file or directory", "/models/llama-2-13b-chat")
+    return random_model(kwargs)
+
+
+def test_a_rank_that_cannot_build_its_share_is_one_line_and_every_rank_exits_2():
+    kwargs = config_kwargs(SHAPES["divisible"], False)
+    with pytest.raises(LlamachatError) as e:
+        tp.start(2, functools.partial(fails_on_rank_1, kwargs), local=random_model(kwargs))
+    assert str(e.value) == "rank 1 of 2: could not build its share: [Errno 2] No such file or directory: '/models/llama-2-13b-chat'"
+    [worker] = multiprocessing.active_children()
+    worker.join(timeout=30)
+    assert worker.exitcode == 2
