@@ -350,8 +350,9 @@ def _agree(status: str | None) -> None:
     problems = [(rank, s) for rank, s in enumerate(statuses) if s]
     if not problems:
         return
+    here = dist.get_rank()
     dist.destroy_process_group()
-    if _rank == 0:
+    if here == 0:
         rank, problem = problems[0]
         raise LlamachatError(f"rank {rank} of {len(statuses)}: {problem}")
     # rank 0 prints the line: let it exit first, since a launcher that sees this rank fail stops the
@@ -360,21 +361,13 @@ def _agree(status: str | None) -> None:
     sys.exit(2)
 
 
-_rank = 0  # this process's rank, set by `handshake` (the group is gone when _agree needs it)
-
-
-def handshake(world: int, order: tuple | None = None, build: Callable[[tuple], Built] | None = None) -> tuple[tuple, Built]:
+def handshake(order: tuple | None = None, build: Callable[[tuple], Built] | None = None) -> tuple[tuple, Built]:
     """The start every rank goes through once it has joined. Rank 0 passes `order` (config, factory,
     threads) and `build` for its own share; the others receive the order and build from it."""
-    global _rank
-    _rank = dist.get_rank()
-    versions: list[str | None] = [None] * world
+    versions: list[str | None] = [None] * dist.get_world_size()
     dist.all_gather_object(versions, __version__)  # before anything else is unpickled: a plain string
-    _agree(
-        None
-        if versions[_rank] == versions[0]
-        else f"runs llamachat {versions[_rank]}, rank 0 runs {versions[0]}: install the same version on every machine"
-    )
+    mine = versions[dist.get_rank()]
+    _agree(None if mine == versions[0] else f"runs llamachat {mine}, rank 0 runs {versions[0]}: install the same version on every machine")
     order = _broadcast(order)
     built, problem = None, None
     try:
@@ -396,7 +389,7 @@ def _build_from(order: tuple) -> Built:
 
 def serve(world: int) -> None:
     """A rank other than 0, joined: the handshake, then rank 0's commands until shutdown."""
-    (config, _, _), (model, s) = handshake(world)
+    (config, _, _), (model, s) = handshake()
     worker_loop(Executor(config, model, s, world))
     dist.destroy_process_group()
 
@@ -405,10 +398,7 @@ def _worker(rank: int, world: int, port: int) -> None:
     # Ctrl-C reaches every process of the terminal's group: only rank 0 acts on it, between passes
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     join(rank, world, "127.0.0.1", port)
-    try:
-        serve(world)
-    except LlamachatError:  # a failed handshake: rank 0 prints the line
-        sys.exit(2)
+    serve(world)  # a failed handshake exits 2 here: rank 0 prints the line
 
 
 def serve_launched(launch: Launch) -> int:
@@ -430,17 +420,16 @@ def open_weights(path: str) -> tuple[ModelConfig, Mapping[str, Tensor]]:
 
 
 def _start_rank_0(
-    world: int, factory: WeightsFactory, threads: int, local: tuple | None, on_close: Callable[[], None], closing: threading.Event
+    world: int, factory: WeightsFactory, threads: int, local: tuple, on_close: Callable[[], None], closing: threading.Event
 ) -> TPRunner:
-    config, weights = local or factory()
-    (config, _, _), (model, s) = handshake(world, (config, factory, threads), lambda _: local_model(config, weights, world, 0))
+    config, weights = local
+    (config, _, _), (model, s) = handshake((config, factory, threads), lambda _: local_model(config, weights, world, 0))
     runner = TPRunner(config, Executor(config, model, s, world), on_close=on_close, closing=closing)
     atexit.register(runner.close)  # the chat lets the model go at exit: the workers leave their loop
     return runner
 
 
-def _check_world(world: int, factory: WeightsFactory, local: tuple | None) -> None:
-    config, _ = local or factory()
+def _check_world(world: int, config: ModelConfig) -> None:
     for r in range(world):
         shard(config, world, r)  # a world too large for the heads fails here, before anything starts
 
@@ -450,7 +439,8 @@ def start(world: int, factory: WeightsFactory, threads: int = 1, local: tuple | 
     `factory` (picklable) gives each rank the config and the weights it slices its share from."""
     import torch.multiprocessing as mp
 
-    _check_world(world, factory, local)
+    local = local or factory()
+    _check_world(world, local[0])
     store = dist.TCPStore("127.0.0.1", 0, world, is_master=True, timeout=timedelta(seconds=60), wait_for_workers=False)
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(r, world, store.port), daemon=True) for r in range(1, world)]
@@ -477,7 +467,8 @@ def start(world: int, factory: WeightsFactory, threads: int = 1, local: tuple | 
 def start_launched(launch: Launch, factory: WeightsFactory, threads: int = 1, local: tuple | None = None) -> TPRunner:
     """Rank 0 of a launched group (torchrun): the others are the launcher's; a rank that dies is the
     launcher's to notice, and it ends the job (torchrun stops every rank and prints its report)."""
-    _check_world(launch.world, factory, local)
+    local = local or factory()
+    _check_world(launch.world, local[0])
     join_launched(launch)
     return _start_rank_0(launch.world, factory, threads, local, on_close=dist.destroy_process_group, closing=threading.Event())
 
