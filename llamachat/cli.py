@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import ranks
 from .errors import LlamachatError, as_int
 from .protocols import TemplateError
 from .version import __version__
@@ -150,6 +151,11 @@ def read_stdin() -> str:
 
 def run_chat(argv: Sequence[str]) -> int:
     args = chat_parser().parse_args(argv)
+    launch = ranks.from_env()  # torchrun: every rank runs this command line
+    if launch is not None and launch.world > 1:
+        args.tp = _launched_tp(args.tp, launch)
+        if launch.rank > 0:
+            return serve_rank(launch, args.backend)
     from .chat import Chat
     from .plugins import registry
     from .profiles import check_profile_model, load_profile, settings_from_profile
@@ -163,6 +169,8 @@ def run_chat(argv: Sequence[str]) -> int:
     profile_name = args.profile or "default"
     profile = load_profile(profile_name, sampler_params)
     settings = settings_from_profile(profile, profile_name, args)
+    if launch is not None and launch.world > 1:
+        settings.backend_extra["launch"] = launch
     resume = args.resume
     if args.continue_:
         from .transcript import list_sessions
@@ -221,6 +229,28 @@ def run_chat(argv: Sequence[str]) -> int:
                 )
         return code
     return one_shot(session, prompt, args.verbose)
+
+
+def _launched_tp(flag: str | None, launch: ranks.Launch) -> str:
+    """Under a launcher the world size is the tensor-parallel degree: a --tp that says otherwise is a
+    mistake, not a request."""
+    if flag is not None and flag.strip() != str(launch.world):
+        raise LlamachatError(
+            f"--tp {flag} differs from the launcher's WORLD_SIZE={launch.world}; accepted: --tp {launch.world}, or no --tp"
+        )
+    return str(launch.world)
+
+
+def serve_rank(launch: ranks.Launch, backend_name: str | None) -> int:
+    """A launched rank above 0: it runs what rank 0 sends and never reads the terminal or prints what
+    rank 0 prints. The backend is torch (the one that runs tensor parallel) unless --backend names
+    another that does; rank 0 refuses a backend that cannot, and the launcher then stops this rank."""
+    from .backends import find_backend
+
+    backend = find_backend(backend_name if backend_name not in (None, "auto") else "torch")
+    if not hasattr(backend, "serve"):
+        backend = find_backend("torch")
+    return backend.serve(launch)
 
 
 def _stdin_has_data() -> bool:

@@ -428,6 +428,9 @@ class Backend(Protocol):
     # take (checked against the memory available before loading); without it, 4 bytes a parameter.
     # Optional: `close()` on the Runner it builds, called when the chat lets the model go: a runner
     # spread over several processes (tensor parallelism) stops its other ranks there.
+    # Optional: `tensor_parallel = True` and `serve(launch) -> int`: load() gets `tp=N` (and under a
+    # launcher, `launch=`, a llamachat.ranks.Launch) and builds rank 0's Runner; serve() is what a
+    # launched rank above 0 runs instead of the chat (it returns the exit code).
     # Optional: `reads_file = True`: load() also gets `source=`, the checkpoint's path (llamacpp maps
     # the GGUF itself). A Runner may name its `engine` ("llama-cpp-python 0.3.36"): saved sessions
     # record it, since an opaque cache state is that engine's format.

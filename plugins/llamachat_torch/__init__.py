@@ -111,8 +111,17 @@ class TorchBackend:
             if device != "cpu" or dtype != "float32" or int4:
                 raise ValueError("--tp runs float32 on the CPU (gloo) for now; accepted: --device cpu --dtype float32, no quantize")
             threads = int(options.get("threads") or 1)
-            return tp.start(options["tp"], functools.partial(tp.open_weights, str(options["source"])), threads, local=(config, weights))
+            factory = functools.partial(tp.open_weights, str(options["source"]))
+            if options.get("launch"):  # torchrun started every rank: this is rank 0 of its group
+                return tp.start_launched(options["launch"], factory, threads, local=(config, weights))
+            return tp.start(options["tp"], factory, threads, local=(config, weights))
         return TorchModel(config, weights, torch.device(device), getattr(torch, dtype), int4=int4)
+
+    def serve(self, launch) -> int:
+        """A launched rank above 0 (torchrun): rank 0's worker until it shuts the group down."""
+        from . import tp
+
+        return tp.serve_launched(launch)
 
 
 @hookimpl

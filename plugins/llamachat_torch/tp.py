@@ -11,9 +11,12 @@ replicated (every rank needs the token's full row before the first layer).
 Rank 0 owns the chat and is the Runner (`TPRunner`); the other ranks run `worker_loop`, executing
 what rank 0 broadcasts: new_cache, forward, truncate, state (gathered to rank 0 in the common layout
 [n_layers, n_kv_heads, tokens, head_dim], so a session saved with --tp 2 resumes with --tp 1),
-load_state, drop and shutdown. Processes start through `torch.multiprocessing` (spawn) with a
-`TCPStore` rendezvous on 127.0.0.1 (`start`); each worker opens the checkpoint itself (memory-mapped)
-and keeps its slices. Not yet: torchrun / several machines, Meta's shards read rank by rank, CUDA/NCCL.
+load_state, drop and shutdown. Processes start in one of two ways: `llamachat --tp N` spawns ranks
+1..N-1 through `torch.multiprocessing` with a `TCPStore` rendezvous on 127.0.0.1 (`start`), or a
+launcher (torchrun, over several machines) starts every rank and they meet through torch's env://
+rendezvous (`start_launched` on rank 0, `serve_launched` on the others). Both then shake hands the
+same way (`handshake`); each worker opens the checkpoint itself (memory-mapped) and keeps its slices.
+Not yet: CUDA/NCCL.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import atexit
 import itertools
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -34,8 +38,11 @@ import torch
 import torch.distributed as dist
 
 from llamachat.costs import Shard, shard, split  # the shares' arithmetic: info --tp counts the same ones
+from llamachat.errors import LlamachatError
 from llamachat.interrupts import sigint_held
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32, cache_capacity, checked_state
+from llamachat.ranks import Launch
+from llamachat.version import __version__
 
 from .model import TorchModel
 
@@ -44,6 +51,8 @@ IDLE_TIMEOUT = timedelta(hours=24)
 # A dead rank is found by rank 0 polling its workers this often, not by a collective's timeout: the
 # chat ends within POLL_S + the time to stop the others (well under 2 s).
 POLL_S = 0.5
+# A rank whose start failed waits this long before its exit, so that rank 0 has printed the reason.
+FAILED_START_GRACE_S = 3.0
 
 
 def shard_weights(config: ModelConfig, weights: Mapping[str, Tensor], s: Shard) -> tuple[ModelConfig, dict[str, np.ndarray]]:
@@ -222,12 +231,14 @@ class TPRunner:
 
     default_lookup = TorchModel.default_lookup
 
-    def __init__(self, config: ModelConfig, executor: Executor, on_close: Callable[[], None] = lambda: None):
+    def __init__(
+        self, config: ModelConfig, executor: Executor, on_close: Callable[[], None] = lambda: None, closing: threading.Event | None = None
+    ):
         self.config, self.executor, self.on_close = config, executor, on_close
+        self.closing = closing or threading.Event()  # set before the shutdown: a watch lets the ranks go
         self.world = executor.world
         self.dtype = executor.model.dtype
         self.weight_bytes = executor.model.weight_bytes  # rank 0's share: the decode roofline per rank
-        self.closed = False
         self._ids = itertools.count()
         self.dropped: list[int] = []
 
@@ -243,7 +254,11 @@ class TPRunner:
                 return self.executor.run(op, cid, *args)
             except RuntimeError:  # a peer's socket closed: the watcher names the rank and ends the chat
                 time.sleep(4 * POLL_S)
-                raise
+                _lost_a_rank(self.world)  # no watcher (a launcher's ranks), or it missed it
+
+    @property
+    def closed(self) -> bool:
+        return self.closing.is_set()
 
     def new_cache(self, capacity: int | None = None) -> TPCache:
         capacity = cache_capacity(self.config, capacity)
@@ -258,14 +273,23 @@ class TPRunner:
 
     def close(self) -> None:
         if not self.closed:
-            self.closed = True
+            self.closing.set()
             _broadcast(("shutdown",))
             self.on_close()
 
 
 # -- starting the group ------------------------------------------------------------------------------
+#
+# Two ways in, one handshake. `start` (--tp N on one machine) hosts a TCPStore on 127.0.0.1 and spawns
+# ranks 1..N-1 with torch.multiprocessing; under torchrun (or any env:// launcher) every process is
+# started by the launcher, rank 0 calls `start_launched` and the others `serve_launched`, meeting
+# through torch's own env:// rendezvous. Then, on every rank: the llamachat versions are compared,
+# rank 0 sends what to build (its config, the weights factory, the thread count), each rank builds
+# its share, and each says whether that worked; on any failure rank 0 raises one line naming the
+# rank and every rank leaves with exit code 2.
 
 WeightsFactory = Callable[[], tuple[ModelConfig, Mapping[str, Tensor]]]
+Built = tuple[TorchModel, Shard]
 
 
 def join(rank: int, world: int, host: str, port: int, store: dist.Store | None = None) -> None:
@@ -274,15 +298,117 @@ def join(rank: int, world: int, host: str, port: int, store: dist.Store | None =
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=IDLE_TIMEOUT)
 
 
-def _worker(rank: int, world: int, port: int, factory: WeightsFactory, threads: int, config: ModelConfig) -> None:
-    # Ctrl-C reaches every process of the terminal's group: only rank 0 acts on it, between passes
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def join_launched(launch: Launch) -> None:
+    """Join the group a launcher set up (env://: under torchrun its agent hosts the store). A rank that
+    does not come within the rendezvous timeout is one line, not a hang: gloo's own connect would wait
+    as long as the collective timeout, a day."""
+    timeout = timedelta(seconds=launch.timeout_s)
+    where = f"at {launch.address} within {launch.timeout_s:g} s (LLAMACHAT_RENDEZVOUS_TIMEOUT)"
+    try:
+        if not launch.hosts_store:
+            _wait_for_listener(launch.host, launch.port, time.monotonic() + launch.timeout_s)
+        store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun's agent store outlives a restart
+        _arrive(dist.PrefixStore(f"llamachat/{attempt}/", store), launch.world, launch.timeout_s)
+    except (RuntimeError, ValueError, TimeoutError) as e:  # torch's DistStoreError and DistNetworkError are RuntimeErrors
+        raise LlamachatError(f"rank {launch.rank} of {launch.world} found no group {where}: {_first_line(e)}") from None
+    dist.init_process_group("gloo", store=store, rank=launch.rank, world_size=launch.world, timeout=IDLE_TIMEOUT)
+
+
+def _wait_for_listener(host: str, port: int, deadline: float) -> None:
+    """Until something listens at host:port. torch's store client would wait too, but it logs each
+    failed try with a C++ stack trace: this keeps a rank that finds no group to its one line."""
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens ({e.strerror or e})") from None
+            time.sleep(0.1)
+
+
+def _arrive(store: dist.Store, world: int, timeout_s: float) -> None:
+    """Count this rank in and wait until all `world` have been counted."""
+    arrived, deadline = store.add("arrived", 1), time.monotonic() + timeout_s
+    while arrived < world:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{arrived} of {world} ranks arrived")
+        time.sleep(0.05)
+        arrived = store.add("arrived", 0)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _agree(status: str | None) -> None:
+    """Every rank's status (None: fine), seen by every rank. Rank 0 raises one line for the first
+    problem; the others leave with exit code 2 (rank 0 prints the line)."""
+    statuses: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(statuses, status)
+    problems = [(rank, s) for rank, s in enumerate(statuses) if s]
+    if not problems:
+        return
+    here = dist.get_rank()
+    dist.destroy_process_group()
+    if here == 0:
+        rank, problem = problems[0]
+        raise LlamachatError(f"rank {rank} of {len(statuses)}: {problem}")
+    # rank 0 prints the line: let it exit first, since a launcher that sees this rank fail stops the
+    # others at once (torchrun does), and rank 0 stopped before printing would leave no line at all
+    time.sleep(FAILED_START_GRACE_S)
+    sys.exit(2)
+
+
+def handshake(order: tuple | None = None, build: Callable[[tuple], Built] | None = None) -> tuple[tuple, Built]:
+    """The start every rank goes through once it has joined. Rank 0 passes `order` (config, factory,
+    threads) and `build` for its own share; the others receive the order and build from it."""
+    versions: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(versions, __version__)  # before anything else is unpickled: a plain string
+    mine = versions[dist.get_rank()]
+    _agree(None if mine == versions[0] else f"runs llamachat {mine}, rank 0 runs {versions[0]}: install the same version on every machine")
+    order = _broadcast(order)
+    built, problem = None, None
+    try:
+        built = (build or _build_from)(order)
+    except (LlamachatError, ValueError, OSError, MemoryError) as e:
+        problem = f"could not build its share: {e}"
+    _agree(problem)
+    return order, built
+
+
+def _build_from(order: tuple) -> Built:
+    """A worker's share: its own view of the checkpoint (memory-mapped: it materialises only the
+    slices it keeps), with rank 0's config (the chat may have changed it: the context)."""
+    config, factory, threads = order
     torch.set_num_threads(threads)
-    join(rank, world, "127.0.0.1", port)
-    _, weights = factory()  # rank 0's config: the chat may have changed it (the context)
-    model, s = local_model(config, weights, world, rank)
+    _, weights = factory()
+    return local_model(config, weights, dist.get_world_size(), dist.get_rank())
+
+
+def serve(world: int) -> None:
+    """A rank other than 0, joined: the handshake, then rank 0's commands until shutdown."""
+    (config, _, _), (model, s) = handshake()
     worker_loop(Executor(config, model, s, world))
     dist.destroy_process_group()
+
+
+def _worker(rank: int, world: int, port: int) -> None:
+    # Ctrl-C reaches every process of the terminal's group: only rank 0 acts on it, between passes
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    join(rank, world, "127.0.0.1", port)
+    serve(world)  # a failed handshake exits 2 here: rank 0 prints the line
+
+
+def serve_launched(launch: Launch) -> int:
+    """A launched rank other than 0 (torchrun): it never reads the terminal, prints nothing rank 0
+    prints, and leaves when rank 0 shuts the group down. Ctrl-C is the launcher's to handle."""
+    # torchrun hands the user's Ctrl-C to every rank as it ends the job: leave without a traceback
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    join_launched(launch)
+    serve(launch.world)
+    return 0
 
 
 def open_weights(path: str) -> tuple[ModelConfig, Mapping[str, Tensor]]:
@@ -293,41 +419,76 @@ def open_weights(path: str) -> tuple[ModelConfig, Mapping[str, Tensor]]:
     return checkpoint.config, checkpoint.weights
 
 
+def _start_rank_0(
+    world: int, factory: WeightsFactory, threads: int, local: tuple, on_close: Callable[[], None], closing: threading.Event
+) -> TPRunner:
+    config, weights = local
+    (config, _, _), (model, s) = handshake((config, factory, threads), lambda _: local_model(config, weights, world, 0))
+    runner = TPRunner(config, Executor(config, model, s, world), on_close=on_close, closing=closing)
+    atexit.register(runner.close)  # the chat lets the model go at exit: the workers leave their loop
+    return runner
+
+
+def _check_world(world: int, config: ModelConfig) -> None:
+    for r in range(world):
+        shard(config, world, r)  # a world too large for the heads fails here, before anything starts
+
+
 def start(world: int, factory: WeightsFactory, threads: int = 1, local: tuple | None = None) -> TPRunner:
     """Rank 0 here, ranks 1..world-1 spawned (torch.multiprocessing, TCPStore on 127.0.0.1).
     `factory` (picklable) gives each rank the config and the weights it slices its share from."""
     import torch.multiprocessing as mp
 
-    config, weights = local or factory()
-    for r in range(world):
-        shard(config, world, r)  # a world too large for the heads fails here, before anything starts
+    local = local or factory()
+    _check_world(world, local[0])
     store = dist.TCPStore("127.0.0.1", 0, world, is_master=True, timeout=timedelta(seconds=60), wait_for_workers=False)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(r, world, store.port, factory, threads, config), daemon=True) for r in range(1, world)]
+    procs = [ctx.Process(target=_worker, args=(r, world, store.port), daemon=True) for r in range(1, world)]
     for p in procs:
         p.start()
+    closing = threading.Event()  # set once rank 0 knows why its workers will exit: the watch lets them
+    threading.Thread(target=_watch, args=(world, procs, closing), daemon=True, name="tp-watch").start()
     join(0, world, "127.0.0.1", store.port, store=store)
-    model, s = local_model(config, weights, world, 0)
 
     def stop() -> None:
         for p in procs:
             p.join(timeout=30)
         dist.destroy_process_group()
 
-    runner = TPRunner(config, Executor(config, model, s, world), on_close=stop)
+    try:
+        runner = _start_rank_0(world, factory, threads, local, on_close=stop, closing=closing)
+    except LlamachatError:  # the handshake failed: every worker leaves with exit code 2
+        closing.set()
+        raise
     runner.procs = procs
-    threading.Thread(target=_watch, args=(runner, procs), daemon=True, name="tp-watch").start()
-    atexit.register(runner.close)  # the chat lets the model go at exit: the workers leave their loop
     return runner
 
 
-def _watch(runner: TPRunner, procs: list) -> None:
+def start_launched(launch: Launch, factory: WeightsFactory, threads: int = 1, local: tuple | None = None) -> TPRunner:
+    """Rank 0 of a launched group (torchrun): the others are the launcher's; a rank that dies is the
+    launcher's to notice, and it ends the job (torchrun stops every rank and prints its report)."""
+    local = local or factory()
+    _check_world(launch.world, local[0])
+    join_launched(launch)
+    return _start_rank_0(launch.world, factory, threads, local, on_close=dist.destroy_process_group, closing=threading.Event())
+
+
+def _lost_a_rank(world: int) -> None:
+    """A collective failed because a peer's connection closed (gloo's message is a paragraph: the
+    one line says what it means). Under torchrun, Ctrl-C lands here: torchrun ends every rank on it."""
+    print(
+        f"llamachat: error: a rank of {world} left mid-command (its connection closed); the chat cannot go on", file=sys.stderr, flush=True
+    )
+    os._exit(2)  # the group is broken: no collective (the shutdown at exit included) can complete
+
+
+def _watch(world: int, procs: list, closing: threading.Event) -> None:
     """Rank 0's watch over its workers: a rank that stops ends the chat on every rank, in one line."""
-    while not runner.closed:
+    while not closing.is_set():
         for rank, p in enumerate(procs, 1):
-            if not p.is_alive() and not runner.closed:
+            if not p.is_alive() and not closing.is_set():
                 print(
-                    f"llamachat: error: rank {rank} of --tp {runner.world} stopped (exit code {p.exitcode}); the chat cannot go on",
+                    f"llamachat: error: rank {rank} of --tp {world} stopped (exit code {p.exitcode}); the chat cannot go on",
                     file=sys.stderr,
                     flush=True,
                 )
