@@ -29,12 +29,12 @@ def family(request, tmp_path_factory):
     spec = ARCH_SPECS[request.param]
     hf = hf_model(spec, seed=11)
     path = write_hf(tmp_path_factory.mktemp(request.param) / "hf", hf)
-    return path, hf_logits(hf, IDS), spec
+    return path, hf_logits(hf, IDS), spec, hf
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_prefill_matches_transformers(family, backend):
-    path, reference, _ = family
+    path, reference, *_ = family
     model = llamachat.load(path, backend.split("-")[0], **BACKENDS[backend])
     logits = model.runner.forward(IDS, model.runner.new_cache(64), all_logits=True)
     assert np.abs(logits - reference).max() < 1e-4
@@ -44,7 +44,7 @@ def test_prefill_matches_transformers(family, backend):
 def test_cached_decode_matches_transformers(family, backend):
     """A prefill, a short chunk on the warm cache, then one token at a time: each step's logits are
     transformers' at that position (the window slides past the prefill's first tokens)."""
-    path, reference, _ = family
+    path, reference, *_ = family
     runner = llamachat.load(path, backend.split("-")[0], **BACKENDS[backend]).runner
     assert np.abs(cached_logits(runner, IDS[:30], 20, chunk=3) - reference[20:30]).max() < 1e-4
 
@@ -61,19 +61,36 @@ def test_mlx_lm_loads_what_convert_writes(family, bits):
     import mlx.core as mx
     import mlx_lm
 
-    path, reference, spec = family
+    path, reference, spec, source = family
     out = path.parent / f"mlx-{bits or 'float'}"
     quantize = ["-q", str(bits), "--group-size", "32"] if bits else []  # the FFN's 96 columns: groups of 32
     done = run_cli("convert", str(path), str(out), "--to", "mlx", *quantize, "--force")
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     if bits:
-        reference = hf_logits(hf_from_mlx_lm(out, spec), IDS)
+        written = hf_from_mlx_lm(out, spec)
+        assert_quantized_from(written, source, bits, 32)
+        reference = hf_logits(written, IDS)
     model, _ = mlx_lm.load(str(out))
     theirs = np.array(model(mx.array([IDS]))[0].astype(mx.float32))
     reach = spec.sliding_window or len(IDS)
     assert np.abs(theirs[:reach] - reference[:reach]).max() < 1e-4
     runner = llamachat.load(out, "mlx", device="cpu").runner
     assert np.abs(runner.forward(IDS, runner.new_cache(64), all_logits=True) - reference).max() < 1e-4
+
+
+def assert_quantized_from(written, source, bits: int, group: int) -> None:
+    """Every weight of `written` is `source`'s, within half a min-max quantization step of its group
+    (a weight in the wrong place, or wrongly permuted, is off by about its own size); 1-D ones exact."""
+    theirs = source.state_dict()
+    for name, w in written.state_dict().items():
+        w, src = w.numpy(), theirs[name].numpy()
+        if w.ndim == 1:
+            np.testing.assert_array_equal(w, src, err_msg=name)
+            continue
+        groups = src.reshape(*src.shape[:-1], -1, group)
+        half_step = (groups.max(-1, keepdims=True) - groups.min(-1, keepdims=True)) / ((1 << bits) - 1) / 2
+        error = np.abs(w.reshape(groups.shape) - groups)
+        assert (error <= half_step * 1.001 + 1e-6).all(), name
 
 
 def _config(tmp_path, **changes):
