@@ -55,7 +55,7 @@ ARCH_CLASSES = {
 # than the tests' 36-token prompt so the mask matters, longrope with an original context the prompt
 # exceeds (long factors) and one it does not (short factors).
 ARCH_SPECS = {
-    "mistral": TinySpec(arch="mistral"),
+    "mistral": TinySpec(arch="mistral", rope_theta=1e6),  # Mistral-7B-v0.2's; not a reader's default
     "mistral-swa": TinySpec(arch="mistral", sliding_window=8, n_kv_heads=4),
     "qwen2": TinySpec(arch="qwen2", rope_theta=1e6),
     "qwen2-tied-mha": TinySpec(arch="qwen2", rope_theta=1e6, tied=True, n_kv_heads=4),
@@ -63,7 +63,7 @@ ARCH_SPECS = {
     "qwen3": TinySpec(arch="qwen3", rope_theta=1e6, explicit_head_dim=32, tied=True),
     "qwen3-mha": TinySpec(arch="qwen3", rope_theta=1e6, n_kv_heads=4),
     "phi3": TinySpec(arch="phi3", n_kv_heads=4, sliding_window=11),
-    "phi3-gqa": TinySpec(arch="phi3"),
+    "phi3-gqa": TinySpec(arch="phi3", rope_theta=2.5e5),  # not a reader's default either
     "phi3-longrope": TinySpec(arch="phi3", n_kv_heads=4, longrope_original=16),
     "phi3-longrope-short": TinySpec(arch="phi3", longrope_original=128),
 }
