@@ -2,7 +2,9 @@
 
     --to mlx   mlx-lm's layout: config.json (+ `quantization`) and model.safetensors with HF names and
                q/k order; `-q 4|8` packs every Linear and the embedding as MLX affine (nn.quantize's
-               choice) in groups of --group-size (default 64). `mlx_lm.load` opens it.
+               choice) in groups of --group-size (default 64). `mlx_lm.load` opens it (and runs a
+               Mistral, Qwen2 or Phi-3 sliding window as full attention, as it runs those models'
+               own folders: its qwen2 and phi3 have no window, its llama needs a full layer).
     --to gguf  F32/F16/BF16 as the source has them, or with `-q 8|4` Q8_0/Q4_0 (GGUF's own blocks of
                32; norms stay F32 as llama.cpp wants). llamachat and transformers open it.
     --to hf    float safetensors that transformers opens; `-q` is refused.

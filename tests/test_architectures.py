@@ -1,6 +1,7 @@
 """Issue 17's families (Mistral, Qwen2, Qwen3, Phi-3) against transformers: tiny random models saved as
 HF folders (tests/tiny_models.py: ARCH_SPECS), read by llamachat, logits within 1e-4 of the
-transformers model itself, prefill and cached decode steps, per backend; and the reader's bad input."""
+transformers model itself, prefill and cached decode steps, per backend; mlx-lm itself loading what
+`llamachat convert --to mlx` writes of them; and the reader's bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 from test_cli import assert_one_line_error
-from tiny_models import ARCH_SPECS, DATA, hf_logits, hf_model, write_hf
+from tiny_models import ARCH_SPECS, DATA, cached_logits, hf_from_mlx_lm, hf_logits, hf_model, write_hf
 
 import llamachat
 from llamachat.checkpoints import read_config_only
@@ -28,12 +29,12 @@ def family(request, tmp_path_factory):
     spec = ARCH_SPECS[request.param]
     hf = hf_model(spec, seed=11)
     path = write_hf(tmp_path_factory.mktemp(request.param) / "hf", hf)
-    return path, hf_logits(hf, IDS)
+    return path, hf_logits(hf, IDS), spec, hf
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_prefill_matches_transformers(family, backend):
-    path, reference = family
+    path, reference, *_ = family
     model = llamachat.load(path, backend.split("-")[0], **BACKENDS[backend])
     logits = model.runner.forward(IDS, model.runner.new_cache(64), all_logits=True)
     assert np.abs(logits - reference).max() < 1e-4
@@ -43,14 +44,55 @@ def test_prefill_matches_transformers(family, backend):
 def test_cached_decode_matches_transformers(family, backend):
     """A prefill, a short chunk on the warm cache, then one token at a time: each step's logits are
     transformers' at that position (the window slides past the prefill's first tokens)."""
-    path, reference = family
+    path, reference, *_ = family
     runner = llamachat.load(path, backend.split("-")[0], **BACKENDS[backend]).runner
-    cache = runner.new_cache(64)
-    runner.forward(IDS[:20], cache)
-    chunk = runner.forward(IDS[20:23], cache, all_logits=True)
-    steps = np.stack([runner.forward([t], cache) for t in IDS[23:30]])
-    assert np.abs(chunk - reference[20:23]).max() < 1e-4
-    assert np.abs(steps - reference[23:30]).max() < 1e-4
+    assert np.abs(cached_logits(runner, IDS[:30], 20, chunk=3) - reference[20:30]).max() < 1e-4
+
+
+@pytest.mark.parametrize("bits", [None, 4])
+def test_mlx_lm_loads_what_convert_writes(family, bits):
+    """`llamachat convert SRC DST --to mlx [-q 4]` (the real command) of each family's HF folder,
+    opened by mlx-lm itself (`mlx_lm.load`: model and tokenizer; `load_model` for -q): its logits are
+    within 1e-4 of transformers on the same weights, the source model's or, quantized, the written
+    ones as mx.dequantize unpacks them (and those within half a step of the source's). mlx-lm runs these models without a sliding window (its qwen2 and
+    phi3 have none; its llama, which mistral maps to, needs a full-attention layer), as it runs
+    Mistral-7B-v0.1 and Phi-3-mini: with a window, only the positions it cannot reach are compared,
+    and llamachat's own reading of the folder is checked at every position."""
+    import mlx.core as mx
+    import mlx_lm
+    from mlx_lm.utils import load_model
+
+    path, reference, spec, source = family
+    out = path.parent / f"mlx-{bits or 'float'}"
+    quantize = ["-q", str(bits), "--group-size", "32"] if bits else []  # the FFN's 96 columns: groups of 32
+    done = run_cli("convert", str(path), str(out), "--to", "mlx", *quantize, "--force")
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    if bits:
+        written = hf_from_mlx_lm(out, spec)
+        assert_quantized_from(written, source, bits, 32)
+        reference = hf_logits(written, IDS)
+    # the tokenizer once per family (mlx_lm.load, ~1 s); the quantized folder's is the same files
+    model = mlx_lm.load(str(out))[0] if bits is None else load_model(out)[0]
+    theirs = np.array(model(mx.array([IDS]))[0].astype(mx.float32))
+    reach = spec.sliding_window or len(IDS)
+    assert np.abs(theirs[:reach] - reference[:reach]).max() < 1e-4
+    runner = llamachat.load(out, "mlx", device="cpu").runner
+    assert np.abs(runner.forward(IDS, runner.new_cache(64), all_logits=True) - reference).max() < 1e-4
+
+
+def assert_quantized_from(written, source, bits: int, group: int) -> None:
+    """Every weight of `written` is `source`'s, within half a min-max quantization step of its group
+    (a weight in the wrong place, or wrongly permuted, is off by about its own size); 1-D ones exact."""
+    theirs = source.state_dict()
+    for name, w in written.state_dict().items():
+        w, src = w.numpy(), theirs[name].numpy()
+        if w.ndim == 1:
+            np.testing.assert_array_equal(w, src, err_msg=name)
+            continue
+        groups = src.reshape(*src.shape[:-1], -1, group)
+        half_step = (groups.max(-1, keepdims=True) - groups.min(-1, keepdims=True)) / ((1 << bits) - 1) / 2
+        error = np.abs(w.reshape(groups.shape) - groups)
+        assert (error <= half_step * 1.001 + 1e-6).all(), name
 
 
 def _config(tmp_path, **changes):

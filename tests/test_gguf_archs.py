@@ -13,7 +13,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from tiny_models import hf_to_gguf_permute, write_tokenizer_model
+from tiny_models import cached_logits, hf_logits, hf_to_gguf_permute, write_tokenizer_model
 
 from llamachat.checkpoints import open_checkpoint
 from llamachat.checkpoints.gguf import GGUFFile, read_config
@@ -218,15 +218,25 @@ def test_tokenizer_json_without_a_llama_cpp_name(tmp_path):
 IDS = [1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 29871, 13, 450, 4996, 17354]
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch", "mlx"])
-def test_logits_from_llama_cpp_gguf(family, backend):
-    """llama.cpp's file of each family, run by llamachat, within 1e-4 of transformers (prefill, all rows)."""
-    from tiny_models import hf_logits
+@pytest.fixture(scope="module")
+def ggufs(family):
+    """Each family's GGUF written two ways: by llama.cpp's converter and by `llamachat convert` of the
+    HF folder (which keeps Mistral's window of 64, longer than the prompt)."""
+    _, _, path, tmp = family
+    return {"llama.cpp": path, "convert": convert(tmp / "hf", tmp / "from-hf.gguf", "gguf", dtype="f32")}
 
-    kind, model, path, _ = family
-    runner = llamachat_load(path, backend).runner
+
+@pytest.mark.parametrize("writer", ["llama.cpp", "convert"])
+@pytest.mark.parametrize("backend", ["numpy", "torch", "mlx"])
+def test_logits_from_gguf(family, ggufs, writer, backend):
+    """Each writer's file of each family, run by llamachat, within 1e-4 of transformers: a prefill of
+    the whole prompt (all rows), then a prefill of all but its last token and one cached step with it."""
+    _, model, *_ = family
+    reference = hf_logits(model, IDS)
+    runner = llamachat_load(ggufs[writer], backend).runner
     logits = runner.forward(IDS, runner.new_cache(64), all_logits=True)
-    assert np.abs(logits - hf_logits(model, IDS)).max() < 1e-4
+    assert np.abs(logits - reference).max() < 1e-4
+    assert np.abs(cached_logits(runner, IDS, len(IDS) - 1) - reference[-1:]).max() < 1e-4
 
 
 def llamachat_load(path, backend):
@@ -235,15 +245,12 @@ def llamachat_load(path, backend):
     return llamachat.load(path, backend, **({"device": "cpu"} if backend in ("torch", "mlx") else {}))
 
 
-def test_our_gguf_runs_in_llama_cpp(family):
+def test_our_gguf_runs_in_llama_cpp(family, ggufs):
     """What `llamachat convert` writes (from the HF folder) loads in llama.cpp itself (the llamacpp
     backend) with logits within 2e-2 of transformers (its KV cache is float16; a layout slip is of order 1)."""
-    from tiny_models import hf_logits
-
     import llamachat
 
-    kind, model, _, tmp = family
-    ours = convert(tmp / "hf", tmp / "from-hf.gguf", "gguf", dtype="f32", force=True)
-    logits = llamachat.load(ours, "llamacpp").logits(IDS)
+    _, model, *_ = family
+    logits = llamachat.load(ggufs["convert"], "llamacpp").logits(IDS)
     # measured 0.012-0.016 (mistral, qwen2): float16 cache; test_llamacpp_backend's cached bound is 2e-2
     assert np.abs(logits - hf_logits(model, IDS)).max() < 2e-2

@@ -55,7 +55,7 @@ ARCH_CLASSES = {
 # than the tests' 36-token prompt so the mask matters, longrope with an original context the prompt
 # exceeds (long factors) and one it does not (short factors).
 ARCH_SPECS = {
-    "mistral": TinySpec(arch="mistral"),
+    "mistral": TinySpec(arch="mistral", rope_theta=1e6),  # Mistral-7B-v0.2's; not a reader's default
     "mistral-swa": TinySpec(arch="mistral", sliding_window=8, n_kv_heads=4),
     "qwen2": TinySpec(arch="qwen2", rope_theta=1e6),
     "qwen2-tied-mha": TinySpec(arch="qwen2", rope_theta=1e6, tied=True, n_kv_heads=4),
@@ -63,7 +63,7 @@ ARCH_SPECS = {
     "qwen3": TinySpec(arch="qwen3", rope_theta=1e6, explicit_head_dim=32, tied=True),
     "qwen3-mha": TinySpec(arch="qwen3", rope_theta=1e6, n_kv_heads=4),
     "phi3": TinySpec(arch="phi3", n_kv_heads=4, sliding_window=11),
-    "phi3-gqa": TinySpec(arch="phi3"),
+    "phi3-gqa": TinySpec(arch="phi3", rope_theta=2.5e5),  # not a reader's default either
     "phi3-longrope": TinySpec(arch="phi3", n_kv_heads=4, longrope_original=16),
     "phi3-longrope-short": TinySpec(arch="phi3", longrope_original=128),
 }
@@ -361,6 +361,17 @@ def hf_logits(model, ids: list[int]) -> np.ndarray:
         return model(torch.tensor([ids])).logits[0].numpy()
 
 
+def cached_logits(runner, ids: list[int], prefill: int, chunk: int = 0) -> np.ndarray:
+    """The logits of `ids[prefill:]` as a chat computes them, on a warm cache: a prefill of
+    `ids[:prefill]`, then `chunk` tokens in one forward (all rows), then the rest one token at a time.
+    Compare with transformers' rows `prefill:` of the whole prompt."""
+    cache = runner.new_cache(64)
+    runner.forward(ids[:prefill], cache)
+    rows = [runner.forward(ids[prefill : prefill + chunk], cache, all_logits=True)] if chunk else []
+    rows += [runner.forward([t], cache)[None] for t in ids[prefill + chunk :]]
+    return np.concatenate(rows)
+
+
 # -------------------------------------------------------------------------------------------------
 # The same tiny model in every checkpoint format, written the way each format's own tools write it
 
@@ -494,6 +505,32 @@ def write_mlx_npz(
     (directory / "config.json").write_text(json.dumps(config))
     write_tokenizer_model(directory)
     return directory
+
+
+def hf_from_mlx_lm(directory: Path, spec: TinySpec):
+    """A transformers model of `spec` holding the weights of an mlx-lm folder (HF names, so its state
+    dict loads as it is), every packed weight unpacked by mx.dequantize with the folder's own
+    `quantization` entry: the reference for what mlx-lm runs from that folder."""
+    import json
+
+    import mlx.core as mx
+    import torch
+
+    quantization = json.loads((directory / "config.json").read_text()).get("quantization") or {}
+    stored = mx.load(str(directory / "model.safetensors"))
+    state = {}
+    for name, w in stored.items():
+        if name.endswith((".scales", ".biases")):  # a packed weight's parts (HF's own biases end in .bias)
+            continue
+        module = name.removesuffix(".weight")
+        if module + ".scales" in stored:
+            q = quantization.get(module, quantization)
+            w = mx.dequantize(w, stored[module + ".scales"], stored[module + ".biases"], group_size=q["group_size"], bits=q["bits"])
+        state[name] = torch.from_numpy(np.array(w.astype(mx.float32)))
+    model = hf_model(spec)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= ({"lm_head.weight"} if spec.tied else set()), (missing, unexpected)
+    return model
 
 
 def mlx_dequantized(weights: dict[str, np.ndarray], bits: int, group_size: int = 64) -> dict[str, np.ndarray]:
