@@ -150,3 +150,21 @@ def test_a_session_saved_with_one_world_size_resumes_with_the_other(runs, tmp_pa
     assert runs[2].turns["last"] == uninterrupted  # the same turn in the --tp 2 chat that saved it
     assert last == uninterrupted  # the text, and the new and cached counts: nothing re-evaluated
     assert last.cached == int(restored.group(1)) and last.new < 20
+
+
+def spawned_ranks(pid: int) -> list[int]:
+    """The processes `pid` started through torch.multiprocessing's spawn (its resource tracker aside)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def test_switching_backend_away_from_tp2_lets_the_other_rank_go(tmp_path):
+    """The chat lets the model go at /backend (protocols: `close()`): rank 1 stops then, not at exit,
+    and the chat goes on on the new backend."""
+    chat = Chat(tmp_path, "--tp", "2")
+    assert chat.reply("Hello").text
+    assert len(spawned_ranks(chat.child.pid)) == 1
+    assert "backend set to numpy" in chat.command("/backend numpy")
+    assert spawned_ranks(chat.child.pid) == []  # close() joins the rank before /backend answers
+    assert chat.reply("Thanks!").text
+    chat.quit()
