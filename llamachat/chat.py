@@ -45,6 +45,15 @@ class Plan:
         )
 
 
+def let_go(model: Model) -> None:
+    """A model the chat has switched away from (once the new one runs: a failed switch keeps it): a
+    runner spread over several processes (--tp) stops its other ranks now, not at exit, so they do not
+    hold their share of the weights for the rest of the chat (protocols.Backend: `close()`)."""
+    close = getattr(model.runner, "close", None)
+    if close is not None:
+        close()
+
+
 class Chat:
     def __init__(self, settings: ChatSettings, chain: SamplerChain | None = None, *, model: Model | None = None):
         self.settings, self.chain = settings, chain
@@ -163,6 +172,7 @@ class Chat:
         # the same loader as start-up; the template, already made for this tokenizer, is kept
         self.session = self._new_session(self.plan(new, old.model.path).load(old.model.template), carry=old)
         self.settings = new
+        let_go(old.model)
         defaults = f" with its own defaults (the {', '.join(left)} set for {old.model.backend} do not carry over)" if left else ""
         model = self.session.model
         chosen = f"{model.backend} (auto: {model.backend_reason})" if name == AUTO else name
@@ -189,6 +199,7 @@ class Chat:
         if (new.model, new.backend, new.backend_options) != (self.settings.model, self.settings.backend, self.settings.backend_options):
             note(f"loading {new.model or 'the default model'} on {new.backend} ...")
             self.session = self._new_session(self.plan(new).load(), carry=session)
+            let_go(session.model)
         elif new.template != self.settings.template:
             note(self.switch_template(new.template or "auto"))
         session = self.wait()
