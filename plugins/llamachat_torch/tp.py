@@ -6,14 +6,19 @@ followed by one all-reduce, so two a layer), the output head cut along the vocab
 logits gathered on rank 0. KV heads are split as evenly as they go, each with its group of query
 heads (uneven is fine: 3 kv heads over 2 ranks is 2 + 1); with fewer kv heads than ranks, each rank
 holds one replicated kv head and a share of its group's query heads (as vLLM does). The embedding is
-replicated (every rank needs the token's full row before the first layer).
+split as the checkpoint splits it: LLaMA-1/2's shards along the dimension (each rank looks up its
+columns, an all-gather joins them), Llama-3's and every other format along the vocabulary (each rank
+looks up the ids it holds, an all-reduce sums them; a tied model's are its head's rows), so no rank
+holds the whole table. Every weight is sliced before it is converted to float32, and from Meta's
+shards a rank whose split is the files' reads only its own `consolidated.0R.pth`
+(llamachat/checkpoints/sharded.py).
 
 Rank 0 owns the chat and is the Runner (`TPRunner`); the other ranks run `worker_loop`, executing
 what rank 0 broadcasts: new_cache, forward, truncate, state (gathered to rank 0 in the common layout
 [n_layers, n_kv_heads, tokens, head_dim], so a session saved with --tp 2 resumes with --tp 1),
 load_state, drop and shutdown. Processes start through `torch.multiprocessing` (spawn) with a
 `TCPStore` rendezvous on 127.0.0.1 (`start`); each worker opens the checkpoint itself (memory-mapped)
-and keeps its slices. Not yet: torchrun / several machines, Meta's shards read rank by rank, CUDA/NCCL.
+and keeps its slices. Not yet: torchrun / several machines, CUDA/NCCL.
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from llamachat.checkpoints.sharded import weight_part
 from llamachat.interrupts import sigint_held
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32, cache_capacity, checked_state
 
 from .model import TorchModel
+from .sliced import SlicedLinear
 
 # Idle ranks wait in a broadcast while the user types: the collective's own timeout must outlast that.
 IDLE_TIMEOUT = timedelta(hours=24)
@@ -81,8 +88,26 @@ def shard(config: ModelConfig, world: int, rank: int) -> Shard:
     return Shard((head, head + 1), (head * G + q0, head * G + q1), ffn, vocab, rank == sharers[0])
 
 
-def shard_weights(config: ModelConfig, weights: Mapping[str, Tensor], s: Shard) -> tuple[ModelConfig, dict[str, np.ndarray]]:
-    """The sub-model a rank runs (its heads, ffn rows and vocabulary rows) and its weights."""
+def _part(weights: Mapping[str, Tensor], name: str, rows=None, cols=None, replica: int = 0) -> np.ndarray:
+    """Rows [a, b) and/or columns [a, b) of weight `name` in float32: sliced first, so only this rank's
+    share is converted, and from Meta's shards only the files it overlaps are read (sharded.py)."""
+    key = (slice(*rows) if rows else slice(None), slice(*cols) if cols else slice(None))
+    return as_float32(weight_part(weights, name, key[: 1 if cols is None else 2], replica))
+
+
+def embedding_axis(config: ModelConfig, weights: Mapping[str, Tensor]) -> int:
+    """How the ranks split the embedding: as the checkpoint's shards do (LLaMA-1/2's along the
+    dimension, 1; Llama-3's along the vocabulary, 0), else along the vocabulary, which a tied model
+    shares with its head's rows."""
+    split_axis = getattr(weights, "split_axis", lambda name: None)("token_embd")
+    return 1 if split_axis == 1 and not config.tied_embeddings else 0
+
+
+def shard_weights(
+    config: ModelConfig, weights: Mapping[str, Tensor], s: Shard, rank: int = 0, world: int = 1
+) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+    """The sub-model a rank runs (its heads, ffn rows, vocabulary rows and embedding share) and its
+    weights, each sliced before it is converted. `rank` also picks whose copy of a norm it reads."""
     Dh = config.head_dim
     rows = {"attn_q": s.q, "attn_k": s.kv, "attn_v": s.kv}
     sub: dict[str, np.ndarray] = {}
@@ -90,22 +115,26 @@ def shard_weights(config: ModelConfig, weights: Mapping[str, Tensor], s: Shard) 
         if name.startswith("blk."):
             kind = name.split(".", 2)[2]
             base = kind.removesuffix(".bias")
-            w = weights[name]
             if base in rows:
                 a, b = rows[base]
-                sub[name] = as_float32(w)[a * Dh : b * Dh]
+                sub[name] = _part(weights, name, rows=(a * Dh, b * Dh))
             elif kind in ("ffn_gate", "ffn_up"):
-                sub[name] = as_float32(w)[s.ffn[0] : s.ffn[1]]
+                sub[name] = _part(weights, name, rows=s.ffn)
             elif kind == "attn_output":
-                sub[name] = as_float32(w)[:, s.q[0] * Dh : s.q[1] * Dh]
+                sub[name] = _part(weights, name, cols=(s.q[0] * Dh, s.q[1] * Dh))
             elif kind == "ffn_down":
-                sub[name] = as_float32(w)[:, s.ffn[0] : s.ffn[1]]
+                sub[name] = _part(weights, name, cols=s.ffn)
             else:
-                sub[name] = w  # norms: replicated
-    head = weights["token_embd" if config.tied_embeddings else "output"]
-    sub["output"] = as_float32(head)[s.vocab[0] : s.vocab[1]]
-    sub["token_embd"] = weights["token_embd"]
-    sub["output_norm"] = weights["output_norm"]
+                sub[name] = _part(weights, name, replica=rank)  # norms: replicated
+    if config.tied_embeddings:  # the embedding is the head's vocabulary rows (see local_model)
+        sub["token_embd"] = _part(weights, "token_embd", rows=s.vocab)
+    else:
+        sub["output"] = _part(weights, "output", rows=s.vocab)
+        if embedding_axis(config, weights) == 1:
+            sub["token_embd"] = _part(weights, "token_embd", cols=split(config.dim, world)[rank])
+        else:
+            sub["token_embd"] = _part(weights, "token_embd", rows=s.vocab)
+    sub["output_norm"] = _part(weights, "output_norm", replica=rank)
     if "rope_freqs" in weights:
         sub["rope_freqs"] = weights["rope_freqs"]
     local = replace(
@@ -114,9 +143,41 @@ def shard_weights(config: ModelConfig, weights: Mapping[str, Tensor], s: Shard) 
         n_kv_heads=s.kv[1] - s.kv[0],
         ffn_dim=s.ffn[1] - s.ffn[0],
         vocab_size=s.vocab[1] - s.vocab[0],
-        tied_embeddings=False,  # the head is a vocabulary slice; the embedding stays whole
     )
     return local, sub
+
+
+class VocabParallelEmbedding:
+    """Rows [a, b) of the embedding on this rank (fairscale's VocabParallelEmbedding): each rank looks
+    up the ids it holds, zeros the others, and the all-reduce sums the one non-zero row of each."""
+
+    def __init__(self, lookup: Callable[[torch.Tensor], torch.Tensor], bounds: tuple[int, int]):
+        self.lookup, (self.a, self.b) = lookup, bounds
+
+    def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
+        local = ids - self.a
+        inside = (local >= 0) & (local < self.b - self.a)
+        x = self.lookup(local.clamp(0, self.b - self.a - 1))
+        x = torch.where(inside[:, None], x, torch.zeros((), dtype=x.dtype)).contiguous()
+        dist.all_reduce(x)
+        return x
+
+
+class ParallelEmbedding:
+    """Columns [a, b) of the embedding on this rank (fairscale's ParallelEmbedding, LLaMA-1/2's split):
+    each rank looks up its columns of every id and the all-gather puts them side by side."""
+
+    def __init__(self, table: torch.Tensor, bounds: list[tuple[int, int]]):
+        self.table, self.bounds = table, bounds
+
+    def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
+        mine = self.table[ids]
+        width = max(b - a for a, b in self.bounds)  # gloo gathers equal sizes: pad to the widest
+        padded = torch.zeros(mine.shape[0], width, dtype=mine.dtype)
+        padded[:, : mine.shape[1]] = mine
+        out = [torch.empty_like(padded) for _ in self.bounds]
+        dist.all_gather(out, padded)
+        return torch.cat([o[:, : b - a] for o, (a, b) in zip(out, self.bounds)], dim=1)
 
 
 class AllReduced:
@@ -139,12 +200,23 @@ class AllReduced:
 
 def local_model(config: ModelConfig, weights: Mapping[str, Tensor], world: int, rank: int, **options) -> tuple[TorchModel, Shard]:
     s = shard(config, world, rank)
-    local, sub = shard_weights(config, weights, s)
+    local, sub = shard_weights(config, weights, s, rank, world)
     model = TorchModel(local, sub, options.get("device", torch.device("cpu")), options.get("dtype", torch.float32))
     for layer in model.layers:
         layer["wo"] = AllReduced(model, layer["wo"])
         layer["wdown"] = AllReduced(model, layer["wdown"])
+    model.embedding = _embedding(model, config, weights, world, s)
     return model, s
+
+
+def _embedding(model: TorchModel, config: ModelConfig, weights: Mapping[str, Tensor], world: int, s: Shard):
+    """The rank's share of the embedding behind the lookup TorchModel.embed does (`embedding[ids]`)."""
+    if embedding_axis(config, weights) == 1:
+        return ParallelEmbedding(model.embedding, split(config.dim, world))
+    if model.embedding is not None:
+        return VocabParallelEmbedding(model.embedding.__getitem__, s.vocab)
+    head = model.head  # tied: the head's own rows, one copy
+    return VocabParallelEmbedding(head.rows if isinstance(head, SlicedLinear) else head.__getitem__, s.vocab)
 
 
 # -- the command channel: rank 0 broadcasts, every rank executes ------------------------------------
