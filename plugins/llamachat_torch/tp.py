@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
 
 import numpy as np
 import torch
@@ -106,38 +107,39 @@ def embedding_axis(config: ModelConfig, weights: Mapping[str, Tensor]) -> int:
 
 def shard_weights(
     config: ModelConfig, weights: Mapping[str, Tensor], s: Shard, rank: int = 0, world: int = 1
-) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+) -> tuple[ModelConfig, Mapping[str, np.ndarray]]:
     """The sub-model a rank runs (its heads, ffn rows, vocabulary rows and embedding share) and its
-    weights, each sliced before it is converted. `rank` also picks whose copy of a norm it reads."""
+    weights, each sliced before it is converted, when it is read (`Slices`). `rank` also picks whose
+    copy of a norm it reads."""
     Dh = config.head_dim
     rows = {"attn_q": s.q, "attn_k": s.kv, "attn_v": s.kv}
-    sub: dict[str, np.ndarray] = {}
+    sub: dict[str, Callable[[], np.ndarray]] = {}
     for name in weights:
         if name.startswith("blk."):
             kind = name.split(".", 2)[2]
             base = kind.removesuffix(".bias")
             if base in rows:
                 a, b = rows[base]
-                sub[name] = _part(weights, name, rows=(a * Dh, b * Dh))
+                sub[name] = partial(_part, weights, name, rows=(a * Dh, b * Dh))
             elif kind in ("ffn_gate", "ffn_up"):
-                sub[name] = _part(weights, name, rows=s.ffn)
+                sub[name] = partial(_part, weights, name, rows=s.ffn)
             elif kind == "attn_output":
-                sub[name] = _part(weights, name, cols=(s.q[0] * Dh, s.q[1] * Dh))
+                sub[name] = partial(_part, weights, name, cols=(s.q[0] * Dh, s.q[1] * Dh))
             elif kind == "ffn_down":
-                sub[name] = _part(weights, name, cols=s.ffn)
+                sub[name] = partial(_part, weights, name, cols=s.ffn)
             else:
-                sub[name] = _part(weights, name, replica=rank)  # norms: replicated
+                sub[name] = partial(_part, weights, name, replica=rank)  # norms: replicated
     if config.tied_embeddings:  # the embedding is the head's vocabulary rows (see local_model)
-        sub["token_embd"] = _part(weights, "token_embd", rows=s.vocab)
+        sub["token_embd"] = partial(_part, weights, "token_embd", rows=s.vocab)
     else:
-        sub["output"] = _part(weights, "output", rows=s.vocab)
+        sub["output"] = partial(_part, weights, "output", rows=s.vocab)
         if embedding_axis(config, weights) == 1:
-            sub["token_embd"] = _part(weights, "token_embd", cols=split(config.dim, world)[rank])
+            sub["token_embd"] = partial(_part, weights, "token_embd", cols=split(config.dim, world)[rank])
         else:
-            sub["token_embd"] = _part(weights, "token_embd", rows=s.vocab)
-    sub["output_norm"] = _part(weights, "output_norm", replica=rank)
+            sub["token_embd"] = partial(_part, weights, "token_embd", rows=s.vocab)
+    sub["output_norm"] = partial(_part, weights, "output_norm", replica=rank)
     if "rope_freqs" in weights:
-        sub["rope_freqs"] = weights["rope_freqs"]
+        sub["rope_freqs"] = partial(weights.__getitem__, "rope_freqs")
     local = replace(
         config,
         n_heads=s.q[1] - s.q[0],
@@ -145,7 +147,28 @@ def shard_weights(
         ffn_dim=s.ffn[1] - s.ffn[0],
         vocab_size=s.vocab[1] - s.vocab[0],
     )
-    return local, sub
+    return local, Slices(sub)
+
+
+class Slices(Mapping[str, np.ndarray]):
+    """A rank's weights, each cut and widened to float32 when read and not kept: TorchModel copies each
+    into its own layout, so one matrix's float32 staging copy is alive at a time, not the whole share's
+    (on the 205 M-weight shards of docs/benchmarks.md, a rank peaked at 888 MB with them all kept)."""
+
+    def __init__(self, cuts: Mapping[str, Callable[[], np.ndarray]]):
+        self.cuts = cuts
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.cuts[name]()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.cuts
+
+    def __iter__(self):
+        return iter(self.cuts)
+
+    def __len__(self) -> int:
+        return len(self.cuts)
 
 
 class VocabParallelEmbedding:
@@ -203,7 +226,6 @@ def local_model(config: ModelConfig, weights: Mapping[str, Tensor], world: int, 
     s = shard(config, world, rank)
     local, sub = shard_weights(config, weights, s, rank, world)
     model = TorchModel(local, sub, options.get("device", torch.device("cpu")), options.get("dtype", torch.float32))
-    del sub  # the float32 slices TorchModel has copied into its own layout: freed before the trim below
     for layer in model.layers:
         layer["wo"] = AllReduced(model, layer["wo"])
         layer["wdown"] = AllReduced(model, layer["wdown"])
