@@ -5,7 +5,7 @@
 
 `--write` first writes DIR: a random bfloat16 model in Meta's 2-shard layout with the tests' own
 writer (tests/tiny_models.write_meta), dim 1024, 12 layers, 16 heads over 8 kv heads, ffn 2816,
-LLaMA-2's 32,000-token vocabulary: 205 M weights, 2 x 205 MB of shards.
+LLaMA-2's 32,000-token vocabulary: 207 M weights, 2 x 207 MB of shards.
 
 Printed per process: RssAnon (/proc/PID/status) and Pss_Anon (smaps_rollup) once loaded, the peak
 RssAnon sampled every 20 ms while loading, and the same process's RssAnon with torch imported and

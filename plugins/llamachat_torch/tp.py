@@ -153,7 +153,7 @@ def shard_weights(
 class Slices(Mapping[str, np.ndarray]):
     """A rank's weights, each cut and widened to float32 when read and not kept: TorchModel copies each
     into its own layout, so one matrix's float32 staging copy is alive at a time, not the whole share's
-    (on the 205 M-weight shards of docs/benchmarks.md, a rank peaked at 888 MB with them all kept)."""
+    (on the 207 M-weight shards of docs/benchmarks.md, a rank peaked at 888 MB with them all kept)."""
 
     def __init__(self, cuts: Mapping[str, Callable[[], np.ndarray]]):
         self.cuts = cuts
@@ -237,7 +237,7 @@ def local_model(config: ModelConfig, weights: Mapping[str, Tensor], world: int, 
 def _return_freed_memory() -> None:
     """Building the model frees float32 staging copies (a slice widened from bf16, then fused with its
     q/k/v or gate/up neighbours, then laid out per thread) that glibc keeps in its heap: 280 MB of a
-    rank's 840 MB on the 205 M-weight shards of docs/benchmarks.md. malloc_trim hands them back (a
+    rank's 840 MB on the 207 M-weight shards of docs/benchmarks.md. malloc_trim hands them back (a
     no-op where the C library is not glibc)."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
