@@ -149,6 +149,14 @@ def llamachat(*args: str, home) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=300)
 
 
+def test_cli_tp2_on_meta_shards_prints_the_one_process_reply(tmp_path):
+    directory = write_meta(tmp_path / "m", LLAMA2, source_weights(LLAMA2, False), n_shards=2)
+    args = ("--model", str(directory), "--backend", "torch", "-n", "12", "-p", "Hello there")
+    one, two = llamachat(*args, home=tmp_path), llamachat(*args, "--tp", "2", home=tmp_path)
+    assert one.returncode == two.returncode == 0, two.stderr
+    assert two.stdout == one.stdout and one.stdout.strip()
+
+
 @pytest.mark.parametrize(
     "tensor, cut, expected",
     [
