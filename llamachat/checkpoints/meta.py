@@ -8,7 +8,9 @@ before anything in it runs. Storages are memory-mapped straight out of the (unco
 
 Model-parallel shards (13B: 2, 70B: 8) are merged as fairscale split them (docs/formats.md 2(a)):
 column-parallel weights (wq, wk, wv, w1, w3, output) along axis 0, row-parallel ones (wo, w2) and
-LLaMA-1/2's embedding along axis 1, 1-D norms replicated.
+LLaMA-1/2's embedding along axis 1, 1-D norms replicated. The merge is lazy (sharded.py): nothing is
+concatenated until a weight is read whole, and a tensor-parallel rank slices its share out of the
+shards it overlaps (only its own file when its split is the files').
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 import struct
 import zipfile
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from ..rope import llama3_divisors
 from .hf import read_json
 from .layouts import META, to_canonical, with_tied
 from .names import display_name
+from .sharded import Sharded, ShardedWeights
 
 LLAMA2_VOCAB = 32000
 _STORAGE_DTYPES = {
@@ -222,25 +226,29 @@ def shard_files(directory: Path) -> list[Path]:
     return [found[i] for i in sorted(found)]
 
 
-def merge_shards(shards: list[dict[str, np.ndarray]], config: ModelConfig) -> dict[str, Tensor]:
-    """One state dict from model-parallel shards; bfloat16 tensors become `bf16` QuantizedTensors."""
-    merged: dict[str, Tensor] = {}
+def merge_shards(shards: list[dict[str, np.ndarray]], config: ModelConfig) -> dict[str, Tensor | Sharded]:
+    """One state dict from model-parallel shards, merged lazily: a weight cut across the shards is a
+    `Sharded` view of their memory maps (concatenated only when read whole, sliced without merging:
+    sharded.py); bfloat16 tensors become `bf16` QuantizedTensors. ValueError when they do not fit."""
+    merged: dict[str, Tensor | Sharded] = {}
     for name, first in shards[0].items():
         parts = [s.get(name) for s in shards]
         if any(p is None for p in parts):
-            raise LlamachatError(f"tensor {name} is missing from a shard")
-        if len(parts) == 1 or first.ndim == 1:
-            t = first
+            raise ValueError(f"tensor {name} is missing from a shard")
+        if len(parts) == 1:
+            merged[name] = bf16_tensor(first) if first.dtype == np.uint16 else first
+            continue
+        if first.ndim == 1:
+            axis = None  # norms: every shard holds the whole vector
         elif name.startswith("tok_embeddings"):  # LLaMA-1/2 split the embedding dim, Llama-3 the vocabulary
             axis = 1 if sum(p.shape[1] for p in parts) == config.dim else 0
-            t = np.concatenate(parts, axis=axis)
         else:
-            t = np.concatenate(parts, axis=1 if any(k in name for k in _ROW_PARALLEL) else 0)
-        merged[name] = bf16_tensor(t) if t.dtype == np.uint16 else t
+            axis = 1 if any(k in name for k in _ROW_PARALLEL) else 0
+        merged[name] = Sharded(name, parts, axis)
     return merged
 
 
-def read_meta(directory: Path, vocab_size: int | None) -> tuple[ModelConfig, dict[str, Tensor], list[str]]:
+def read_meta(directory: Path, vocab_size: int | None) -> tuple[ModelConfig, Mapping[str, Tensor], list[str]]:
     params = read_json(directory / "params.json")
     config, notes = config_from_params(params, str(directory / "params.json"), vocab_size, directory.name)
     files = shard_files(directory)
@@ -251,7 +259,7 @@ def read_meta(directory: Path, vocab_size: int | None) -> tuple[ModelConfig, dic
     try:
         tensors = merge_shards(shards, config)
     except ValueError as e:  # shards that do not concatenate
-        raise LlamachatError(f"{directory}: shards do not fit together ({e})") from None
+        raise LlamachatError(f"{directory}: the {len(files)} shards do not fit together: {e}") from None
     rope = llama3_rope(params)
     if rope is not None:  # Llama-3.1 and later
         tensors["rope_freqs"] = llama3_divisors(config.head_dim, config.rope_theta, rope)
@@ -262,4 +270,4 @@ def read_meta(directory: Path, vocab_size: int | None) -> tuple[ModelConfig, dic
         weights = to_canonical(tensors, config, META, str(directory), hf_qk=False)
     except LlamachatError as e:
         raise LlamachatError(f"{e} ({len(files)} shard{'s' * (len(files) > 1)} read)") from None
-    return config, weights, notes
+    return config, ShardedWeights(weights) if len(files) > 1 else weights, notes

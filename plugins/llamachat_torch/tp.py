@@ -6,7 +6,12 @@ followed by one all-reduce, so two a layer), the output head cut along the vocab
 logits gathered on rank 0. KV heads are split as evenly as they go, each with its group of query
 heads (uneven is fine: 3 kv heads over 2 ranks is 2 + 1); with fewer kv heads than ranks, each rank
 holds one replicated kv head and a share of its group's query heads (as vLLM does). The embedding is
-replicated (every rank needs the token's full row before the first layer).
+split as the checkpoint splits it: LLaMA-1/2's shards along the dimension (each rank looks up its
+columns, an all-gather joins them), Llama-3's and every other format along the vocabulary (each rank
+looks up the ids it holds, an all-reduce sums them; a tied model's are its head's rows), so no rank
+holds the whole table. Every weight is sliced before it is converted to float32, and from Meta's
+shards a rank whose split is the files' reads only its own `consolidated.0R.pth`
+(llamachat/checkpoints/sharded.py).
 
 Rank 0 owns the chat and is the Runner (`TPRunner`); the other ranks run `worker_loop`, executing
 what rank 0 broadcasts: new_cache, forward, truncate, state (gathered to rank 0 in the common layout
@@ -22,6 +27,7 @@ Not yet: CUDA/NCCL.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import itertools
 import os
 import signal
@@ -32,11 +38,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from llamachat.checkpoints.sharded import weight_part
 from llamachat.costs import Shard, shard, split  # the shares' arithmetic: info --tp counts the same ones
 from llamachat.errors import LlamachatError
 from llamachat.interrupts import sigint_held
@@ -45,6 +53,7 @@ from llamachat.ranks import Launch
 from llamachat.version import __version__
 
 from .model import TorchModel
+from .sliced import SlicedLinear
 
 # Idle ranks wait in a broadcast while the user types: the collective's own timeout must outlast that.
 IDLE_TIMEOUT = timedelta(hours=24)
@@ -55,42 +64,118 @@ POLL_S = 0.5
 FAILED_START_GRACE_S = 3.0
 
 
-def shard_weights(config: ModelConfig, weights: Mapping[str, Tensor], s: Shard) -> tuple[ModelConfig, dict[str, np.ndarray]]:
-    """The sub-model a rank runs (its heads, ffn rows and vocabulary rows) and its weights."""
+def _part(weights: Mapping[str, Tensor], name: str, rows=None, cols=None, replica: int = 0) -> np.ndarray:
+    """Rows [a, b) and/or columns [a, b) of weight `name` in float32: sliced first, so only this rank's
+    share is converted, and from Meta's shards only the files it overlaps are read (sharded.py)."""
+    key = (slice(*rows) if rows else slice(None), slice(*cols) if cols else slice(None))
+    return as_float32(weight_part(weights, name, key[: 1 if cols is None else 2], replica))
+
+
+def embedding_axis(config: ModelConfig, weights: Mapping[str, Tensor]) -> int:
+    """How the ranks split the embedding: as the checkpoint's shards do (LLaMA-1/2's along the
+    dimension, 1; Llama-3's along the vocabulary, 0), else along the vocabulary, which a tied model
+    shares with its head's rows."""
+    split_axis = getattr(weights, "split_axis", lambda name: None)("token_embd")
+    return 1 if split_axis == 1 and not config.tied_embeddings else 0
+
+
+def shard_weights(
+    config: ModelConfig, weights: Mapping[str, Tensor], s: Shard, rank: int = 0, world: int = 1
+) -> tuple[ModelConfig, Mapping[str, np.ndarray]]:
+    """The sub-model a rank runs (its heads, ffn rows, vocabulary rows and embedding share) and its
+    weights, each sliced before it is converted, when it is read (`Slices`). `rank` also picks whose
+    copy of a norm it reads."""
     Dh = config.head_dim
     rows = {"attn_q": s.q, "attn_k": s.kv, "attn_v": s.kv}
-    sub: dict[str, np.ndarray] = {}
+    sub: dict[str, Callable[[], np.ndarray]] = {}
     for name in weights:
         if name.startswith("blk."):
             kind = name.split(".", 2)[2]
             base = kind.removesuffix(".bias")
-            w = weights[name]
             if base in rows:
                 a, b = rows[base]
-                sub[name] = as_float32(w)[a * Dh : b * Dh]
+                sub[name] = partial(_part, weights, name, rows=(a * Dh, b * Dh))
             elif kind in ("ffn_gate", "ffn_up"):
-                sub[name] = as_float32(w)[s.ffn[0] : s.ffn[1]]
+                sub[name] = partial(_part, weights, name, rows=s.ffn)
             elif kind == "attn_output":
-                sub[name] = as_float32(w)[:, s.q[0] * Dh : s.q[1] * Dh]
+                sub[name] = partial(_part, weights, name, cols=(s.q[0] * Dh, s.q[1] * Dh))
             elif kind == "ffn_down":
-                sub[name] = as_float32(w)[:, s.ffn[0] : s.ffn[1]]
+                sub[name] = partial(_part, weights, name, cols=s.ffn)
             else:
-                sub[name] = w  # norms: replicated
-    head = weights["token_embd" if config.tied_embeddings else "output"]
-    sub["output"] = as_float32(head)[s.vocab[0] : s.vocab[1]]
-    sub["token_embd"] = weights["token_embd"]
-    sub["output_norm"] = weights["output_norm"]
+                sub[name] = partial(_part, weights, name, replica=rank)  # norms: replicated
+    if config.tied_embeddings:  # the embedding is the head's vocabulary rows (see local_model)
+        sub["token_embd"] = partial(_part, weights, "token_embd", rows=s.vocab)
+    else:
+        sub["output"] = partial(_part, weights, "output", rows=s.vocab)
+        if embedding_axis(config, weights) == 1:
+            sub["token_embd"] = partial(_part, weights, "token_embd", cols=split(config.dim, world)[rank])
+        else:
+            sub["token_embd"] = partial(_part, weights, "token_embd", rows=s.vocab)
+    sub["output_norm"] = partial(_part, weights, "output_norm", replica=rank)
     if "rope_freqs" in weights:
-        sub["rope_freqs"] = weights["rope_freqs"]
+        sub["rope_freqs"] = partial(weights.__getitem__, "rope_freqs")
     local = replace(
         config,
         n_heads=s.q[1] - s.q[0],
         n_kv_heads=s.kv[1] - s.kv[0],
         ffn_dim=s.ffn[1] - s.ffn[0],
         vocab_size=s.vocab[1] - s.vocab[0],
-        tied_embeddings=False,  # the head is a vocabulary slice; the embedding stays whole
     )
-    return local, sub
+    return local, Slices(sub)
+
+
+class Slices(Mapping[str, np.ndarray]):
+    """A rank's weights, each cut and widened to float32 when read and not kept: TorchModel copies each
+    into its own layout, so one matrix's float32 staging copy is alive at a time, not the whole share's
+    (on the 207 M-weight shards of docs/benchmarks.md, a rank peaked at 888 MB with them all kept)."""
+
+    def __init__(self, cuts: Mapping[str, Callable[[], np.ndarray]]):
+        self.cuts = cuts
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.cuts[name]()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.cuts
+
+    def __iter__(self):
+        return iter(self.cuts)
+
+    def __len__(self) -> int:
+        return len(self.cuts)
+
+
+class VocabParallelEmbedding:
+    """Rows [a, b) of the embedding on this rank (fairscale's VocabParallelEmbedding): each rank looks
+    up the ids it holds, zeros the others, and the all-reduce sums the one non-zero row of each."""
+
+    def __init__(self, lookup: Callable[[torch.Tensor], torch.Tensor], bounds: tuple[int, int]):
+        self.lookup, (self.a, self.b) = lookup, bounds
+
+    def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
+        local = ids - self.a
+        inside = (local >= 0) & (local < self.b - self.a)
+        x = self.lookup(local.clamp(0, self.b - self.a - 1))
+        x = torch.where(inside[:, None], x, torch.zeros((), dtype=x.dtype)).contiguous()
+        dist.all_reduce(x)
+        return x
+
+
+class ParallelEmbedding:
+    """Columns [a, b) of the embedding on this rank (fairscale's ParallelEmbedding, LLaMA-1/2's split):
+    each rank looks up its columns of every id and the all-gather puts them side by side."""
+
+    def __init__(self, table: torch.Tensor, bounds: list[tuple[int, int]]):
+        self.table, self.bounds = table, bounds
+
+    def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
+        mine = self.table[ids]
+        width = max(b - a for a, b in self.bounds)  # gloo gathers equal sizes: pad to the widest
+        padded = torch.zeros(mine.shape[0], width, dtype=mine.dtype)
+        padded[:, : mine.shape[1]] = mine
+        out = [torch.empty_like(padded) for _ in self.bounds]
+        dist.all_gather(out, padded)
+        return torch.cat([o[:, : b - a] for o, (a, b) in zip(out, self.bounds)], dim=1)
 
 
 class AllReduced:
@@ -113,12 +198,35 @@ class AllReduced:
 
 def local_model(config: ModelConfig, weights: Mapping[str, Tensor], world: int, rank: int, **options) -> tuple[TorchModel, Shard]:
     s = shard(config, world, rank)
-    local, sub = shard_weights(config, weights, s)
+    local, sub = shard_weights(config, weights, s, rank, world)
     model = TorchModel(local, sub, options.get("device", torch.device("cpu")), options.get("dtype", torch.float32))
     for layer in model.layers:
         layer["wo"] = AllReduced(model, layer["wo"])
         layer["wdown"] = AllReduced(model, layer["wdown"])
+    model.embedding = _embedding(model, config, weights, world, s)
+    _return_freed_memory()
     return model, s
+
+
+def _return_freed_memory() -> None:
+    """Building the model frees float32 staging copies (a slice widened from bf16, then fused with its
+    q/k/v or gate/up neighbours, then laid out per thread) that glibc keeps in its heap: 280 MB of a
+    rank's 840 MB on the 207 M-weight shards of docs/benchmarks.md. malloc_trim hands them back (a
+    no-op where the C library is not glibc)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _embedding(model: TorchModel, config: ModelConfig, weights: Mapping[str, Tensor], world: int, s: Shard):
+    """The rank's share of the embedding behind the lookup TorchModel.embed does (`embedding[ids]`)."""
+    if embedding_axis(config, weights) == 1:
+        return ParallelEmbedding(model.embedding, split(config.dim, world))
+    if model.embedding is not None:
+        return VocabParallelEmbedding(model.embedding.__getitem__, s.vocab)
+    head = model.head  # tied: the head's own rows, one copy
+    return VocabParallelEmbedding(head.rows if isinstance(head, SlicedLinear) else head.__getitem__, s.vocab)
 
 
 # -- the command channel: rank 0 broadcasts, every rank executes ------------------------------------
