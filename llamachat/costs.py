@@ -17,9 +17,10 @@ n are 2 * params (one multiply-add per weight, as LLaMA write-ups count) plus at
 
 Tensor parallelism over N ranks (plugins/llamachat_torch/tp.py runs what `shard` says): each rank
 holds its kv heads with their query heads (wq/wk/wv rows, wo columns, q/k/v bias rows), its ffn rows
-(w1/w3 rows, w2 columns) and its rows of the output head; the embedding, every norm (q/k norms
-included) and rope_freqs are replicated, so a tied embedding costs a rank the whole table plus its
-head slice. Decoding a token on a rank reads its weights once and waits for 2 all-reduces a layer
+(w1/w3 rows, w2 columns), its rows of the output head and its share of the embedding (1/N of the
+vocabulary rows; LLaMA-2's Meta shards split it by columns instead, the same count when N divides
+dim; a tied model looks tokens up in its head's rows, so it holds them once); every norm (q/k norms
+included) and rope_freqs are replicated. Decoding a token on a rank reads its weights once and waits for 2 all-reduces a layer
 (after wo and after w2), each of dim activations; a ring all-reduce sends 2(N-1)/N of the message per
 rank in 2(N-1) steps, each step paying the link's latency (NCCL's own cost model, src/graph/tuning.cc).
 So tok/s <= 1 / (rank weight bytes / memory bandwidth + all-reduce seconds per token). Not counted:
@@ -146,13 +147,13 @@ def rank_param_counts(c: ModelConfig, s: Shard) -> ParamCounts:
     """The parameters a rank holds with share `s` (see the module docstring)."""
     q, kv = (s.q[1] - s.q[0]) * c.head_dim, (s.kv[1] - s.kv[0]) * c.head_dim
     bias = q + 2 * kv if c.qkv_bias else 0
-    whole_tied = c.tied_embeddings and s.vocab == (0, c.vocab_size)  # one rank (no TP): the head is the embedding
+    rows = (s.vocab[1] - s.vocab[0]) * c.dim  # the rank's vocabulary rows of the embedding and of the head
     return ParamCounts(
-        embedding=c.vocab_size * c.dim,  # replicated, tied or not
+        embedding=rows,
         attention=c.n_layers * (2 * c.dim * q + 2 * c.dim * kv + bias),
         ffn=c.n_layers * 3 * c.dim * (s.ffn[1] - s.ffn[0]),
         norms=param_counts(c).norms,  # replicated
-        output=0 if whole_tied else (s.vocab[1] - s.vocab[0]) * c.dim,  # a slice of the head, or of the tied embedding
+        output=0 if c.tied_embeddings else rows,  # tied: the embedding's rows are the head's
     )
 
 
