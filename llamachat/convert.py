@@ -29,6 +29,7 @@ from .checkpoints import Checkpoint, open_checkpoint
 from .errors import LlamachatError
 from .protocols import ModelConfig, QuantizedTensor, Tensor, as_float32
 from .quantize import AFFINE_GROUP_SIZES, bf16_tensor, gguf_to_affine, quantize_affine
+from .rope import DIVISOR_WEIGHTS
 
 TARGETS = ("mlx", "gguf", "hf")
 DTYPES = {"f32": np.float32, "f16": np.float16, "bf16": "bf16"}
@@ -184,7 +185,7 @@ def _write(checkpoint: Checkpoint, tensors: dict[str, Tensor], to: str, out: Pat
     from .checkpoints.safetensors_file import write_safetensors
 
     out.mkdir()
-    config_json = hf_config(config, _dtype_name(tensors), _quantization(tensors, config))
+    config_json = hf_config(config, _dtype_name(tensors), _quantization(tensors, config), tensors)
     write_safetensors(out / "model.safetensors", hf_tensors(config, tensors), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
     checkpoint.tokenizer.save(out)
@@ -235,7 +236,10 @@ def convert(
     try:
         for name, t in checkpoint.weights.items():
             try:
-                scratch.add(name, t, plan_tensor(t, to, bits, group_size, DTYPES.get(dtype) if dtype else None))
+                planned = plan_tensor(t, to, bits, group_size, DTYPES.get(dtype) if dtype else None)
+                if name in DIVISOR_WEIGHTS:  # RoPE divisors stay float32 in every format (config.json: as numbers)
+                    planned = _dense(t, np.float32)
+                scratch.add(name, t, planned)
             except ValueError as e:
                 raise LlamachatError(f"{name}: {e}") from None
             if progress:

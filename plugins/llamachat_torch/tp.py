@@ -35,6 +35,7 @@ import torch.distributed as dist
 
 from llamachat.interrupts import sigint_held
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32, cache_capacity, checked_state
+from llamachat.rope import DIVISOR_WEIGHTS
 
 from .model import TorchModel
 
@@ -106,8 +107,7 @@ def shard_weights(config: ModelConfig, weights: Mapping[str, Tensor], s: Shard) 
     sub["output"] = as_float32(head)[s.vocab[0] : s.vocab[1]]
     sub["token_embd"] = weights["token_embd"]
     sub["output_norm"] = weights["output_norm"]
-    if "rope_freqs" in weights:
-        sub["rope_freqs"] = weights["rope_freqs"]
+    sub |= {name: weights[name] for name in DIVISOR_WEIGHTS if name in weights}  # RoPE divisors: replicated
     local = replace(
         config,
         n_heads=s.q[1] - s.q[0],
