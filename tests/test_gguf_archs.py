@@ -280,3 +280,28 @@ def test_our_gguf_runs_in_llama_cpp(family):
     logits = llamachat.load(ours, "llamacpp").logits(IDS)
     # measured 0.012-0.016 (mistral, qwen2): float16 cache; test_llamacpp_backend's cached bound is 2e-2
     assert np.abs(logits - hf_logits(model, IDS)).max() < 2e-2
+
+
+def test_longrope_side_is_the_caches_as_in_llama_cpp(family, tmp_path):
+    """Long or short factors by the cache's context, llama.cpp's rule (which pads n_ctx to a multiple
+    of 256, so the original context here is 256): the same 15 ids in a cache of 256 rotate with the
+    short factors, in a cache of 257 with the long ones, in llamachat as in llama.cpp itself (measured
+    0.012 and 0.018 apart: llama.cpp's float16 cache). The two sides differ by 5.9."""
+    import dataclasses
+
+    import llamachat
+    from llamachat.checkpoints.gguf import write_gguf
+
+    kind, _, path, _ = family
+    if kind != "phi3-longrope":
+        return
+    checkpoint = open_checkpoint(path)
+    c = checkpoint.config
+    c = dataclasses.replace(c, context_length=1024, rope_scaling=dataclasses.replace(c.rope_scaling, original_context=256))
+    write_gguf(tmp_path / "o256.gguf", c, dict(checkpoint.weights), checkpoint.tokenizer.gguf_fields())
+    ours, theirs = llamachat_load(tmp_path / "o256.gguf", "numpy").runner, llamachat.load(tmp_path / "o256.gguf", "llamacpp").runner
+    by_side = {}
+    for capacity in (256, 257):
+        by_side[capacity] = ours.forward(IDS, ours.new_cache(capacity), all_logits=True)
+        assert np.abs(by_side[capacity] - theirs.forward(IDS, theirs.new_cache(capacity), all_logits=True)).max() < 3e-2
+    assert np.abs(by_side[256] - by_side[257]).max() > 1.0
