@@ -192,3 +192,23 @@ def test_convert_to_mlx_longrope_is_read_by_mlx_lm(tmp_path, bits):
     else:
         ours = llamachat.load(out, "mlx", device="cpu").logits(IDS)
         assert np.abs(theirs - ours).max() < 1e-3
+
+
+def test_saved_longrope_cache_is_reused_only_on_its_side(tmp_path):
+    """A longrope cache's keys are rotated with the factors of its side, so a chat saved with a context
+    within the original one (short factors) and resumed with a larger one (long) is re-evaluated, not
+    resumed on keys rotated the other way; on the same side the cache is reused."""
+    from llamachat import transcript
+    from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
+
+    model = llamachat.load(write_hf(tmp_path / "hf", hf_model(ARCH_SPECS["phi3-longrope-short"], seed=3)), "numpy")
+    chain = SamplerChain(registry().samplers, ["greedy"], seed=0)
+    session = Session(model, chain, max_tokens=4, context=128)  # the original context: short factors
+    session.ask("Hi")
+    transcript.save(session, "lr")
+    saved = transcript.read("lr")
+    assert transcript.restore(Session(model, chain, max_tokens=4, context=100), saved).endswith("(no re-evaluation)")
+    notice = transcript.restore(Session(model, chain, max_tokens=4, context=129), saved)
+    assert notice.endswith("re-evaluated on the next turn (saved with a different rope)")
