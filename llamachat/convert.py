@@ -88,6 +88,12 @@ def plan_tensor(t: Tensor, to: str, bits: int | None, group_size: int, dtype: ob
     return _kept(t, np.float16)
 
 
+def planned_tensor(name: str, t: Tensor, to: str, bits: int | None, group_size: int, dtype: object | None) -> Tensor:
+    """`plan_tensor`, except that RoPE's divisors (rope_freqs, longrope's factors) stay float32 in
+    every format, as GGUF keeps them and as config.json's numbers were read."""
+    return _dense(t, np.float32) if name in DIVISOR_WEIGHTS else plan_tensor(t, to, bits, group_size, dtype)
+
+
 def _quantization(tensors: dict[str, Tensor], config: ModelConfig) -> dict | None:
     """mlx-lm's `quantization` entry: the commonest (bits, group) and per-module exceptions."""
     from .checkpoints.layouts import HF, source_names
@@ -236,10 +242,8 @@ def convert(
     try:
         for name, t in checkpoint.weights.items():
             try:
-                planned = plan_tensor(t, to, bits, group_size, DTYPES.get(dtype) if dtype else None)
-                if name in DIVISOR_WEIGHTS:  # RoPE divisors stay float32 in every format (config.json: as numbers)
-                    planned = _dense(t, np.float32)
-                scratch.add(name, t, planned)
+                # (no local holds the converted tensor: it must be freed before the next one is made)
+                scratch.add(name, t, planned_tensor(name, t, to, bits, group_size, DTYPES.get(dtype) if dtype else None))
             except ValueError as e:
                 raise LlamachatError(f"{name}: {e}") from None
             if progress:
