@@ -212,3 +212,11 @@ def test_saved_longrope_cache_is_reused_only_on_its_side(tmp_path):
     assert transcript.restore(Session(model, chain, max_tokens=4, context=100), saved).endswith("(no re-evaluation)")
     notice = transcript.restore(Session(model, chain, max_tokens=4, context=129), saved)
     assert notice.endswith("re-evaluated on the next turn (saved with a different rope)")
+
+
+def test_info_describes_longrope(tmp_path):
+    from llamachat.info import describe_rope_scaling
+
+    path = _phi3_config(tmp_path)
+    rope = report(read_config_only(path).config)["architecture"]["rope_scaling"]
+    assert describe_rope_scaling(rope) == "longrope, factor 16 (attention 1.41421, original context 16)"
