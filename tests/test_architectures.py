@@ -111,6 +111,7 @@ BAD_LONGROPE = [
     ({"long_factor": [1.0] * 5}, "longrope's long_factor must be a list of 8 numbers (head_dim / 2), got 5 values"),
     ({"short_factor": None}, "longrope's short_factor must be a list of 8 numbers (head_dim / 2), got None"),
     ({"rope_type": "dynamic", "factor": 2.0}, "RoPE scaling 'dynamic' is not supported for 'phi3' (supported: default, linear, llama3; longrope for phi3)"),
+    ({"rope_type": "yarn", "factor": 4.0}, "RoPE scaling 'yarn' is not supported for 'phi3' (supported: default, linear, llama3; longrope for phi3)"),
 ]  # fmt: skip
 
 
