@@ -31,6 +31,7 @@ from .checkpoints import Checkpoint, open_checkpoint
 from .errors import LlamachatError
 from .protocols import ModelConfig, QuantizedTensor, Tensor, as_float32
 from .quantize import AFFINE_GROUP_SIZES, bf16_tensor, gguf_to_affine, quantize_affine
+from .rope import DIVISOR_WEIGHTS
 
 TARGETS = ("mlx", "gguf", "hf")
 DTYPES = {"f32": np.float32, "f16": np.float16, "bf16": "bf16"}
@@ -87,6 +88,12 @@ def plan_tensor(t: Tensor, to: str, bits: int | None, group_size: int, dtype: ob
         if to == "gguf" and t.scheme.startswith("gguf:"):
             return t
     return _kept(t, np.float16)
+
+
+def planned_tensor(name: str, t: Tensor, to: str, bits: int | None, group_size: int, dtype: object | None) -> Tensor:
+    """`plan_tensor`, except that RoPE's divisors (rope_freqs, longrope's factors) stay float32 in
+    every format, as GGUF keeps them and as config.json's numbers were read."""
+    return _dense(t, np.float32) if name in DIVISOR_WEIGHTS else plan_tensor(t, to, bits, group_size, dtype)
 
 
 def _quantization(tensors: dict[str, Tensor], config: ModelConfig) -> dict | None:
@@ -186,7 +193,7 @@ def _write(checkpoint: Checkpoint, tensors: dict[str, Tensor], to: str, out: Pat
     from .checkpoints.safetensors_file import write_safetensors
 
     out.mkdir()
-    config_json = hf_config(config, _dtype_name(tensors), _quantization(tensors, config))
+    config_json = hf_config(config, _dtype_name(tensors), _quantization(tensors, config), tensors)
     write_safetensors(out / "model.safetensors", hf_tensors(config, tensors), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
     checkpoint.tokenizer.save(out)
@@ -237,7 +244,8 @@ def convert(
     try:
         for name, t in checkpoint.weights.items():
             try:
-                scratch.add(name, t, plan_tensor(t, to, bits, group_size, DTYPES.get(dtype) if dtype else None))
+                # (no local holds the converted tensor: it must be freed before the next one is made)
+                scratch.add(name, t, planned_tensor(name, t, to, bits, group_size, DTYPES.get(dtype) if dtype else None))
             except ValueError as e:
                 raise LlamachatError(f"{name}: {e}") from None
             if progress:

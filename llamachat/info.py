@@ -40,6 +40,14 @@ def rope_scaling(c: ModelConfig, llama3: dict[str, Any] | None) -> dict[str, Any
             for k in ("rope_type", "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
             if k in llama3
         }
+    if c.rope_scaling is not None and c.rope_scaling.kind == "longrope":  # Phi-3: long past the original context
+        s = c.rope_scaling
+        return {
+            "rope_type": "longrope",
+            "factor": s.factor,
+            "original_max_position_embeddings": s.original_context,
+            "attention_factor": s.attention_factor,
+        }
     if c.rope_scaling is not None:
         return {"rope_type": c.rope_scaling.kind, "factor": c.rope_scaling.factor}
     return None
@@ -48,7 +56,7 @@ def rope_scaling(c: ModelConfig, llama3: dict[str, Any] | None) -> dict[str, Any
 def describe_rope_scaling(rope: dict[str, Any] | None) -> str:
     if rope is None:
         return "none"
-    extra = [f"{k.removesuffix('_factor')} {rope[k]:g}" for k in ("low_freq_factor", "high_freq_factor") if k in rope]
+    extra = [f"{k.removesuffix('_factor')} {rope[k]:g}" for k in ("low_freq_factor", "high_freq_factor", "attention_factor") if k in rope]
     if "original_max_position_embeddings" in rope:
         extra.append(f"original context {int(rope['original_max_position_embeddings']):,}")
     return f"{rope['rope_type']}, factor {rope['factor']:g}" + (f" ({', '.join(extra)})" if extra else "")

@@ -49,12 +49,16 @@ import numpy as np
 
 @dataclass(frozen=True)
 class RopeScaling:
-    """How positions are stretched beyond the trained context. `kind` is "linear" for now
-    (position interpolation: inverse frequencies divided by `factor`)."""
+    """How positions are stretched beyond the trained context. `kind` "linear": position
+    interpolation, inverse frequencies divided by `factor`. "longrope" (Phi-3): the per-frequency
+    divisors are the weights `rope_factors_long` / `rope_factors_short`, long for a cache of more
+    than `original_context` tokens (llamachat/rope.py), and cos/sin are scaled by `attention_factor`;
+    `factor` is context / original_context, kept for display."""
 
     kind: str
     factor: float
     original_context: int | None = None
+    attention_factor: float = 1.0
 
 
 # The architectures llamachat runs, as GGUF's `general.architecture` names them.

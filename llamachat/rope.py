@@ -6,21 +6,30 @@ it applies the rotation (a complex multiply, `mx.fast.rope`) is its own, the fre
     inv_freq[i] = theta ** -(2i / Dh)            i = 0 .. Dh/2 - 1
     linear      inv_freq / factor                (position interpolation)
     llama3      inv_freq / divisors[i]           (Llama-3.1: per-frequency divisors, GGUF's `rope_freqs`)
+    longrope    inv_freq / long[i] or short[i]   (Phi-3: GGUF's `rope_factors_long` / `_short`),
+                cos and sin times attention_factor
 
 Llama-3.1's scaling travels as divisors, not as a `RopeScaling`, because that is how GGUF stores it:
 every loader turns its source's description into the same `rope_freqs` weight (`llama3_divisors`).
-A new scheme (longrope, yarn) is one more function in SCALINGS, keyed by `RopeScaling.kind`.
+Longrope travels the same way, as two divisor weights, plus a `RopeScaling("longrope", ...)` saying
+which applies: a cache of more than the original context rotates with the long factors, any other
+with the short ones (`divisor_name`), chosen once per cache as llama.cpp chooses by n_ctx, never per
+forward call as transformers does (docs/design.md, "RoPE"). A new scheme (yarn) is one more function
+in SCALINGS, keyed by `RopeScaling.kind`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from .protocols import ModelConfig, RopeScaling
+from .protocols import ModelConfig, RopeScaling, Tensor, as_float32
+
+T = TypeVar("T")
+DIVISOR_WEIGHTS = ("rope_freqs", "rope_factors_long", "rope_factors_short")  # GGUF's names, canonical too
 
 
 def base_frequencies(head_dim: int, theta: float) -> np.ndarray:
@@ -32,7 +41,60 @@ def linear(inv_freq: np.ndarray, scaling: RopeScaling) -> np.ndarray:
     return inv_freq / scaling.factor
 
 
-SCALINGS: dict[str, Callable[[np.ndarray, RopeScaling], np.ndarray]] = {"linear": linear}
+def longrope(inv_freq: np.ndarray, scaling: RopeScaling) -> np.ndarray:
+    return inv_freq  # the long or short factors are the divisors (`divisor_name`)
+
+
+SCALINGS: dict[str, Callable[[np.ndarray, RopeScaling], np.ndarray]] = {"linear": linear, "longrope": longrope}
+
+
+def is_longrope(config: ModelConfig) -> bool:
+    return config.rope_scaling is not None and config.rope_scaling.kind == "longrope"
+
+
+def divisor_name(config: ModelConfig, capacity: int) -> str:
+    """The divisor weight a cache of `capacity` tokens rotates with: longrope's long factors when the
+    cache can hold more than the original context, its short ones otherwise (llama.cpp's rule by
+    n_ctx: a cache never switches, so its keys stay valid across turns); else Llama-3.1's `rope_freqs`
+    (used where the checkpoint has it)."""
+    if is_longrope(config):
+        original = config.rope_scaling.original_context or config.context_length  # type: ignore[union-attr]
+        return "rope_factors_long" if capacity > original else "rope_factors_short"
+    return "rope_freqs"
+
+
+def attention_factor(config: ModelConfig) -> float:
+    """What longrope multiplies cos and sin by (1 otherwise). The backends fold its square into the
+    attention's score scale instead, which is the same product q.k and leaves the cached keys plain
+    rotated keys, alike on every backend (a cache's state moves between them)."""
+    return config.rope_scaling.attention_factor if is_longrope(config) else 1.0  # type: ignore[union-attr]
+
+
+def score_scale(config: ModelConfig) -> float:
+    """The factor on q.k before the softmax: 1/sqrt(Dh), times longrope's attention factor squared."""
+    return attention_factor(config) ** 2 / math.sqrt(config.head_dim)
+
+
+def longrope_attention_factor(factor: float, original: int) -> float:
+    """transformers' default (`_compute_longrope_parameters`, and llama.cpp's converter's):
+    sqrt(1 + ln(factor) / ln(original)), or 1 where the context is not extended."""
+    return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+
+
+class RopeTables(Generic[T]):
+    """A backend's rotation tables, one per divisor set a cache may pick (longrope: long and short),
+    each built by `build(divisors or None)` the first time a cache of that side asks for it."""
+
+    def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor], build: Callable[[np.ndarray | None], T]):
+        self.config, self.build = config, build
+        self.divisors = {name: as_float32(weights[name]) for name in DIVISOR_WEIGHTS if name in weights}
+        self.tables: dict[str, T] = {}
+
+    def for_capacity(self, capacity: int) -> T:
+        name = divisor_name(self.config, capacity)
+        if name not in self.tables:
+            self.tables[name] = self.build(self.divisors.get(name))
+        return self.tables[name]
 
 
 def inverse_frequencies(config: ModelConfig, divisors: np.ndarray | None = None) -> np.ndarray:

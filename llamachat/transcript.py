@@ -37,6 +37,7 @@ import numpy as np
 from .datadir import data_dir
 from .errors import LlamachatError
 from .generate import Stats
+from .rope import divisor_name, is_longrope
 
 FORMAT = "llamachat-session"
 VERSION = 1
@@ -119,7 +120,9 @@ def weights_hash(path: Path, samples: int = 16, chunk: int = 1 << 16) -> str:
     return _HASHES[key]
 
 
-def fingerprint(model) -> dict[str, Any]:
+def fingerprint(model, capacity: int | None = None) -> dict[str, Any]:
+    """What a saved cache must match to be reused; for longrope (Phi-3), the factors a cache of
+    `capacity` rotates with, which a different --context can change (llamachat/rope.py)."""
     tk = model.tokenizer
     pieces = hashlib.sha256("\x00".join(tk.piece(i) for i in range(0, tk.vocab_size, 97)).encode()).hexdigest()[:16]
     source = getattr(model.template, "source", model.template.name)
@@ -131,6 +134,8 @@ def fingerprint(model) -> dict[str, Any]:
         "backend": model.backend,
         "dtype": model.runner.dtype,
     }
+    if capacity is not None and is_longrope(model.config):
+        found["rope"] = divisor_name(model.config, capacity).removeprefix("rope_factors_") + " factors"
     engine = getattr(model.runner, "engine", None)  # an opaque cache's state is the engine's own format
     if engine:
         found["engine"] = engine
@@ -170,7 +175,7 @@ def session_record(session) -> dict[str, Any]:
         "version": VERSION,
         "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": {"path": str(session.model.path), "name": session.model.config.name},
-        "fingerprint": fingerprint(session.model),
+        "fingerprint": fingerprint(session.model, session.cache.capacity),
         "sampler": {"chain": session.chain.chain, "settings": session.chain.settings},
         "settings": {"max_tokens": session.max_tokens, "context": session.context, "overflow": session.overflow},
         "chat": {"started": session.template_context.started.isoformat(), "think": session.think},  # what templates read
@@ -435,7 +440,7 @@ def restore(session, saved: SavedSession) -> str:
     session.dropped = list(record.get("dropped", []))
     restore_chat_context(session, record.get("chat"))
     session.keep(0)
-    theirs, ours = record.get("fingerprint"), fingerprint(session.model)
+    theirs, ours = record.get("fingerprint"), fingerprint(session.model, session.cache.capacity)
     theirs = theirs if isinstance(theirs, dict) else {}  # a damaged fingerprint matches nothing: re-evaluate
     ledger = record.get("ledger", [])
     refused = ""

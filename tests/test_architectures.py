@@ -20,7 +20,10 @@ from llamachat.errors import LlamachatError
 from llamachat.info import report
 
 IDS = [1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889] * 3  # longer than every window
-RUNNABLE = sorted(name for name, spec in ARCH_SPECS.items() if spec.longrope_original is None)
+# Longrope (phi3-longrope, phi3-longrope-short) runs in the regimes where llamachat's rule (long factors
+# for a cache of more than the original context: 64 > 16 here, 64 <= 128 for -short) and transformers'
+# (long for a forward whose positions pass it: every call below reaches past 16, none past 128) agree.
+RUNNABLE = sorted(ARCH_SPECS)
 BACKENDS = {"numpy": {}, "numpy-plain": {"plain": True}, "torch": {"device": "cpu"}, "mlx": {"device": "cpu"}}
 
 
@@ -137,6 +140,46 @@ def test_gguf_of_an_unknown_architecture_exits_2_through_the_cli(default_model_p
     assert_one_line_error(result, str(bad), "a 'gemma' model; llamachat runs the architectures llama, qwen2, qwen3, phi3")
 
 
+def _phi3_config(tmp_path, **rope_changes):
+    """A phi3-longrope folder whose config.json's rope_parameters are changed as given."""
+    path = write_hf(tmp_path / "hf", hf_model(ARCH_SPECS["phi3-longrope"], seed=1))
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["rope_parameters"] |= rope_changes
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+BAD_LONGROPE = [
+    ({"long_factor": [1.0] * 5}, "longrope's long_factor must be a list of 8 numbers (head_dim / 2), got 5 values"),
+    ({"short_factor": None}, "longrope's short_factor must be a list of 8 numbers (head_dim / 2), got None"),
+    ({"rope_type": "dynamic", "factor": 2.0}, "RoPE scaling 'dynamic' is not supported for 'phi3' (supported: default, linear, llama3; longrope for phi3)"),
+    ({"rope_type": "yarn", "factor": 4.0}, "RoPE scaling 'yarn' is not supported for 'phi3' (supported: default, linear, llama3; longrope for phi3)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("changes", "words"), BAD_LONGROPE)
+def test_bad_longrope_exits_2_through_the_cli(tmp_path, changes, words):
+    """A factor list of the wrong length (not head_dim / 2), or a RoPE type llamachat does not run: one
+    line naming the folder and what is accepted, exit 2."""
+    path = _phi3_config(tmp_path, **changes)
+    assert_one_line_error(run_cli("--model", str(path), "--backend", "numpy", "-p", "hi"), str(path), words)
+
+
+def test_su_is_longrope_and_the_top_level_original_context_wins(tmp_path):
+    """As Phi3Config reads them: "su" (Phi-3-mini-128k's first name) is longrope, and config.json's
+    top-level original_max_position_embeddings overrides rope_parameters' own copy."""
+    path = _phi3_config(tmp_path, rope_type="su", original_max_position_embeddings=999)
+    scaling = read_config_only(path).config.rope_scaling
+    assert (scaling.kind, scaling.original_context, scaling.factor) == ("longrope", 16, 256 / 16)
+    assert scaling.attention_factor == pytest.approx(np.sqrt(2))  # sqrt(1 + ln 16 / ln 16)
+
+
+def test_longrope_outside_phi3_is_refused(tmp_path):
+    path = _config(tmp_path, rope_parameters={"rope_type": "longrope", "long_factor": [1.0] * 8, "short_factor": [1.0] * 8})
+    with pytest.raises(LlamachatError, match="RoPE scaling 'longrope' is not supported for 'qwen2'"):
+        llamachat.load(path, "numpy")
+
+
 CONFIGS = DATA / "arch-configs"  # the published config.json of each model (see tests/data/README.md)
 
 
@@ -156,7 +199,7 @@ def test_info_counts_match_transformers(model):
     assert report(counted)["architecture"]["arch"] == hf_config.model_type
 
 
-@pytest.mark.parametrize("name", ["qwen2-swa", "qwen3", "phi3", "mistral-swa"])
+@pytest.mark.parametrize("name", ["qwen2-swa", "qwen3", "phi3", "mistral-swa", "phi3-longrope", "phi3-longrope-short"])
 def test_convert_to_hf_is_read_by_transformers(tmp_path, name):
     """convert --to hf writes the family's own model_type, biases, norms and fused Phi-3 weights:
     transformers loads the folder and gives the source model's logits (an outside reader)."""
@@ -170,3 +213,53 @@ def test_convert_to_hf_is_read_by_transformers(tmp_path, name):
     assert json.loads((out / "config.json").read_text())["model_type"] == spec.arch
     again = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager").float().eval()
     assert np.abs(hf_logits(again, IDS) - hf_logits(hf, IDS)).max() < 1e-4
+
+
+@pytest.mark.parametrize("bits", [None, 4])
+def test_convert_to_mlx_longrope_is_read_by_mlx_lm(tmp_path, bits):
+    """convert --to mlx writes longrope as mlx-lm's phi3 reads it (SuScaledRoPE: `type`, the factors,
+    the top-level original context). mlx-lm always rotates with the long factors, so this is checked
+    where every rule agrees on long: the 36 ids pass phi3-longrope's original context of 16. Float
+    weights give transformers' logits; 4-bit ones give llamachat's own reading of the same folder."""
+    import mlx.core as mx
+    import mlx_lm
+
+    from llamachat.convert import convert
+
+    hf = hf_model(ARCH_SPECS["phi3-longrope"], seed=11)
+    out = convert(write_hf(tmp_path / "src", hf), tmp_path / "out", "mlx", bits=bits, group_size=32 if bits else None, dtype="f32")
+    model, _ = mlx_lm.load(str(out))
+    theirs = np.array(model(mx.array([IDS]))[0].astype(mx.float32))
+    if bits is None:
+        assert np.abs(theirs - hf_logits(hf, IDS)).max() < 1e-4
+    else:
+        ours = llamachat.load(out, "mlx", device="cpu").logits(IDS)
+        assert np.abs(theirs - ours).max() < 1e-3
+
+
+def test_saved_longrope_cache_is_reused_only_on_its_side(tmp_path):
+    """A longrope cache's keys are rotated with the factors of its side, so a chat saved with a context
+    within the original one (short factors) and resumed with a larger one (long) is re-evaluated, not
+    resumed on keys rotated the other way; on the same side the cache is reused."""
+    from llamachat import transcript
+    from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
+
+    model = llamachat.load(write_hf(tmp_path / "hf", hf_model(ARCH_SPECS["phi3-longrope-short"], seed=3)), "numpy")
+    chain = SamplerChain(registry().samplers, ["greedy"], seed=0)
+    session = Session(model, chain, max_tokens=4, context=128)  # the original context: short factors
+    session.ask("Hi")
+    transcript.save(session, "lr")
+    saved = transcript.read("lr")
+    assert transcript.restore(Session(model, chain, max_tokens=4, context=100), saved).endswith("(no re-evaluation)")
+    notice = transcript.restore(Session(model, chain, max_tokens=4, context=129), saved)
+    assert notice.endswith("re-evaluated on the next turn (saved with a different rope)")
+
+
+def test_info_describes_longrope(tmp_path):
+    from llamachat.info import describe_rope_scaling
+
+    path = _phi3_config(tmp_path)
+    rope = report(read_config_only(path).config)["architecture"]["rope_scaling"]
+    assert describe_rope_scaling(rope) == "longrope, factor 16 (attention 1.41421, original context 16)"

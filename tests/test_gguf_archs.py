@@ -40,9 +40,13 @@ def hf_family(kind: str, seed: int = 0):
         "qwen2": lambda: t.Qwen2Config(**common, rope_theta=1e6),
         "qwen3": lambda: t.Qwen3Config(**common, head_dim=24, rope_theta=1e6),
         "phi3": lambda: t.Phi3Config(**common, pad_token_id=0, original_max_position_embeddings=256, sliding_window=None),
+        "phi3-longrope": lambda: t.Phi3Config(
+            **common, pad_token_id=0, original_max_position_embeddings=8, sliding_window=None, rope_parameters=LONGROPE
+        ),
     }[kind]()
     config._attn_implementation = "eager"
-    cls = {"mistral": t.MistralForCausalLM, "qwen2": t.Qwen2ForCausalLM, "qwen3": t.Qwen3ForCausalLM, "phi3": t.Phi3ForCausalLM}
+    cls = {"mistral": t.MistralForCausalLM, "qwen2": t.Qwen2ForCausalLM, "qwen3": t.Qwen3ForCausalLM}
+    cls |= {"phi3": t.Phi3ForCausalLM, "phi3-longrope": t.Phi3ForCausalLM}
     torch.manual_seed(seed)
     model = cls[kind](config).float().eval()
     g = torch.Generator().manual_seed(seed)
@@ -59,6 +63,18 @@ def hf_family(kind: str, seed: int = 0):
     return model
 
 
+# Phi-3's longrope with an original context of 8: the 15 ids below pass it, and so does every cache
+# the tests open (llama.cpp's and llamachat's rule, by context, agree with transformers', by length)
+_g = np.random.default_rng(3)
+LONGROPE = {
+    "rope_type": "longrope",
+    "rope_theta": 10000.0,
+    "long_factor": [float(f) for f in np.sort(_g.uniform(1.0, 16.0, DIM // HEADS // 2))],
+    "short_factor": [float(f) for f in np.sort(_g.uniform(1.0, 2.0, DIM // HEADS // 2))],
+    "original_max_position_embeddings": 8,
+}
+
+
 def expected_canonical(model, kind: str) -> dict[str, np.ndarray]:
     """transformers' weights under canonical names, q/k rows (and their biases and norms) interleaved."""
     sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
@@ -67,7 +83,7 @@ def expected_canonical(model, kind: str) -> dict[str, np.ndarray]:
     out = {"token_embd": sd["model.embed_tokens.weight"], "output_norm": sd["model.norm.weight"], "output": sd["lm_head.weight"]}
     for i in range(c.num_hidden_layers):
         p, b = f"model.layers.{i}.", f"blk.{i}."
-        if kind == "phi3":
+        if kind.startswith("phi3"):
             q_dim, kv_dim = c.num_attention_heads * hd, c.num_key_value_heads * hd
             qkv, gate_up = sd[p + "self_attn.qkv_proj.weight"], sd[p + "mlp.gate_up_proj.weight"]
             q, k, v = qkv[:q_dim], qkv[q_dim : q_dim + kv_dim], qkv[q_dim + kv_dim :]
@@ -93,6 +109,9 @@ def expected_canonical(model, kind: str) -> dict[str, np.ndarray]:
         if kind == "qwen3":
             out[b + "attn_q_norm"] = hf_to_gguf_permute(sd[p + "self_attn.q_norm.weight"], 1)
             out[b + "attn_k_norm"] = hf_to_gguf_permute(sd[p + "self_attn.k_norm.weight"], 1)
+    if kind == "phi3-longrope":  # the factors as the divisor weights GGUF stores
+        out["rope_factors_long"] = np.asarray(LONGROPE["long_factor"], np.float32)
+        out["rope_factors_short"] = np.asarray(LONGROPE["short_factor"], np.float32)
     return out
 
 
@@ -105,7 +124,7 @@ def llama_cpp_convert(folder: Path, out: Path) -> Path:
     return out
 
 
-KINDS = ["mistral", "qwen2", "qwen3", "phi3"]
+KINDS = ["mistral", "qwen2", "qwen3", "phi3", "phi3-longrope"]
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -123,7 +142,7 @@ def test_reader_against_llama_cpp_converter(family):
     checkpoint = open_checkpoint(path)
     config = checkpoint.config
     # llama.cpp writes Mistral as "llama" and drops its sliding window: structurally it is llama
-    assert config.arch == ("llama" if kind == "mistral" else kind)
+    assert config.arch == {"mistral": "llama", "phi3-longrope": "phi3"}.get(kind, kind)
     assert (config.qkv_bias, config.qk_norm) == (kind == "qwen2", kind == "qwen3")
     assert config.head_dim == (24 if kind == "qwen3" else DIM // HEADS)
     assert config.rope_theta == (1e6 if kind.startswith("qwen") else 10000.0)
@@ -179,6 +198,20 @@ def test_switch_tensors_in_the_wrong_architecture(family, tmp_path):
     bad.write_bytes(data[:header].replace(b"qwen2", b"qwen3") + data[header:])
     with pytest.raises(LlamachatError, match="belongs to a qwen2 model but the file says 'qwen3'"):
         open_checkpoint(bad)
+
+
+def test_longrope_factors_of_the_wrong_length(family, tmp_path):
+    """A longrope GGUF whose rope_factors_long is not head_dim / 2 long: one line naming the file."""
+    kind, _, path, _ = family
+    if kind != "phi3-longrope":
+        return
+    from llamachat.checkpoints.gguf import write_gguf
+
+    checkpoint = open_checkpoint(path)
+    weights = dict(checkpoint.weights) | {"rope_factors_long": np.ones(5, np.float32)}
+    write_gguf(tmp_path / "bad.gguf", checkpoint.config, weights, checkpoint.tokenizer.gguf_fields())
+    with pytest.raises(LlamachatError, match=r"bad.gguf: tensor rope_factors_long.weight has shape \[5\], expected \[8\]"):
+        open_checkpoint(tmp_path / "bad.gguf").weights  # noqa: B018
 
 
 @pytest.mark.parametrize("vocab", ["default", "ggml-vocab-qwen2.gguf"])
@@ -254,3 +287,28 @@ def test_our_gguf_runs_in_llama_cpp(family, ggufs):
     logits = llamachat.load(ggufs["convert"], "llamacpp").logits(IDS)
     # measured 0.012-0.016 (mistral, qwen2): float16 cache; test_llamacpp_backend's cached bound is 2e-2
     assert np.abs(logits - hf_logits(model, IDS)).max() < 2e-2
+
+
+def test_longrope_side_is_the_caches_as_in_llama_cpp(family, tmp_path):
+    """Long or short factors by the cache's context, llama.cpp's rule (which pads n_ctx to a multiple
+    of 256, so the original context here is 256): the same 15 ids in a cache of 256 rotate with the
+    short factors, in a cache of 257 with the long ones, in llamachat as in llama.cpp itself (measured
+    0.012 and 0.018 apart: llama.cpp's float16 cache). The two sides differ by 5.9."""
+    import dataclasses
+
+    import llamachat
+    from llamachat.checkpoints.gguf import write_gguf
+
+    kind, _, path, _ = family
+    if kind != "phi3-longrope":
+        return
+    checkpoint = open_checkpoint(path)
+    c = checkpoint.config
+    c = dataclasses.replace(c, context_length=1024, rope_scaling=dataclasses.replace(c.rope_scaling, original_context=256))
+    write_gguf(tmp_path / "o256.gguf", c, dict(checkpoint.weights), checkpoint.tokenizer.gguf_fields())
+    ours, theirs = llamachat_load(tmp_path / "o256.gguf", "numpy").runner, llamachat.load(tmp_path / "o256.gguf", "llamacpp").runner
+    by_side = {}
+    for capacity in (256, 257):
+        by_side[capacity] = ours.forward(IDS, ours.new_cache(capacity), all_logits=True)
+        assert np.abs(by_side[capacity] - theirs.forward(IDS, theirs.new_cache(capacity), all_logits=True)).max() < 3e-2
+    assert np.abs(by_side[256] - by_side[257]).max() > 1.0

@@ -115,7 +115,7 @@ def test_no_float64_anywhere(tiny_gguf):
     assert cache.k.dtype == cache.v.dtype == np.float32
     arrays = [runner.head, runner.output_norm, *(a for layer in runner.layers for a in vars(layer).values())]
     assert all(a.dtype == np.float32 for a in arrays)
-    assert runner.cis.dtype == np.complex64  # pairs of float32
+    assert runner.rope.for_capacity(64).dtype == np.complex64  # pairs of float32
 
 
 def test_cache_overflow_is_refused(tiny_gguf):

@@ -60,3 +60,35 @@ def test_llama31_scaling_as_divisors(head_dim, theta):
     got = ours(head_dim, theta, divisors=llama3_divisors(head_dim, theta, LLAMA31_ROPE))
     np.testing.assert_allclose(got, expected, rtol=1e-6)  # the divisors travel as float32, as GGUF stores them
     assert not np.allclose(ours(head_dim, theta), expected, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"attention_factor": 1.3}, {"factor": 8.0}],  # the attention factor: default, given, or from a given factor
+)
+def test_longrope_from_config_json(tmp_path, extra):
+    """Phi-3-mini-128k's shape (head_dim 96, original 4096, context 131072): llamachat's reading of the
+    config.json, long and short factors as divisors and the attention factor, against transformers'
+    `_compute_longrope_parameters` (long when asked for more than the original context, short otherwise)."""
+    import json
+
+    from transformers import Phi3Config
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from llamachat.checkpoints.hf import read_hf_config
+    from llamachat.rope import attention_factor
+
+    g = np.random.default_rng(0)
+    rope = {"type": "longrope", "long_factor": list(np.sort(g.uniform(1, 60, 48))), "short_factor": list(g.uniform(1, 3, 48))}
+    cfg = {"model_type": "phi3", "hidden_size": 3072, "num_attention_heads": 32, "num_hidden_layers": 1, "intermediate_size": 8,
+           "vocab_size": 32064, "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+           "rope_theta": 10000.0, "rope_scaling": rope | extra, "pad_token_id": None}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    config, extras = read_hf_config(tmp_path / "config.json")
+    hf = Phi3Config(**{k: v for k, v in cfg.items() if k != "model_type"})
+    for seq_len, side in ((4097, "long"), (None, "short")):
+        expected, factor = ROPE_INIT_FUNCTIONS["longrope"](hf, None, seq_len=seq_len)
+        got = inverse_frequencies(config, extras["longrope"][f"rope_factors_{side}"])
+        np.testing.assert_allclose(got, expected.double().numpy(), rtol=1e-6)
+        assert attention_factor(config) == pytest.approx(factor, rel=1e-12)
+    assert attention_factor(config) != 1.0

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import LlamachatError
 from ..protocols import ModelConfig, QuantizedTensor, RopeScaling, Tensor, as_float32
+from ..rope import DIVISOR_WEIGHTS, longrope_attention_factor
 from .names import display_name
 
 MAGIC = b"GGUF"
@@ -252,11 +253,16 @@ def _rope_scaling(gf: GGUFFile, a: str, arch: str, context: int) -> RopeScaling 
     if kind == "linear":
         factor = float(_meta(gf, a + "rope.scaling.factor", 1.0))
         return RopeScaling("linear", factor, int(original) if original else None)
-    if arch == "phi3" and "rope_factors_long.weight" in gf.tensors:
-        # Phi-3 longrope: per-frequency divisors, long or short by context (rope_factors_* weights)
-        if not original:
-            raise LlamachatError(f"{gf.path}: longrope factors without {a}rope.scaling.original_context_length")
-        return RopeScaling("longrope", context / int(original), int(original))
+    if arch == "phi3" and ("rope_factors_long.weight" in gf.tensors or "rope_factors_short.weight" in gf.tensors):
+        # Phi-3 longrope: per-frequency divisors, long or short by the cache's context (llamachat/rope.py)
+        if not original or not {"rope_factors_long.weight", "rope_factors_short.weight"} <= set(gf.tensors):
+            raise LlamachatError(
+                f"{gf.path}: longrope needs rope_factors_long, rope_factors_short and {a}rope.scaling.original_context_length"
+            )
+        factor = context / int(original)
+        attention = _meta(gf, a + "rope.scaling.attn_factor")
+        attention = float(attention) if attention is not None else longrope_attention_factor(factor, int(original))
+        return RopeScaling("longrope", factor, int(original), attention)
     if kind not in ("none", ""):
         raise LlamachatError(f"{gf.path}: RoPE scaling {kind!r} is not supported (supported: {', '.join(ROPE_SCALINGS)})")
     return None
@@ -381,10 +387,14 @@ def read_weights(gf: GGUFFile, config: ModelConfig) -> dict[str, Tensor]:
                 for name, n in ((f"blk.{i}.{part}", heads), (f"blk.{i}.{part}.bias", heads), (f"blk.{i}.{part}_norm", 1)):
                     if name in weights:
                         weights[name] = hf_to_interleaved(weights[name], n)
-    for extra in ("rope_freqs", "rope_factors_long", "rope_factors_short"):  # RoPE divisors (Llama-3.1, longrope)
+    for extra in DIVISOR_WEIGHTS:  # RoPE divisors (Llama-3.1, longrope): one per rotated pair
         if extra + ".weight" in gf.tensors:
             weights[extra] = gf.tensor(extra + ".weight")
-    return {k: weights[k] for k in [*expected, *(e for e in ("rope_freqs", "rope_factors_long", "rope_factors_short") if e in weights)]}
+            if tuple(weights[extra].shape) != (config.head_dim // 2,):
+                raise LlamachatError(
+                    f"{gf.path}: tensor {extra}.weight has shape {list(weights[extra].shape)}, expected [{config.head_dim // 2}] (head_dim / 2)"
+                )
+    return {k: weights[k] for k in [*expected, *(e for e in DIVISOR_WEIGHTS if e in weights)]}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -448,12 +458,8 @@ def write_gguf(path: Path, config: ModelConfig, tensors: dict[str, Tensor], toke
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(config.rope_scaling.factor)
     elif config.rope_scaling is not None and config.rope_scaling.kind == "longrope":
-        import math
-
-        original = config.rope_scaling.original_context or config.context_length
-        scale = config.context_length / original
-        w.add_rope_scaling_orig_ctx_len(original)
-        w.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1 else 1.0)
+        w.add_rope_scaling_orig_ctx_len(config.rope_scaling.original_context or config.context_length)
+        w.add_rope_scaling_attn_factors(config.rope_scaling.attention_factor)
     for key, value in tokenizer_fields.items():
         if isinstance(value, bool):
             w.add_bool(key, value)

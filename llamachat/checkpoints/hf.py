@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import LlamachatError
 from ..protocols import ARCHITECTURES, ModelConfig, QuantizedTensor, RopeScaling, Tensor
-from ..rope import llama3_divisors
+from ..rope import is_longrope, llama3_divisors, longrope_attention_factor
 from .layouts import HF, split_rows, to_canonical, with_tied
 from .names import display_name
 from .safetensors_file import read_safetensors
@@ -63,16 +63,24 @@ def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
         raise LlamachatError(f"{path}: a {model_type!r} model; llamachat runs these architectures: {', '.join(ARCHITECTURES)}")
     dim = _int(cfg, "hidden_size", path)
     n_heads = _int(cfg, "num_attention_heads", path)
+    head_dim = _int(cfg, "head_dim", path, dim // n_heads)
+    context = _int(cfg, "max_position_embeddings", path, 4096)
     rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})  # transformers 5 | 4
     theta = float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
     kind = rope.get("rope_type", rope.get("type", "default"))
+    if model_type == "phi3" and kind == "su":  # Phi-3-mini-128k's first name for it; Phi3Config reads it so
+        kind = "longrope"
     scaling, extras = None, {"quantization": cfg.get("quantization")}
     if kind == "linear":
         scaling = RopeScaling("linear", float(rope["factor"]))
     elif kind == "llama3":
         extras["llama3_rope"] = rope
+    elif kind == "longrope" and model_type == "phi3":
+        scaling, extras["longrope"] = longrope(cfg, rope, head_dim, context, path)
     elif kind != "default":
-        raise LlamachatError(f"{path}: RoPE scaling {kind!r} is not supported (supported: default, linear, llama3)")
+        raise LlamachatError(
+            f"{path}: RoPE scaling {kind!r} is not supported for {model_type!r} (supported: default, linear, llama3; longrope for phi3)"
+        )
     if float(rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))) != 1.0:
         raise LlamachatError(f"{path}: a partial_rotary_factor other than 1 is not supported (RoPE over the whole head only)")
     eos = cfg.get("eos_token_id")
@@ -82,13 +90,13 @@ def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
         n_layers=_int(cfg, "num_hidden_layers", path),
         n_heads=n_heads,
         n_kv_heads=_int(cfg, "num_key_value_heads", path, n_heads),
-        head_dim=_int(cfg, "head_dim", path, dim // n_heads),
+        head_dim=head_dim,
         ffn_dim=_int(cfg, "intermediate_size", path),
         vocab_size=_int(cfg, "vocab_size", path),
         norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
         rope_theta=theta,
         rope_scaling=scaling,
-        context_length=_int(cfg, "max_position_embeddings", path, 4096),
+        context_length=context,
         tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         bos_id=_first(cfg.get("bos_token_id")),
         eos_id=_first(eos),
@@ -97,6 +105,28 @@ def read_hf_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
         **switches(cfg, model_type, path),
     )
     return config, extras
+
+
+def longrope(cfg: dict[str, Any], rope: dict[str, Any], head_dim: int, context: int, path: Path) -> tuple[RopeScaling, dict]:
+    """Phi-3's longrope as transformers reads it (Phi3Config, `_compute_longrope_parameters`): the
+    original context is config.json's top-level original_max_position_embeddings (Phi3Config's own
+    field, default 4096, which wins over the copy inside rope_scaling); factor is given or context /
+    original; the attention factor is given or sqrt(1 + ln factor / ln original). The long and short
+    factors, head_dim / 2 numbers each, become the divisor weights GGUF stores (rope_factors_*)."""
+    original = cfg.get("original_max_position_embeddings", 4096)
+    if not isinstance(original, int) or original < 1:
+        raise LlamachatError(f"{path}: original_max_position_embeddings must be a positive integer, got {original!r}")
+    factors = {}
+    for key in ("long_factor", "short_factor"):
+        values = rope.get(key)
+        if not (isinstance(values, list) and len(values) == head_dim // 2 and all(isinstance(v, (int, float)) for v in values)):
+            got = f"{len(values)} values" if isinstance(values, list) else repr(values)
+            raise LlamachatError(f"{path}: longrope's {key} must be a list of {head_dim // 2} numbers (head_dim / 2), got {got}")
+        factors["rope_factors_" + key.removesuffix("_factor")] = np.asarray(values, dtype=np.float32)
+    factor = float(rope["factor"]) if rope.get("factor") is not None else context / original
+    given = rope.get("attention_factor")
+    attention = float(given) if given is not None else longrope_attention_factor(factor, original)
+    return RopeScaling("longrope", factor, original, attention), factors
 
 
 def switches(cfg: dict[str, Any], model_type: str, path: Path) -> dict[str, Any]:
@@ -184,6 +214,7 @@ def read_hf(directory: Path) -> tuple[ModelConfig, dict[str, Tensor]]:
         tensors = split_fused(tensors, config)
     if "llama3_rope" in extras:
         tensors["rope_freqs"] = llama3_divisors(config.head_dim, config.rope_theta, extras["llama3_rope"])
+    tensors |= extras.get("longrope", {})  # Phi-3's long and short factors, as GGUF's weights
     weights = to_canonical(tensors, config, HF, str(directory), hf_qk=True, quantization=extras["quantization"])
     return config, weights
 
@@ -192,9 +223,12 @@ def read_hf(directory: Path) -> tuple[ModelConfig, dict[str, Tensor]]:
 # Writing (llamachat convert --to hf / --to mlx: mlx-lm's layout is HF's plus packed weights)
 
 
-def hf_config(config: ModelConfig, dtype: str, quantization: dict[str, int] | None = None) -> dict[str, Any]:
+def hf_config(
+    config: ModelConfig, dtype: str, quantization: dict[str, int] | None = None, weights: dict[str, Tensor] | None = None
+) -> dict[str, Any]:
     """config.json as transformers 4 wrote it (top-level rope_theta), which transformers 5 and mlx-lm
-    both read; mlx-lm's `quantization` (and transformers' copy of it) when packed."""
+    both read; mlx-lm's `quantization` (and transformers' copy of it) when packed. Longrope's factors
+    come from `weights` (rope_factors_long / _short)."""
     out: dict[str, Any] = {
         "architectures": [HF_CLASSES[config.arch]],
         "model_type": config.arch,
@@ -222,7 +256,9 @@ def hf_config(config: ModelConfig, dtype: str, quantization: dict[str, int] | No
         out |= {"use_sliding_window": config.sliding_window is not None, "max_window_layers": 0}
     if config.arch == "phi3":  # Phi3Config's default pad id (32000) must lie inside the vocabulary: say none
         out["pad_token_id"] = None
-    if config.rope_scaling is not None:
+    if is_longrope(config):
+        out |= longrope_entries(config, weights or {})
+    elif config.rope_scaling is not None:
         out["rope_scaling"] = {
             "type": config.rope_scaling.kind,
             "rope_type": config.rope_scaling.kind,
@@ -237,6 +273,25 @@ def hf_config(config: ModelConfig, dtype: str, quantization: dict[str, int] | No
     return out
 
 
+def longrope_entries(config: ModelConfig, weights: dict[str, Tensor]) -> dict[str, Any]:
+    """Phi-3's longrope as Phi-3-mini-128k's config.json has it, which transformers and mlx-lm read
+    (mlx-lm's SuScaledRoPE takes `type`, the factors and the top-level original context); the
+    attention factor written out, so transformers does not recompute it."""
+    from ..protocols import as_float32
+
+    scaling = config.rope_scaling
+    assert scaling is not None
+    factors = {}
+    for key in ("long", "short"):
+        if f"rope_factors_{key}" not in weights:
+            raise LlamachatError(f"a longrope model without its rope_factors_{key} weights cannot be written as HF")
+        factors[f"{key}_factor"] = [float(v) for v in as_float32(weights[f"rope_factors_{key}"])]
+    return {
+        "original_max_position_embeddings": scaling.original_context or config.context_length,
+        "rope_scaling": {"type": "longrope", "rope_type": "longrope", **factors, "attention_factor": scaling.attention_factor},
+    }
+
+
 def hf_tensors(config: ModelConfig, weights: dict[str, Tensor]) -> dict[str, Tensor]:
     """Canonical weights under HF names with q/k permuted to HF's order; packed affine weights split
     into `.weight`, `.scales` and `.biases` as mlx-lm stores them."""
@@ -248,6 +303,8 @@ def hf_tensors(config: ModelConfig, weights: dict[str, Tensor]) -> dict[str, Ten
     for canon, t in weights.items():
         if canon == "rope_freqs":
             raise LlamachatError("a model with Llama-3.1 rope_freqs cannot be written in the HF layout yet (write GGUF)")
+        if canon.startswith("rope_factors_"):  # longrope's factors live in config.json (longrope_entries)
+            continue
         t = from_interleaved(canon, t, config)
         module = names[canon]
         if canon.endswith(".bias"):

@@ -138,8 +138,9 @@ def to_canonical(
         if hf_qk:
             t = to_interleaved(canon, t, config)
         weights[canon] = t
-    if "rope_freqs" in tensors:
-        weights["rope_freqs"] = tensors["rope_freqs"]
+    from ..rope import DIVISOR_WEIGHTS
+
+    weights |= {name: tensors[name] for name in DIVISOR_WEIGHTS if name in tensors}  # RoPE divisors (made by the reader)
     return weights
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from llamachat import masks
 from llamachat.protocols import CacheLength, ModelConfig, QuantizedTensor, Tensor, as_float32, cache_capacity, checked_state
 from llamachat.quantize import gguf_to_affine, scale_floats
-from llamachat.rope import inverse_frequencies
+from llamachat.rope import RopeTables, inverse_frequencies, score_scale
 
 CACHE_STEP = 256  # the cache grows by this many positions at a time, not by one concatenation a token
 PACKABLE_GGUF = ("gguf:Q4_0", "gguf:Q4_1", "gguf:Q8_0")
@@ -109,6 +109,7 @@ class MlxModel:
 
     def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor], dtype: mx.Dtype):
         self.config, self.mx_dtype = config, dtype
+        self.score_scale = score_scale(config)  # 1/sqrt(Dh), times longrope's attention factor squared
         self.dtype = str(dtype).removeprefix("mlx.core.")
 
         def norm(name: str) -> mx.array:
@@ -133,8 +134,7 @@ class MlxModel:
         self.embedding = Linear(weights["token_embd"], dtype)  # [V, D]
         self.head = self.embedding if config.tied_embeddings else Linear(weights["output"], dtype)
         # mx.fast.rope takes per-pair periods, 1 / inverse frequency, scaling included
-        divisors = as_float32(weights["rope_freqs"]) if "rope_freqs" in weights else None
-        self.rope_periods = mx.array((1 / inverse_frequencies(config, divisors)).astype(np.float32))  # [Dh/2]
+        self.rope_periods = RopeTables(config, weights, lambda d: mx.array((1 / inverse_frequencies(config, d)).astype(np.float32)))
         linears = [lin for layer in self.layers for lin in layer.values() if isinstance(lin, Linear)]
         linears += [self.embedding] + ([] if config.tied_embeddings else [self.head])
         mx.eval([lin.weight for lin in linears])
@@ -143,9 +143,10 @@ class MlxModel:
     def new_cache(self, capacity: int | None = None) -> MlxKVCache:
         return MlxKVCache(self.config, cache_capacity(self.config, capacity), self.mx_dtype)
 
-    def rope(self, x: mx.array, offset: int) -> mx.array:
-        """Rotate consecutive pairs (traditional=True) of x [1, N, T, Dh] at positions offset.."""
-        return mx.fast.rope(x, self.config.head_dim, traditional=True, base=None, scale=1.0, offset=offset, freqs=self.rope_periods)
+    def rope(self, x: mx.array, offset: int, periods: mx.array) -> mx.array:
+        """Rotate consecutive pairs (traditional=True) of x [1, N, T, Dh] at positions offset.. by the
+        per-pair `periods` (1 / inverse frequency, scaling included) of the cache's side."""
+        return mx.fast.rope(x, self.config.head_dim, traditional=True, base=None, scale=1.0, offset=offset, freqs=periods)
 
     def forward(self, ids: Sequence[int], cache: MlxKVCache, all_logits: bool = False) -> np.ndarray:
         c = self.config
@@ -157,6 +158,7 @@ class MlxModel:
             if masks.needed(T, c.sliding_window):  # new token t (at position start + t) attends to positions <= start + t
                 mask = mx.array(masks.visible(start, T, end, c.sliding_window))  # [T, S], within the window if any
             keys, values = cache.k, cache.v  # written in place at start:end, beyond what the cache holds
+            periods = self.rope_periods.for_capacity(cache.capacity)  # [Dh/2]
             for i, layer in enumerate(self.layers):
                 h = mx.fast.rms_norm(x, layer["attn_norm"], c.norm_eps)
                 q, k, v = layer["attn_q"](h), layer["attn_k"](h), layer["attn_v"](h)
@@ -166,12 +168,12 @@ class MlxModel:
                 if c.qk_norm:  # qwen3: each head of q and k normalized before RoPE
                     q = mx.fast.rms_norm(q, layer["attn_q_norm"], c.norm_eps)
                     k = mx.fast.rms_norm(k, layer["attn_k_norm"], c.norm_eps)
-                q = self.rope(q.transpose(0, 2, 1, 3), start)  # [1, H, T, Dh]
-                k = self.rope(k.transpose(0, 2, 1, 3), start)  # [1, K, T, Dh]
+                q = self.rope(q.transpose(0, 2, 1, 3), start, periods)  # [1, H, T, Dh]
+                k = self.rope(k.transpose(0, 2, 1, 3), start, periods)  # [1, K, T, Dh]
                 v = v.transpose(0, 2, 1, 3)
                 keys[i][:, :, start:end] = k
                 values[i][:, :, start:end] = v
-                out = mx.fast.scaled_dot_product_attention(q, keys[i][:, :, :end], values[i][:, :, :end], scale=Dh**-0.5, mask=mask)
+                out = mx.fast.scaled_dot_product_attention(q, keys[i][:, :, :end], values[i][:, :, :end], scale=self.score_scale, mask=mask)
                 x = x + layer["attn_output"](out.transpose(0, 2, 1, 3).reshape(1, T, H * Dh))
                 h = mx.fast.rms_norm(x, layer["ffn_norm"], c.norm_eps)
                 gate = layer["ffn_gate"](h)

@@ -32,7 +32,7 @@ import numpy as np
 
 from llamachat import masks
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32, cache_capacity, checked_state
-from llamachat.rope import angles
+from llamachat.rope import RopeTables, angles, score_scale
 
 f32 = np.float32
 
@@ -103,15 +103,14 @@ class NumpyModel:
 
     def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor]):
         self.config = c = config
-        scale = f32(1 / np.sqrt(c.head_dim))
+        scale = f32(score_scale(c))  # 1/sqrt(Dh), and longrope's attention factor squared
         with ThreadPoolExecutor(2) as pool:  # dequantizing is NumPy work that releases the GIL
             self.layers = list(pool.map(lambda i: self._layer(c, weights, f"blk.{i}.", scale), range(c.n_layers)))
         self.output_norm = as_float32(weights["output_norm"]).copy()
         embedding = as_float32(weights["token_embd"])  # [V, D]
         self.head = stored(embedding if c.tied_embeddings else as_float32(weights["output"]))  # [V, D]
         self.embedding = None if c.tied_embeddings else np.ascontiguousarray(embedding)
-        divisors = as_float32(weights["rope_freqs"]) if "rope_freqs" in weights else None
-        self.cis = rope_table(c, c.context_length, divisors)
+        self.rope = RopeTables(c, weights, lambda divisors: rope_table(c, c.context_length, divisors))
         self.eps = f32(c.norm_eps)
         self.weight_bytes = sum(a.nbytes for a in self._arrays())
 
@@ -151,7 +150,7 @@ class NumpyModel:
         ids = np.asarray(ids, dtype=np.int64)
         with cache.extend(len(ids)) as (start, end):  # the cache holds the new tokens once this block completes
             x = self.embed(ids)  # [T, D]
-            cis = self.cis[start:end, None]  # [T, 1, Dh/2] complex
+            cis = self.rope.for_capacity(cache.capacity)[start:end, None]  # [T, 1, Dh/2] complex
             # causal mask: new token t (at position start + t) sees positions up to its own (and, with
             # a sliding window, none before the window): masks.py
             window = self.config.sliding_window

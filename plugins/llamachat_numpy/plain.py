@@ -19,7 +19,7 @@ import numpy as np
 
 from llamachat.masks import visible
 from llamachat.protocols import ModelConfig, Tensor, as_float32, cache_capacity
-from llamachat.rope import angles
+from llamachat.rope import RopeTables, angles, score_scale
 
 from .model import KVCache
 
@@ -49,6 +49,11 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x / (1 + np.exp(-x))
 
 
+def cos_sin(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of the angle table theta [ctx, Dh/2] (position * inverse frequency), float32."""
+    return np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+
+
 class PlainModel:
     """A Runner (see llamachat.protocols): the plain forward pass over the canonical weights."""
 
@@ -61,9 +66,7 @@ class PlainModel:
         self.token_embd = as_float32(weights["token_embd"])  # [V, D]
         self.output_norm = as_float32(weights["output_norm"])  # [D]
         self.output = self.token_embd if c.tied_embeddings else as_float32(weights["output"])  # [V, D]
-        divisors = as_float32(weights["rope_freqs"]) if "rope_freqs" in weights else None
-        theta = angles(c, c.context_length, divisors)  # [ctx, Dh/2], position * inverse frequency
-        self.cos, self.sin = np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+        self.rope = RopeTables(c, weights, lambda divisors: cos_sin(angles(c, c.context_length, divisors)))
         arrays = [w for layer in self.layers for w in layer.values()] + [self.token_embd, self.output_norm]
         self.weight_bytes = sum(a.nbytes for a in arrays) + (0 if c.tied_embeddings else self.output.nbytes)
 
@@ -74,7 +77,7 @@ class PlainModel:
         c = self.config
         with cache.extend(len(ids)) as (start, end):  # the cache holds the new tokens once this block completes
             x = self.token_embd[np.asarray(ids)]  # [T, D]
-            cos, sin = self.cos[start:end, None], self.sin[start:end, None]  # [T, 1, Dh/2]
+            cos, sin = (t[start:end, None] for t in self.rope.for_capacity(cache.capacity))  # [T, 1, Dh/2]
             with np.errstate(over="ignore"):  # silu of a very negative gate: exp overflows to inf, x / inf = 0
                 for i, layer in enumerate(self.layers):
                     x = x + self.attention(layer, rms_norm(x, layer["attn_norm"], c.norm_eps), cache, i, start, end, cos, sin)
@@ -96,7 +99,7 @@ class PlainModel:
         cache.v[i, :, start:end] = v.transpose(1, 0, 2)
         keys = np.repeat(cache.k[i, :, :end], H // K, axis=0)  # [H, S, Dh]: query head h reads kv head h // (H/K)
         values = np.repeat(cache.v[i, :, :end], H // K, axis=0)  # [H, S, Dh]
-        scores = q.transpose(1, 0, 2) @ keys.transpose(0, 2, 1) / np.float32(np.sqrt(Dh))  # [H, T, S]
+        scores = q.transpose(1, 0, 2) @ keys.transpose(0, 2, 1) * np.float32(score_scale(c))  # [H, T, S], / sqrt(Dh)
         # new token t sits at start + t and sees up to there (within the sliding window, if any)
         scores = np.where(visible(start, T, end, c.sliding_window), scores, np.float32(-np.inf))
         out = softmax(scores) @ values  # [H, T, Dh]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from llamachat import masks
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32, cache_capacity, checked_state
-from llamachat.rope import angles
+from llamachat.rope import RopeTables, angles, score_scale
 
 from .int4 import Int4Linear
 from .sliced import SlicedLinear
@@ -72,6 +72,7 @@ class TorchModel:
 
     def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype, int4: bool = False):
         self.config, self.device, self.torch_dtype = config, device, dtype
+        self.score_scale = score_scale(config)
         # Keys, values and attention in float32 on the CPU whatever the weights' dtype: PyTorch 2.13's
         # CPU attention is ~7x slower in bfloat16 (measured, one decode step, 9 heads over 3 kv heads:
         # 83 vs 24 us a layer at 100 cached tokens, 769 vs 111 us at 1,000), which a long chat pays
@@ -116,9 +117,7 @@ class TorchModel:
         self.head = self.dense(w("token_embd" if config.tied_embeddings else "output"))  # [V, D]
         # tied: one copy, the head's, and a token's embedding is its row
         self.embedding = None if config.tied_embeddings else w("token_embd").to(device=device, dtype=dtype)  # [V, D]
-        divisors = as_float32(weights["rope_freqs"]) if "rope_freqs" in weights else None
-        theta = torch.from_numpy(angles(config, config.context_length, divisors))  # [ctx, Dh/2] float64
-        self.cis = torch.polar(torch.ones_like(theta), theta).to(torch.complex64).to(device)  # [ctx, Dh/2]
+        self.rope_tables = RopeTables(config, weights, lambda divisors: self.rope_table(divisors))
         tensors = [t for layer in self.layers for t in layer.values()] + [self.output_norm, self.head]
         if self.embedding is not None:
             tensors.append(self.embedding)
@@ -150,6 +149,11 @@ class TorchModel:
         """In float32, as Meta does, then back to x's dtype (one fused op)."""
         return F.rms_norm(x.float(), weight.shape, weight, self.config.norm_eps).to(x.dtype)
 
+    def rope_table(self, divisors: np.ndarray | None) -> torch.Tensor:
+        """e^(i * position * inv_freq), complex64 [ctx, Dh/2] on the device (angles in float64)."""
+        theta = torch.from_numpy(angles(self.config, self.config.context_length, divisors))
+        return torch.polar(torch.ones_like(theta), theta).to(torch.complex64).to(self.device)
+
     def rope(self, x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
         """Rotate consecutive pairs of each head, in float32. x [T, N, Dh]; cis [T, 1, Dh/2]."""
         rotated = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2)) * cis
@@ -175,6 +179,7 @@ class TorchModel:
             k_cache[None, :, :end],  # [1, K, S, Dh]
             v_cache[None, :, :end],
             attn_mask=mask,
+            scale=self.score_scale,  # 1/sqrt(Dh), times longrope's attention factor squared
             enable_gqa=True,  # query head h reads kv head h // (H // K)
         )
         x = x + self.linear(out[0].transpose(0, 1).reshape(T, H * Dh).to(x.dtype), layer["wo"])
@@ -186,7 +191,7 @@ class TorchModel:
         T = len(ids)
         with cache.extend(T) as (start, end):  # the cache holds the new tokens once this block completes
             x = self.embed(torch.tensor(list(ids), device=self.device))  # [T, D]
-            cis = self.cis[start:end, None]  # [T, 1, Dh/2]
+            cis = self.rope_tables.for_capacity(cache.capacity)[start:end, None]  # [T, 1, Dh/2]
             # new token t (at position start + t) attends to positions <= start + t (and within the
             # sliding window, if any: masks.py)
             window = self.config.sliding_window

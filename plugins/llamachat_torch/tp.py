@@ -50,6 +50,7 @@ from llamachat.errors import LlamachatError
 from llamachat.interrupts import sigint_held
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32, cache_capacity, checked_state
 from llamachat.ranks import Launch
+from llamachat.rope import DIVISOR_WEIGHTS
 from llamachat.version import __version__
 
 from .model import TorchModel
@@ -112,8 +113,9 @@ def shard_weights(
         else:
             sub["token_embd"] = partial(_part, weights, "token_embd", rows=s.vocab)
     sub["output_norm"] = partial(_part, weights, "output_norm", replica=rank)
-    if "rope_freqs" in weights:
-        sub["rope_freqs"] = partial(weights.__getitem__, "rope_freqs")
+    for name in DIVISOR_WEIGHTS:  # RoPE divisors (Llama-3.1, longrope): replicated
+        if name in weights:
+            sub[name] = partial(weights.__getitem__, name)
     local = replace(
         config,
         n_heads=s.q[1] - s.q[0],
