@@ -135,7 +135,7 @@ def test_numpy_backend_refuses_other_dtypes(tiny_gguf):
 
 @pytest.mark.parametrize("name", ["gqa", "mha-tied-theta"])
 def test_decode_split_times_every_product_without_changing_it(tmp_path, name, benchmark_script):
-    """benchmarks/decode_split.py swaps the weights for timing stand-ins inside the real forward pass:
+    """benchmarks/decode_split.py wraps the runner's products in a timing stand-in inside the real forward pass:
     the logits must stay bit-identical (tied: the embedding rows pass through too), and every product
     of a step must be counted, 4 a layer and the head."""
     script = benchmark_script("decode_split")
