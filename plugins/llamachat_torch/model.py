@@ -67,7 +67,7 @@ class TorchModel:
 
     # Lookup decoding's drafts a pass, unless the chat says otherwise: a pass over 5 tokens costs
     # ~1.2-1.4x one token here, so 4 pays from about one accepted draft token a pass (benchmarks/lookup.py,
-    # docs/benchmarks.md). The NumPy backend keeps 0: its pass over 3-9 tokens costs 2.2-2.8x one token.
+    # docs/benchmarks.md). The NumPy backend keeps 0: its pass over 5 tokens costs ~3x one token.
     default_lookup = 4
 
     def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype, int4: bool = False):
