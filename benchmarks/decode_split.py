@@ -4,9 +4,10 @@ everything else, against the decode ceiling measured in the same run.
     .venv/bin/python benchmarks/decode_split.py [--model PATH] [--rounds 5] [--n-gen 64]
 
 `kernel_floor.py` times the products back to back with random weights; this times them where they
-happen, between the norms, RoPE, attention and SwiGLU of the backend's own `forward`, unchanged. Each
-weight matrix is swapped for a stand-in whose `x @ w.T` runs the same NumPy product and adds its
-duration to a clock (about a microsecond of bookkeeping per product, 121 products a token).
+happen, between the norms, RoPE, attention and SwiGLU of the backend's own `forward`, unchanged. The
+runner's `products` (every `x @ w.T` of a pass, rows.py) is wrapped in a stand-in that runs the same
+products and adds their duration to a clock (about a microsecond of bookkeeping per product, 121
+products a token).
 
 The line that matters for the target of ">= 80% of the ceiling": the products alone, with nothing
 else, reach `ceiling time / product time` of the ceiling. When that is under 80%, no forward pass
@@ -31,39 +32,22 @@ class Clock:
     products = 0
 
 
-class TimedWeight:
-    """Stands in for a weight matrix: `x @ w.T` is timed; rows (a tied embedding) and shape pass through."""
+class TimedProducts:
+    """Stands in for the runner's `products` (x @ w.T for every weight matrix): each product is timed."""
 
-    def __init__(self, w: np.ndarray, clock: Clock):
-        self.w, self.clock, self.shape = w, clock, w.shape
+    def __init__(self, products, clock: Clock):
+        self.products, self.clock = products, clock
 
-    @property
-    def T(self) -> _TimedProduct:
-        return _TimedProduct(self.w.T, self.clock)
-
-    def __getitem__(self, index):
-        return self.w[index]
-
-
-class _TimedProduct:
-    __array_ufunc__ = None  # makes `ndarray @ this` call __rmatmul__ instead of converting it
-
-    def __init__(self, wt: np.ndarray, clock: Clock):
-        self.wt, self.clock = wt, clock
-
-    def __rmatmul__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
-        y = x @ self.wt
+        y = self.products(x, w)
         self.clock.seconds += time.perf_counter() - start
         self.clock.products += 1
         return y
 
 
 def time_products(runner, clock: Clock) -> None:
-    for layer in runner.layers:
-        for name in ("wqkv", "wo", "wgate_up", "wdown"):
-            setattr(layer, name, TimedWeight(getattr(layer, name), clock))
-    runner.head = TimedWeight(runner.head, clock)
+    runner.products = TimedProducts(runner.products, clock)
 
 
 def decode(runner, clock: Clock, n_gen: int) -> tuple[float, float]:

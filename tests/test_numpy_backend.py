@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from llamachat_numpy.model import stored
 from llamachat_numpy.plain import PlainModel
+from llamachat_numpy.rows import Products
 from tiny_models import TinySpec, canonical_weights, dequantized, hf_logits, hf_model, load_into_hf, write_gguf
 
 import llamachat
@@ -135,7 +137,7 @@ def test_numpy_backend_refuses_other_dtypes(tiny_gguf):
 
 @pytest.mark.parametrize("name", ["gqa", "mha-tied-theta"])
 def test_decode_split_times_every_product_without_changing_it(tmp_path, name, benchmark_script):
-    """benchmarks/decode_split.py swaps the weights for timing stand-ins inside the real forward pass:
+    """benchmarks/decode_split.py wraps the runner's products in a timing stand-in inside the real forward pass:
     the logits must stay bit-identical (tied: the embedding rows pass through too), and every product
     of a step must be counted, 4 a layer and the head."""
     script = benchmark_script("decode_split")
@@ -150,3 +152,18 @@ def test_decode_split_times_every_product_without_changing_it(tmp_path, name, be
         assert np.array_equal(expected, got)
     assert clock.products == 3 * (4 * spec.n_layers + 1)
     assert clock.seconds > 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(192, 64), (64, 128), (100, 48)])  # [in, out]-stored, [out, in], neither blocks
+def test_products_of_a_few_rows_in_blocks_are_x_times_w_transposed(shape, threads):
+    """A lookup pass's products (2-16 rows, rows.py's blocks of the weight) against float64's x @ w.T,
+    in both memory orders `stored` picks, and the fallback where the blocks do not divide w."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(shape, dtype=np.float32)
+    products = Products(threads)
+    for T in (1, 2, 5, 16, 17):
+        x = rng.standard_normal((T, shape[1]), dtype=np.float32)
+        got = products(x, stored(w))
+        assert got.dtype == np.float32 and got.shape == (T, shape[0])
+        np.testing.assert_allclose(got, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-5, atol=1e-4)

@@ -17,7 +17,9 @@ reading every weight once per token; where the time goes: benchmarks/decode_spli
   wq (RoPE is linear, so the scale commutes with it): exact algebra, a few ops less per layer;
 - with a tied embedding the head is the only copy: a token's embedding is its row;
 - the KV cache is preallocated and written in place; nothing is concatenated per token;
-- a long prompt is attended in blocks of query rows, each against only the keys it can see.
+- a long prompt is attended in blocks of query rows, each against only the keys it can see;
+- a product of a few rows (a lookup pass: the last token and its drafts) runs in blocks of the
+  weight that OpenBLAS multiplies without packing it (rows.py).
 Every array and every scalar is float32: one float64 scalar would promote the activations and make
 each matmul cast the weights (NumPy 2's NEP 50), about 30x slower.
 """
@@ -33,6 +35,8 @@ import numpy as np
 from llamachat import masks
 from llamachat.protocols import CacheLength, ModelConfig, Tensor, as_float32, cache_capacity, checked_state
 from llamachat.rope import RopeTables, angles, score_scale
+
+from .rows import Products, blas_threads
 
 f32 = np.float32
 
@@ -113,6 +117,7 @@ class NumpyModel:
         self.rope = RopeTables(c, weights, lambda divisors: rope_table(c, c.context_length, divisors))
         self.eps = f32(c.norm_eps)
         self.weight_bytes = sum(a.nbytes for a in self._arrays())
+        self.products = Products(blas_threads())  # x @ w.T; a few rows (lookup's passes) in blocks: rows.py
 
     @staticmethod
     def _layer(c: ModelConfig, weights: Mapping[str, Tensor], prefix: str, scale: np.float32) -> Layer:
@@ -161,7 +166,7 @@ class NumpyModel:
                     x += self.feed_forward(layer, self.rms_norm(x))
         if not all_logits:
             x = x[-1:]
-        logits = (self.rms_norm(x) * self.output_norm) @ self.head.T  # [T, V]
+        logits = self.products(self.rms_norm(x) * self.output_norm, self.head)  # [T, V]
         return logits if all_logits else logits[0]
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
@@ -177,7 +182,7 @@ class NumpyModel:
         c = self.config
         T, H, K, Dh = len(x), c.n_heads, c.n_kv_heads, c.head_dim
         S = start + T
-        qkv = x @ layer.wqkv.T  # [T, H*Dh + 2*K*Dh]
+        qkv = self.products(x, layer.wqkv)  # [T, H*Dh + 2*K*Dh]
         if layer.bqkv.size:
             qkv += layer.bqkv
         qk = qkv[:, : (H + K) * Dh].reshape(T, H + K, Dh)  # q and k heads side by side
@@ -196,7 +201,7 @@ class NumpyModel:
             t1 = min(T, t0 + self.query_block)
             seen = start + t1
             out[t0:t1] = self.attend(q[t0:t1], cache.k[i, :, :seen], cache.v[i, :, :seen], None if mask is None else mask[t0:t1, :seen])
-        return out @ layer.wo.T  # [T, D]
+        return self.products(out, layer.wo)  # [T, D]
 
     query_block = 64  # rows of new tokens attended at once (decode: one); 64 measured best of 32-256 at pp512
 
@@ -218,6 +223,6 @@ class NumpyModel:
 
     def feed_forward(self, layer: Layer, x: np.ndarray) -> np.ndarray:
         F = layer.wdown.shape[1]
-        gate_up = x @ layer.wgate_up.T  # [T, 2F]
+        gate_up = self.products(x, layer.wgate_up)  # [T, 2F]
         gate, up = gate_up[:, :F], gate_up[:, F:]
-        return (gate / (1 + np.exp(-gate)) * up) @ layer.wdown.T  # SwiGLU: silu(gate) * up, [T, D]
+        return self.products(gate / (1 + np.exp(-gate)) * up, layer.wdown)  # SwiGLU: silu(gate) * up, [T, D]

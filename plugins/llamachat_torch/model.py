@@ -67,7 +67,7 @@ class TorchModel:
 
     # Lookup decoding's drafts a pass, unless the chat says otherwise: a pass over 5 tokens costs
     # ~1.2-1.4x one token here, so 4 pays from about one accepted draft token a pass (benchmarks/lookup.py,
-    # docs/benchmarks.md). The NumPy backend keeps 0: its pass over 3-9 tokens costs 2.2-2.8x one token.
+    # docs/benchmarks.md). The NumPy backend keeps 0: its pass over 5 tokens costs ~3x one token.
     default_lookup = 4
 
     def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype, int4: bool = False):
@@ -196,8 +196,8 @@ class TorchModel:
             # sliding window, if any: masks.py)
             window = self.config.sliding_window
             mask = None
-            if masks.needed(T, window):
-                mask = torch.from_numpy(masks.visible(start, T, end, window)).to(self.device)
+            if masks.needed(T, window):  # additive (0 / -inf): PyTorch 2.13's CPU attention takes it ~25% faster than a bool one
+                mask = torch.from_numpy(masks.additive(start, T, end, window)).to(self.device, self.cache_dtype)
             for i, layer in enumerate(self.layers):
                 x = self.block(x, layer, cache.k[i], cache.v[i], cis, mask, start, end)
         if not all_logits:
