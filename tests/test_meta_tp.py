@@ -14,6 +14,7 @@ import pytest
 import torch
 from llamachat_torch import tp
 from llamachat_torch.model import TorchModel
+from test_tp import greedy
 from tiny_models import TinySpec, write_meta
 
 from llamachat.checkpoints import open_checkpoint
@@ -113,14 +114,6 @@ def one_process(directory, weights) -> TorchModel:
     checkpoint = open_checkpoint(directory)
     extra = {"rope_freqs": checkpoint.weights["rope_freqs"]} if "rope_freqs" in checkpoint.weights else {}
     return TorchModel(checkpoint.config, weights | extra, torch.device("cpu"), torch.float32)
-
-
-def greedy(runner, cache, prompt, n):
-    out, logits = [], runner.forward(prompt, cache)
-    for _ in range(n):
-        out.append(int(np.argmax(logits)))
-        logits = runner.forward([out[-1]], cache)
-    return out
 
 
 def test_tp2_on_meta_shards_matches_one_process(meta2):
