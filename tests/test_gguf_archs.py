@@ -1,9 +1,9 @@
 """GGUF per architecture (issue 17), checked against an outside writer: llama.cpp's own
 convert_hf_to_gguf.py (llama-cpp-python 0.3.36's, unpacked into the venv by `make test`'s dev install)
 run on tiny transformers models of each family (GQA on and off, tied and untied where the family ships
-both: KINDS). The reader must give transformers' weights in the
-canonical interleaved q/k order (permuted here with tiny_models' own permutation, not llamachat's),
-and `llamachat convert` must write back what llama.cpp's converter wrote, tensor for tensor."""
+both: KINDS). The reader must give transformers' weights in the canonical interleaved q/k order
+(permuted here with tiny_models' own permutation, not llamachat's), and `llamachat convert` must write
+back what llama.cpp's converter wrote, tensor for tensor."""
 
 from __future__ import annotations
 
