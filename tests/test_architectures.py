@@ -203,6 +203,22 @@ def test_info_counts_match_transformers(model):
     assert report(counted)["architecture"]["arch"] == hf_config.model_type
 
 
+def test_info_on_phi35_mini_is_transformers_longrope():
+    """Phi-3.5-mini exists only in its 128k longrope form: info's factor, original context and
+    attention factor from its published config.json are those transformers' own longrope computes."""
+    import transformers
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    directory = CONFIGS / "Phi-3.5-mini-instruct"
+    hf_config = transformers.AutoConfig.from_pretrained(directory)
+    inv_freq, attention = ROPE_INIT_FUNCTIONS["longrope"](hf_config, "cpu")
+    rope = report(read_config_only(directory).config)["architecture"]["rope_scaling"]
+    assert (rope["rope_type"], rope["original_max_position_embeddings"]) == ("longrope", 4096)
+    assert rope["factor"] == hf_config.max_position_embeddings / 4096 == 32
+    assert rope["attention_factor"] == pytest.approx(attention, rel=1e-12)
+    assert len(inv_freq) == len(hf_config.rope_parameters["long_factor"]) == 48  # head_dim 96 / 2
+
+
 @pytest.mark.parametrize("name", ["qwen2-swa", "qwen3", "phi3", "mistral-swa", "phi3-longrope", "phi3-longrope-short"])
 def test_convert_to_hf_is_read_by_transformers(tmp_path, name):
     """convert --to hf writes the family's own model_type, biases, norms and fused Phi-3 weights:
