@@ -53,7 +53,9 @@ def check_tp_device(device: str, dtype: str, int4: bool, ranks_here: int) -> Non
             raise ValueError("--tp runs float32 on the CPU (gloo); accepted: --dtype float32 and no quantize there, or --device cuda")
         return
     if device != "cuda":  # cuda:N
-        raise ValueError(f"--tp puts each rank on cuda:<its local rank>, not {device!r}: give --device cuda (choose the GPUs with CUDA_VISIBLE_DEVICES)")
+        raise ValueError(
+            f"--tp puts each rank on cuda:<its local rank>, not {device!r}: give --device cuda (choose the GPUs with CUDA_VISIBLE_DEVICES)"
+        )
     visible = torch.cuda.device_count()
     if visible < ranks_here:
         raise ValueError(f"--tp runs {ranks_here} ranks on this machine, one CUDA device each: {_visible(visible, 'here')}")

@@ -592,7 +592,9 @@ def open_weights(path: str) -> tuple[ModelConfig, Mapping[str, Tensor]]:
     return checkpoint.config, checkpoint.weights
 
 
-def _start_rank_0(world: int, order: Order, weights: Mapping[str, Tensor], local_rank: int, on_close: Callable[[], None], closing: threading.Event) -> TPRunner:
+def _start_rank_0(
+    world: int, order: Order, weights: Mapping[str, Tensor], local_rank: int, on_close: Callable[[], None], closing: threading.Event
+) -> TPRunner:
     def build(order: Order, placement: Placement) -> Built:
         return local_model(order.config, weights, world, 0, placement)
 
