@@ -399,7 +399,17 @@ class TPRunner:
         if not self.closed:
             self.closing.set()
             _broadcast(("shutdown",))
+            _leave_tensor_group(self.executor.group)
             self.on_close()
+
+
+def _leave_tensor_group(group) -> None:
+    """Every rank destroys the NCCL group as soon as the shutdown is out, before rank 0 waits for its
+    workers to exit: since torch 2.6 the destroy flushes with ncclCommFinalize and waits for the other
+    ranks to destroy theirs too (pytorch/pytorch#141510), so rank 0 waiting first would stall the exit
+    until its join timed out. On the CPU there is none (the default group is the tensor group)."""
+    if group is not None:
+        dist.destroy_process_group(group)
 
 
 # -- starting the group ------------------------------------------------------------------------------
@@ -564,6 +574,7 @@ def serve(world: int, local_rank: int) -> None:
     """A rank other than 0, joined: the handshake, then rank 0's commands until shutdown."""
     order, placement, (model, s) = handshake(local_rank)
     worker_loop(Executor(order.config, model, s, world, placement.group))
+    _leave_tensor_group(placement.group)
     dist.destroy_process_group()
 
 
