@@ -116,7 +116,9 @@ def speed(shape: str, device: str, n_gen: int, bandwidth: float, gpus: int) -> N
     decode_speed(one, 4, config.vocab_size)  # warm-up
     tg = decode_speed(one, n_gen, config.vocab_size)
     ceiling = decode_bound(one.weight_bytes, bandwidth)
-    print(f"TP=1 {shape} {dtype}: {tg:.1f} tok/s, ceiling {ceiling:.1f} ({100 * tg / ceiling:.0f}%), {one.weight_bytes / 1e9:.2f} GB of weights")
+    print(
+        f"TP=1 {shape} {dtype}: {tg:.1f} tok/s, ceiling {ceiling:.1f} ({100 * tg / ceiling:.0f}%), {one.weight_bytes / 1e9:.2f} GB of weights"
+    )
     del one
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -147,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     gpus = torch.cuda.device_count() if args.device == "cuda" else 2  # the CPU stands in for two
     if args.device == "cuda":
-        nccl = ".".join(map(str, torch.cuda.nccl.version()))
+        version = torch.cuda.nccl.version()  # a tuple since torch 1.x's int
+        nccl = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
         print(f"torch {torch.__version__}, NCCL {nccl}, {gpus} x {torch.cuda.get_device_name(0)}")
     failed = False
     if gpus >= 2:

@@ -19,6 +19,9 @@ from llamachat_torch.placement import Placement
 from test_tp import SHAPES, config_kwargs, random_model
 from test_tp_start import ARGS, llamachat_errors, run, torchrun
 
+from llamachat import ranks
+from llamachat.errors import LlamachatError
+
 FAKE_CUDA = str(Path(__file__).parent / "fake_cuda.py")
 
 
@@ -125,6 +128,22 @@ def test_torchrun_rank_without_its_gpu_is_one_line_and_every_rank_exits_2(tiny_g
     assert r.returncode != 0 and "rank      : 0 (local_rank: 0)\n  exitcode  : 2" in r.stderr.split("Root Cause")[1], r.stderr
 
 
+LAUNCH = {"RANK": "3", "WORLD_SIZE": "4", "MASTER_ADDR": "h", "MASTER_PORT": "1"}
+
+
+def test_the_local_rank_is_torchruns_and_else_the_rank_itself():
+    torchrun_env = ranks.from_env(LAUNCH | {"LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    assert (torchrun_env.local_rank, torchrun_env.local_world) == (1, 2)  # 2 machines of 2 ranks
+    alone = ranks.from_env(LAUNCH)  # a launcher that says nothing of machines: all on one
+    assert (alone.local_rank, alone.local_world) == (3, 4)
+
+
+def test_a_local_rank_outside_its_machine_is_one_line():
+    with pytest.raises(LlamachatError) as e:
+        ranks.from_env(LAUNCH | {"LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "2"})
+    assert str(e.value) == "LOCAL_RANK=2 is not below LOCAL_WORLD_SIZE=2"
+
+
 # -- which group each collective goes over -----------------------------------------------------------
 
 
@@ -170,3 +189,20 @@ def test_a_pass_goes_over_the_tensor_group_and_a_state_export_over_the_default(c
     calls.clear()
     executor.run("state", 0)
     assert calls == [("gather", None), ("gather", None)]  # k and v: host tensors, over gloo
+
+
+def test_the_gpu_check_script_passes_on_gloo(tmp_path):
+    """benchmarks/tp_gpu_check.py is what a session lent GPUs runs first (NCCL, 7B-shaped speed); here
+    the same parity checks run over gloo on the CPU, with the tiny shape for the speed lines."""
+    script = Path(__file__).parents[1] / "benchmarks" / "tp_gpu_check.py"
+    argv = [sys.executable, str(script), "--device", "cpu", "--shape", "tiny", "--bandwidth-mib", "64", "--n-gen", "4"]
+    r = run(argv, tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert [line.split(", ", 1)[1] for line in lines if line.startswith("--tp 2 over gloo")] == [
+        "divisible: matches one process",
+        "uneven kv heads, tied: matches one process",
+        "replicated kv head: matches one process",
+        "embedding split along the dim: matches one process",
+    ]
+    assert lines[-1] == "tp_gpu_check: PASS"
