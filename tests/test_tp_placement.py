@@ -170,7 +170,45 @@ def collectives(monkeypatch):
     try:
         yield dist.new_group(backend="gloo"), calls
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():  # a failed _agree destroys it itself
+            dist.destroy_process_group()
+
+
+@pytest.fixture
+def cuda_calls(monkeypatch, visible):
+    """torch.cuda.set_device and dist.new_group recorded instead of run (no GPU here), in order."""
+    calls: list[tuple] = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+
+    def new_group(**kwargs):
+        calls.append(("new_group", kwargs))
+        return "the NCCL group"
+
+    monkeypatch.setattr(dist, "new_group", new_group)
+    return calls
+
+
+def test_on_cuda_a_rank_joins_an_nccl_group_bound_to_its_gpu(collectives, cuda_calls, visible):
+    visible(2)
+    order = tp.Order(None, None, 1, "cuda", "bfloat16")
+    assert tp._place(order, local_rank=1) == Placement(torch.device("cuda", 1), torch.bfloat16, "the NCCL group")
+    device = torch.device("cuda", 1)
+    assert cuda_calls == [("set_device", device), ("new_group", {"backend": "nccl", "timeout": tp.NCCL_TIMEOUT, "device_id": device})]
+    _, calls = collectives
+    assert calls == [("all_gather_object", None)]  # the ranks agreed over gloo that each has its GPU first
+
+
+def test_on_cuda_a_rank_without_its_gpu_stops_every_rank_before_nccl(collectives, cuda_calls, visible):
+    visible(1)
+    with pytest.raises(LlamachatError) as e:
+        tp._place(tp.Order(None, None, 1, "cuda", "bfloat16"), local_rank=1)
+    assert str(e.value) == "rank 0 of 1: has no cuda:1 for its local rank 1: 1 CUDA device is visible on its machine (CUDA_VISIBLE_DEVICES)"
+    assert cuda_calls == []
+
+
+def test_on_the_cpu_placing_a_rank_makes_no_collective(collectives):
+    assert tp._place(tp.Order(None, None, 1), local_rank=1) == placement.CPU
+    assert collectives[1] == []
 
 
 @pytest.mark.parametrize("embedding", ["vocab", "dim", "tied"])
