@@ -6,6 +6,7 @@ faked, and the routing is checked on gloo with a second group standing in for NC
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import sys
 from pathlib import Path
 
@@ -126,6 +127,23 @@ def test_torchrun_rank_without_its_gpu_is_one_line_and_every_rank_exits_2(tiny_g
         "llamachat: error: rank 1 of 2: has no cuda:1 for its local rank 1: 1 CUDA device is visible on its machine (CUDA_VISIBLE_DEVICES)"
     ]
     assert r.returncode != 0 and "rank      : 0 (local_rank: 0)\n  exitcode  : 2" in r.stderr.split("Root Cause")[1], r.stderr
+
+
+def out_of_gpu_memory_on_rank_1(kwargs: dict):
+    """A weights factory whose rank 1 runs out of GPU memory (what torch raises there)."""
+    if dist.get_rank() == 1:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 1 has a total capacity of 79.10 GiB")
+    return random_model(kwargs)
+
+
+def test_a_rank_out_of_gpu_memory_is_one_line_and_every_rank_exits_2():
+    kwargs = config_kwargs(SHAPES["divisible"], False)
+    with pytest.raises(LlamachatError) as e:
+        tp.start(2, functools.partial(out_of_gpu_memory_on_rank_1, kwargs), local=random_model(kwargs))
+    assert str(e.value).startswith("rank 1 of 2: could not build its share: CUDA out of memory. Tried to allocate 2.00 GiB.")
+    [worker] = multiprocessing.active_children()
+    worker.join(timeout=30)
+    assert worker.exitcode == 2
 
 
 LAUNCH = {"RANK": "3", "WORLD_SIZE": "4", "MASTER_ADDR": "h", "MASTER_PORT": "1"}

@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -522,7 +523,7 @@ def handshake(local_rank: int, order: Order | None = None, build: Build | None =
     built, problem = None, None
     try:
         built = (build or _build_from)(order, placement)
-    except (LlamachatError, ValueError, OSError, MemoryError) as e:
+    except (LlamachatError, ValueError, OSError, MemoryError, torch.OutOfMemoryError) as e:  # the last: a GPU's
         problem = f"could not build its share: {e}"
     _agree(problem)
     return order, placement, built
@@ -552,7 +553,7 @@ def _place(order: Order, local_rank: int) -> Placement:
     return Placement(device, dtype, group)
 
 
-def _failed_alone(problem: str) -> None:
+def _failed_alone(problem: str) -> NoReturn:
     """A start-up failure the other ranks cannot be told of (the group that would tell them is what
     failed): rank 0 raises its line; another rank prints its own, since rank 0 will not."""
     rank, world = dist.get_rank(), dist.get_world_size()
