@@ -12,7 +12,8 @@ is right and how fast it is.
    against one process on cuda:0, on small random models that take every path of the split (kv
    heads even, uneven and replicated; a tied head; the embedding split along the vocabulary, an
    NCCL all-reduce, and along the dimension, an NCCL all-gather): every logit within 1e-5, the
-   gathered cache state within 1e-5, and 32 greedy tokens identical.
+   gathered cache state within 1e-5, 32 greedy tokens identical, and a cache moved from one to the
+   other (load_state) within 1e-4.
 3. With 2 or more GPUs: `--tp 2` decode tok/s of the 7B shape in bfloat16 against
    costs.decode_bound(rank 0's bytes, the bandwidth, 2 all-reduces a layer over NVLink 4).
 
@@ -103,6 +104,12 @@ def parity(case: tuple, device: str) -> list[str]:
         a, b = greedy(runner, c2, [7], 32), greedy(one, c1, [7], 32)
         if a != b:
             problems.append(f"greedy tokens differ: {a} vs {b}")
+        # each side resumes the other's cache (37 tokens: float32 sums in another order, so 1e-4, as tests/test_tp.py)
+        c3, c4 = runner.new_cache(), one.new_cache()
+        c3.load_state(c1.state()), c4.load_state(c2.state())
+        gap = np.abs(runner.forward([42], c3) - one.forward([42], c4)).max()
+        if not gap <= 1e-4:
+            problems.append(f"after a cache moved between them, logits differ by {gap:.2e} (> 1e-4)")
     finally:
         runner.close()
     return problems
