@@ -1,7 +1,8 @@
 """Which rank this process is, when a launcher (torchrun, or any env:// launcher) started it.
 
-torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in every worker, the same
-names torch.distributed's `env://` rendezvous reads. Under torchrun the agent already hosts the
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT in every
+worker, the same names torch.distributed's `env://` rendezvous reads (the local pair says which GPU a
+rank takes on its machine: cuda:LOCAL_RANK). Under torchrun the agent already hosts the
 TCPStore at MASTER_ADDR:MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE=True) and every rank joins it as a
 client; torch's env:// handler knows that, so the torch backend rendezvous through it. This module
 only reads the variables, without torch, so the command line can decide before anything loads: rank
@@ -33,6 +34,8 @@ class Launch:
     port: int  # MASTER_PORT
     timeout_s: float  # the rendezvous timeout
     agent_store: bool = False  # torchrun's agent hosts the store: rank 0 joins it as a client too
+    local_rank: int = 0  # LOCAL_RANK: this rank's place among the ranks of its machine
+    local_world: int = 1  # LOCAL_WORLD_SIZE: the ranks on this machine
 
     @property
     def address(self) -> str:
@@ -75,4 +78,18 @@ def from_env(env: Mapping[str, str] = os.environ) -> Launch | None:
     if not timeout_s > 0:
         raise LlamachatError(f"LLAMACHAT_RENDEZVOUS_TIMEOUT={timeout!r} is not a positive number of seconds")
     port = _integer(env, "MASTER_PORT", 1)
-    return Launch(rank, world, env["MASTER_ADDR"], port, timeout_s, env.get("TORCHELASTIC_USE_AGENT_STORE") == "True")
+    local_rank, local_world = _local(env, rank, world)
+    agent_store = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    return Launch(rank, world, env["MASTER_ADDR"], port, timeout_s, agent_store, local_rank, local_world)
+
+
+def _local(env: Mapping[str, str], rank: int, world: int) -> tuple[int, int]:
+    """LOCAL_RANK and LOCAL_WORLD_SIZE (torchrun sets both); a launcher that sets neither is taken to
+    run every rank on one machine, as `--tp N` does."""
+    if not env.get("LOCAL_RANK") and not env.get("LOCAL_WORLD_SIZE"):
+        return rank, world
+    local_rank = _integer(env, "LOCAL_RANK", 0) if env.get("LOCAL_RANK") else 0
+    local_world = _integer(env, "LOCAL_WORLD_SIZE", 1) if env.get("LOCAL_WORLD_SIZE") else local_rank + 1
+    if local_rank >= local_world:
+        raise LlamachatError(f"LOCAL_RANK={local_rank} is not below LOCAL_WORLD_SIZE={local_world}")
+    return local_rank, local_world

@@ -38,12 +38,12 @@ def run(cmd: list[str], home: Path, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=full, stdin=subprocess.DEVNULL, timeout=300)
 
 
-def torchrun(*args: str, home: Path, script: list[str] | None = None) -> subprocess.CompletedProcess:
+def torchrun(*args: str, home: Path, script: list[str] | None = None, **env: str) -> subprocess.CompletedProcess:
     """`torchrun --nnodes 1 --nproc-per-node 2 --rdzv-endpoint 127.0.0.1:PORT -m llamachat ARGS`, the
     README's several-machines command on one."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2"]
     launcher += ["--rdzv-endpoint", f"127.0.0.1:{free_port()}"]
-    return run([*launcher, *(script or ["-m", "llamachat"]), *args], home)
+    return run([*launcher, *(script or ["-m", "llamachat"]), *args], home, **env)
 
 
 def llamachat_errors(stderr: str) -> list[str]:

@@ -107,14 +107,16 @@ class TorchBackend:
             torch.set_num_threads(int(options["threads"]))
         if options.get("tp", 1) > 1:
             from . import tp
+            from .placement import check_tp_device
 
-            if device != "cpu" or dtype != "float32" or int4:
-                raise ValueError("--tp runs float32 on the CPU (gloo) for now; accepted: --device cpu --dtype float32, no quantize")
+            launch = options.get("launch")  # torchrun started every rank: this is rank 0 of its group
+            check_tp_device(device, dtype, int4, launch.local_world if launch else options["tp"])
             threads = int(options.get("threads") or 1)
             factory = functools.partial(tp.open_weights, str(options["source"]))
-            if options.get("launch"):  # torchrun started every rank: this is rank 0 of its group
-                return tp.start_launched(options["launch"], factory, threads, local=(config, weights))
-            return tp.start(options["tp"], factory, threads, local=(config, weights))
+            where = {"device": device, "dtype": dtype}
+            if launch:
+                return tp.start_launched(launch, factory, threads, local=(config, weights), **where)
+            return tp.start(options["tp"], factory, threads, local=(config, weights), **where)
         return TorchModel(config, weights, torch.device(device), getattr(torch, dtype), int4=int4)
 
     def serve(self, launch) -> int:

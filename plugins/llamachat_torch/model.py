@@ -188,6 +188,13 @@ class TorchModel:
 
     @torch.inference_mode()
     def forward(self, ids: Sequence[int], cache: TorchKVCache, all_logits: bool = False) -> np.ndarray:
+        logits = self.device_logits(ids, cache, all_logits).cpu().numpy()  # [T, V]
+        return logits if all_logits else logits[0]
+
+    @torch.inference_mode()
+    def device_logits(self, ids: Sequence[int], cache: TorchKVCache, all_logits: bool = False) -> torch.Tensor:
+        """The pass itself: float32 logits [T, V] (all_logits) or [1, V] of the last token, on the
+        device (tensor parallel gathers them there: tp.py)."""
         T = len(ids)
         with cache.extend(T) as (start, end):  # the cache holds the new tokens once this block completes
             x = self.embed(torch.tensor(list(ids), device=self.device))  # [T, D]
@@ -202,5 +209,4 @@ class TorchModel:
                 x = self.block(x, layer, cache.k[i], cache.v[i], cis, mask, start, end)
         if not all_logits:
             x = x[-1:]
-        logits = self.linear(self.rms_norm(x, self.output_norm), self.head).float().cpu().numpy()  # [T, V]
-        return logits if all_logits else logits[0]
+        return self.linear(self.rms_norm(x, self.output_norm), self.head).float()

@@ -21,7 +21,8 @@ load_state, drop and shutdown. Processes start in one of two ways: `llamachat --
 launcher (torchrun, over several machines) starts every rank and they meet through torch's env://
 rendezvous (`start_launched` on rank 0, `serve_launched` on the others). Both then shake hands the
 same way (`handshake`); each worker opens the checkpoint itself (memory-mapped) and keeps its slices.
-Not yet: CUDA/NCCL.
+On CUDA each rank runs on cuda:LOCAL_RANK and the forward pass's collectives go over an NCCL group,
+the commands over gloo (placement.py says why); on the CPU everything goes over the one gloo group.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -54,10 +56,16 @@ from llamachat.rope import DIVISOR_WEIGHTS
 from llamachat.version import __version__
 
 from .model import TorchModel
+from .placement import CPU, Placement, rank_device, tensor_backend
 from .sliced import SlicedLinear
 
 # Idle ranks wait in a broadcast while the user types: the collective's own timeout must outlast that.
 IDLE_TIMEOUT = timedelta(hours=24)
+# The NCCL group's timeout, torch's default for NCCL: its collectives run only inside a pass every rank
+# is in (the commands that start one go over gloo), so they wait for the slowest rank's share of one
+# layer, never for the user. Past it the watchdog ends the process (TORCH_NCCL_ASYNC_ERROR_HANDLING's
+# default, 3: "tearing down process", torch's ProcessGroupNCCL environment variables page).
+NCCL_TIMEOUT = timedelta(minutes=10)
 # A dead rank is found by rank 0 polling its workers this often, not by a collective's timeout: the
 # chat ends within POLL_S + the time to stop the others (well under 2 s).
 POLL_S = 0.5
@@ -151,15 +159,15 @@ class VocabParallelEmbedding:
     """Rows [a, b) of the embedding on this rank (fairscale's VocabParallelEmbedding): each rank looks
     up the ids it holds, zeros the others, and the all-reduce sums the one non-zero row of each."""
 
-    def __init__(self, lookup: Callable[[torch.Tensor], torch.Tensor], bounds: tuple[int, int]):
-        self.lookup, (self.a, self.b) = lookup, bounds
+    def __init__(self, lookup: Callable[[torch.Tensor], torch.Tensor], bounds: tuple[int, int], group=None):
+        self.lookup, (self.a, self.b), self.group = lookup, bounds, group
 
     def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
         local = ids - self.a
         inside = (local >= 0) & (local < self.b - self.a)
         x = self.lookup(local.clamp(0, self.b - self.a - 1))
-        x = torch.where(inside[:, None], x, torch.zeros((), dtype=x.dtype)).contiguous()
-        dist.all_reduce(x)
+        x = torch.where(inside[:, None], x, x.new_zeros(())).contiguous()
+        dist.all_reduce(x, group=self.group)
         return x
 
 
@@ -167,16 +175,16 @@ class ParallelEmbedding:
     """Columns [a, b) of the embedding on this rank (fairscale's ParallelEmbedding, LLaMA-1/2's split):
     each rank looks up its columns of every id and the all-gather puts them side by side."""
 
-    def __init__(self, table: torch.Tensor, bounds: list[tuple[int, int]]):
-        self.table, self.bounds = table, bounds
+    def __init__(self, table: torch.Tensor, bounds: list[tuple[int, int]], group=None):
+        self.table, self.bounds, self.group = table, bounds, group
 
     def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
         mine = self.table[ids]
-        width = max(b - a for a, b in self.bounds)  # gloo gathers equal sizes: pad to the widest
-        padded = torch.zeros(mine.shape[0], width, dtype=mine.dtype)
+        width = max(b - a for a, b in self.bounds)  # gloo and NCCL gather equal sizes: pad to the widest
+        padded = torch.zeros(mine.shape[0], width, dtype=mine.dtype, device=mine.device)
         padded[:, : mine.shape[1]] = mine
         out = [torch.empty_like(padded) for _ in self.bounds]
-        dist.all_gather(out, padded)
+        dist.all_gather(out, padded, group=self.group)
         return torch.cat([o[:, : b - a] for o, (a, b) in zip(out, self.bounds)], dim=1)
 
 
@@ -184,28 +192,32 @@ class AllReduced:
     """A row-parallel Linear: this rank's partial product, summed over every rank (TorchModel.linear
     calls a non-tensor weight, so the forward pass itself is shared with one process)."""
 
-    def __init__(self, model: TorchModel, w):
-        self.model, self.w = model, w
+    def __init__(self, model: TorchModel, w, group=None):
+        self.model, self.w, self.group = model, w, group
         self.nbytes = w.nbytes
 
-    seconds = 0.0  # time in all-reduces on this rank (benchmarks/tp_decode.py reads it)
+    # time in all-reduces on this rank (benchmarks/tp_decode.py reads it); on CUDA only the time to
+    # queue them, since an NCCL collective returns before the GPU has run it
+    seconds = 0.0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = self.model.linear(x, self.w).contiguous()
         t = time.perf_counter()
-        dist.all_reduce(y)
+        dist.all_reduce(y, group=self.group)
         AllReduced.seconds += time.perf_counter() - t
         return y
 
 
-def local_model(config: ModelConfig, weights: Mapping[str, Tensor], world: int, rank: int, **options) -> tuple[TorchModel, Shard]:
+def local_model(
+    config: ModelConfig, weights: Mapping[str, Tensor], world: int, rank: int, placement: Placement = CPU
+) -> tuple[TorchModel, Shard]:
     s = shard(config, world, rank)
     local, sub = shard_weights(config, weights, s, rank, world)
-    model = TorchModel(local, sub, options.get("device", torch.device("cpu")), options.get("dtype", torch.float32))
+    model = TorchModel(local, sub, placement.device, placement.dtype)
     for layer in model.layers:
-        layer["wo"] = AllReduced(model, layer["wo"])
-        layer["wdown"] = AllReduced(model, layer["wdown"])
-    model.embedding = _embedding(model, config, weights, world, s)
+        layer["wo"] = AllReduced(model, layer["wo"], placement.group)
+        layer["wdown"] = AllReduced(model, layer["wdown"], placement.group)
+    model.embedding = _embedding(model, config, weights, world, s, placement.group)
     _return_freed_memory()
     return model, s
 
@@ -221,14 +233,14 @@ def _return_freed_memory() -> None:
         pass
 
 
-def _embedding(model: TorchModel, config: ModelConfig, weights: Mapping[str, Tensor], world: int, s: Shard):
+def _embedding(model: TorchModel, config: ModelConfig, weights: Mapping[str, Tensor], world: int, s: Shard, group=None):
     """The rank's share of the embedding behind the lookup TorchModel.embed does (`embedding[ids]`)."""
     if embedding_axis(config, weights) == 1:
-        return ParallelEmbedding(model.embedding, split(config.dim, world))
+        return ParallelEmbedding(model.embedding, split(config.dim, world), group)
     if model.embedding is not None:
-        return VocabParallelEmbedding(model.embedding.__getitem__, s.vocab)
+        return VocabParallelEmbedding(model.embedding.__getitem__, s.vocab, group)
     head = model.head  # tied: the head's own rows, one copy
-    return VocabParallelEmbedding(head.rows if isinstance(head, SlicedLinear) else head.__getitem__, s.vocab)
+    return VocabParallelEmbedding(head.rows if isinstance(head, SlicedLinear) else head.__getitem__, s.vocab, group)
 
 
 # -- the command channel: rank 0 broadcasts, every rank executes ------------------------------------
@@ -243,8 +255,9 @@ def _broadcast(command: tuple | None = None) -> tuple:
 class Executor:
     """What every rank does with a command, rank 0 included: its own caches, by id."""
 
-    def __init__(self, config: ModelConfig, model: TorchModel, s: Shard, world: int):
+    def __init__(self, config: ModelConfig, model: TorchModel, s: Shard, world: int, group=None):
         self.config, self.model, self.shard, self.world = config, model, s, world
+        self.group = group  # the forward pass's (placement.py); the cache states go over the default one
         self.caches: dict[int, object] = {}
         self.vocab = split(config.vocab_size, world)
         self.kv = [shard(config, world, r) for r in range(world)]
@@ -261,21 +274,23 @@ class Executor:
     def op_truncate(self, cid: int, n: int) -> None:
         self.caches[cid].truncate(n)
 
+    @torch.inference_mode()
     def op_forward(self, cid: int, ids: list[int], all_logits: bool):
-        logits = self.model.forward(ids, self.caches[cid], all_logits=True)  # [T, V_r]
-        return self._gather_columns(torch.from_numpy(np.ascontiguousarray(logits)), self.vocab)
+        logits = self.model.device_logits(ids, self.caches[cid], all_logits=True)  # [T, V_r] on the rank's device
+        return self._gather_columns(logits, self.vocab)
 
     def _gather_columns(self, part: torch.Tensor, bounds: list[tuple[int, int]]):
-        """Rank 0 gets the ranks' column blocks side by side (gloo gathers equal sizes: pad to the widest)."""
+        """Rank 0 gets the ranks' column blocks side by side, on the host (gloo and NCCL gather equal
+        sizes: pad to the widest)."""
         width = max(b - a for a, b in bounds)
-        padded = torch.zeros(part.shape[0], width, *part.shape[2:], dtype=part.dtype)
+        padded = torch.zeros(part.shape[0], width, *part.shape[2:], dtype=part.dtype, device=part.device)
         padded[:, : part.shape[1]] = part
         rank = dist.get_rank()
         out = [torch.empty_like(padded) for _ in bounds] if rank == 0 else None
-        dist.gather(padded, out, dst=0)
+        dist.gather(padded, out, dst=0, group=self.group)
         if rank:
             return None
-        return torch.cat([o[:, : b - a] for o, (a, b) in zip(out, bounds)], dim=1).numpy()
+        return torch.cat([o[:, : b - a] for o, (a, b) in zip(out, bounds)], dim=1).cpu().numpy()
 
     def op_state(self, cid: int):
         """k and v [n_layers, n_kv_heads, n, Dh] on rank 0; replicated kv heads counted once."""
@@ -283,7 +298,7 @@ class Executor:
         n = len(cache)
         result = []
         for t in (cache.k, cache.v):
-            mine = t[:, :, :n].float().transpose(0, 1).contiguous()  # [K_r, L, n, Dh]: heads first to gather
+            mine = t[:, :, :n].float().transpose(0, 1).contiguous().cpu()  # [K_r, L, n, Dh]: heads first to gather
             width = max(s.kv[1] - s.kv[0] for s in self.kv)
             padded = torch.zeros(width, *mine.shape[1:])
             padded[: mine.shape[0]] = mine
@@ -385,7 +400,17 @@ class TPRunner:
         if not self.closed:
             self.closing.set()
             _broadcast(("shutdown",))
+            _leave_tensor_group(self.executor.group)
             self.on_close()
+
+
+def _leave_tensor_group(group) -> None:
+    """Every rank destroys the NCCL group as soon as the shutdown is out, before rank 0 waits for its
+    workers to exit: since torch 2.6 the destroy flushes with ncclCommFinalize and waits for the other
+    ranks to destroy theirs too (pytorch/pytorch#141510), so rank 0 waiting first would stall the exit
+    until its join timed out. On the CPU there is none (the default group is the tensor group)."""
+    if group is not None:
+        dist.destroy_process_group(group)
 
 
 # -- starting the group ------------------------------------------------------------------------------
@@ -394,12 +419,24 @@ class TPRunner:
 # ranks 1..N-1 with torch.multiprocessing; under torchrun (or any env:// launcher) every process is
 # started by the launcher, rank 0 calls `start_launched` and the others `serve_launched`, meeting
 # through torch's own env:// rendezvous. Then, on every rank: the llamachat versions are compared,
-# rank 0 sends what to build (its config, the weights factory, the thread count), each rank builds
-# its share, and each says whether that worked; on any failure rank 0 raises one line naming the
-# rank and every rank leaves with exit code 2.
+# rank 0 sends what to build (`Order`: its config, the weights factory, the thread count, the device
+# kind and dtype), on CUDA each rank checks it has its GPU and every rank joins the NCCL group, each
+# rank builds its share, and each says whether that worked; on any failure rank 0 raises one line
+# naming the rank and every rank leaves with exit code 2.
 
 WeightsFactory = Callable[[], tuple[ModelConfig, Mapping[str, Tensor]]]
 Built = tuple[TorchModel, Shard]
+
+
+@dataclass(frozen=True)
+class Order:
+    """What rank 0 tells every rank to build (broadcast once the versions agree)."""
+
+    config: ModelConfig
+    factory: WeightsFactory
+    threads: int
+    device: str = "cpu"  # "cpu", or "cuda": each rank on cuda:<its local rank>
+    dtype: str = "float32"
 
 
 def join(rank: int, world: int, host: str, port: int, store: dist.Store | None = None) -> None:
@@ -471,36 +508,74 @@ def _agree(status: str | None) -> None:
     sys.exit(2)
 
 
-def handshake(order: tuple | None = None, build: Callable[[tuple], Built] | None = None) -> tuple[tuple, Built]:
-    """The start every rank goes through once it has joined. Rank 0 passes `order` (config, factory,
-    threads) and `build` for its own share; the others receive the order and build from it."""
+Build = Callable[[Order, Placement], Built]
+
+
+def handshake(local_rank: int, order: Order | None = None, build: Build | None = None) -> tuple[Order, Placement, Built]:
+    """The start every rank goes through once it has joined. Rank 0 passes `order` and `build` for
+    its own share; the others receive the order and build from it. `local_rank` picks the GPU."""
     versions: list[str | None] = [None] * dist.get_world_size()
     dist.all_gather_object(versions, __version__)  # before anything else is unpickled: a plain string
     mine = versions[dist.get_rank()]
     _agree(None if mine == versions[0] else f"runs llamachat {mine}, rank 0 runs {versions[0]}: install the same version on every machine")
     order = _broadcast(order)
+    placement = _place(order, local_rank)
     built, problem = None, None
     try:
-        built = (build or _build_from)(order)
-    except (LlamachatError, ValueError, OSError, MemoryError) as e:
+        built = (build or _build_from)(order, placement)
+    except (LlamachatError, ValueError, OSError, MemoryError, torch.OutOfMemoryError) as e:  # the last: a GPU's
         problem = f"could not build its share: {e}"
     _agree(problem)
-    return order, built
+    return order, placement, built
 
 
-def _build_from(order: tuple) -> Built:
+def _place(order: Order, local_rank: int) -> Placement:
+    """This rank's device, dtype and tensor group. On CUDA every rank first says whether its GPU is
+    there (a rank without one could not join the NCCL group, and the others would wait in it), then
+    all create the NCCL group, bound to the rank's GPU so that NCCL connects now rather than at the
+    first pass (new_group's `device_id`, torch 2.13): a failure is then a start-up error. On the CPU
+    no collective at all: the default group carries everything, as it did before CUDA."""
+    dtype = getattr(torch, order.dtype)
+    backend = tensor_backend(order.device)
+    if backend is None:
+        return Placement(torch.device(order.device), dtype)
+    device, problem = None, None
+    try:
+        device = rank_device(order.device, local_rank)
+    except ValueError as e:
+        problem = str(e)
+    _agree(problem)
+    torch.cuda.set_device(device)  # NCCL and the rank's allocations on its own GPU, never cuda:0
+    try:
+        group = dist.new_group(backend=backend, timeout=NCCL_TIMEOUT, device_id=device)
+    except (RuntimeError, ValueError) as e:  # torch's DistBackendError is a RuntimeError
+        _failed_alone(f"could not start {backend} on {device}: {_first_line(e)}")
+    return Placement(device, dtype, group)
+
+
+def _failed_alone(problem: str) -> NoReturn:
+    """A start-up failure the other ranks cannot be told of (the group that would tell them is what
+    failed): rank 0 raises its line; another rank prints its own, since rank 0 will not."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if rank == 0:
+        raise LlamachatError(f"rank 0 of {world}: {problem}")
+    print(f"llamachat: error: rank {rank} of {world}: {problem}", file=sys.stderr, flush=True)
+    os._exit(2)
+
+
+def _build_from(order: Order, placement: Placement) -> Built:
     """A worker's share: its own view of the checkpoint (memory-mapped: it materialises only the
     slices it keeps), with rank 0's config (the chat may have changed it: the context)."""
-    config, factory, threads = order
-    torch.set_num_threads(threads)
-    _, weights = factory()
-    return local_model(config, weights, dist.get_world_size(), dist.get_rank())
+    torch.set_num_threads(order.threads)
+    _, weights = order.factory()
+    return local_model(order.config, weights, dist.get_world_size(), dist.get_rank(), placement)
 
 
-def serve(world: int) -> None:
+def serve(world: int, local_rank: int) -> None:
     """A rank other than 0, joined: the handshake, then rank 0's commands until shutdown."""
-    (config, _, _), (model, s) = handshake()
-    worker_loop(Executor(config, model, s, world))
+    order, placement, (model, s) = handshake(local_rank)
+    worker_loop(Executor(order.config, model, s, world, placement.group))
+    _leave_tensor_group(placement.group)
     dist.destroy_process_group()
 
 
@@ -508,7 +583,7 @@ def _worker(rank: int, world: int, port: int) -> None:
     # Ctrl-C reaches every process of the terminal's group: only rank 0 acts on it, between passes
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     join(rank, world, "127.0.0.1", port)
-    serve(world)  # a failed handshake exits 2 here: rank 0 prints the line
+    serve(world, local_rank=rank)  # a failed handshake exits 2 here: rank 0 prints the line
 
 
 def serve_launched(launch: Launch) -> int:
@@ -517,7 +592,7 @@ def serve_launched(launch: Launch) -> int:
     # torchrun hands the user's Ctrl-C to every rank as it ends the job: leave without a traceback
     signal.signal(signal.SIGINT, lambda *_: os._exit(130))
     join_launched(launch)
-    serve(launch.world)
+    serve(launch.world, launch.local_rank)
     return 0
 
 
@@ -530,11 +605,13 @@ def open_weights(path: str) -> tuple[ModelConfig, Mapping[str, Tensor]]:
 
 
 def _start_rank_0(
-    world: int, factory: WeightsFactory, threads: int, local: tuple, on_close: Callable[[], None], closing: threading.Event
+    world: int, order: Order, weights: Mapping[str, Tensor], local_rank: int, on_close: Callable[[], None], closing: threading.Event
 ) -> TPRunner:
-    config, weights = local
-    (config, _, _), (model, s) = handshake((config, factory, threads), lambda _: local_model(config, weights, world, 0))
-    runner = TPRunner(config, Executor(config, model, s, world), on_close=on_close, closing=closing)
+    def build(order: Order, placement: Placement) -> Built:
+        return local_model(order.config, weights, world, 0, placement)
+
+    order, placement, (model, s) = handshake(local_rank, order, build)
+    runner = TPRunner(order.config, Executor(order.config, model, s, world, placement.group), on_close=on_close, closing=closing)
     atexit.register(runner.close)  # the chat lets the model go at exit: the workers leave their loop
     return runner
 
@@ -544,9 +621,12 @@ def _check_world(world: int, config: ModelConfig) -> None:
         shard(config, world, r)  # a world too large for the heads fails here, before anything starts
 
 
-def start(world: int, factory: WeightsFactory, threads: int = 1, local: tuple | None = None) -> TPRunner:
-    """Rank 0 here, ranks 1..world-1 spawned (torch.multiprocessing, TCPStore on 127.0.0.1).
-    `factory` (picklable) gives each rank the config and the weights it slices its share from."""
+def start(
+    world: int, factory: WeightsFactory, threads: int = 1, local: tuple | None = None, device: str = "cpu", dtype: str = "float32"
+) -> TPRunner:
+    """Rank 0 here, ranks 1..world-1 spawned (torch.multiprocessing, TCPStore on 127.0.0.1), rank r
+    on `device` ("cpu", or "cuda": cuda:r). `factory` (picklable) gives each rank the config and the
+    weights it slices its share from."""
     import torch.multiprocessing as mp
 
     local = local or factory()
@@ -565,8 +645,9 @@ def start(world: int, factory: WeightsFactory, threads: int = 1, local: tuple | 
             p.join(timeout=30)
         dist.destroy_process_group()
 
+    order = Order(local[0], factory, threads, device, dtype)
     try:
-        runner = _start_rank_0(world, factory, threads, local, on_close=stop, closing=closing)
+        runner = _start_rank_0(world, order, local[1], 0, on_close=stop, closing=closing)
     except LlamachatError:  # the handshake failed: every worker leaves with exit code 2
         closing.set()
         raise
@@ -574,13 +655,16 @@ def start(world: int, factory: WeightsFactory, threads: int = 1, local: tuple | 
     return runner
 
 
-def start_launched(launch: Launch, factory: WeightsFactory, threads: int = 1, local: tuple | None = None) -> TPRunner:
+def start_launched(
+    launch: Launch, factory: WeightsFactory, threads: int = 1, local: tuple | None = None, device: str = "cpu", dtype: str = "float32"
+) -> TPRunner:
     """Rank 0 of a launched group (torchrun): the others are the launcher's; a rank that dies is the
     launcher's to notice, and it ends the job (torchrun stops every rank and prints its report)."""
     local = local or factory()
     _check_world(launch.world, local[0])
     join_launched(launch)
-    return _start_rank_0(launch.world, factory, threads, local, on_close=dist.destroy_process_group, closing=threading.Event())
+    order = Order(local[0], factory, threads, device, dtype)
+    return _start_rank_0(launch.world, order, local[1], launch.local_rank, on_close=dist.destroy_process_group, closing=threading.Event())
 
 
 def _lost_a_rank(world: int) -> None:
