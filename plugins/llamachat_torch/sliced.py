@@ -15,24 +15,28 @@ import torch
 
 
 class SlicedLinear:
-    """y = x @ W.T for W [out, in], held as `parts` slices of its rows, a [parts, in, out/parts] view
-    whose memory is [parts, in, out/parts] when out >= in, else [parts, out/parts, in] (the order MKL
-    multiplies fastest for each shape: gate/up [3072, 576] 9.2 ms against 11.4 for 30 layers, down
-    [576, 1536] 5.2 against 7.3)."""
+    """y = x @ W.T for W [out, in], held as `parts` slices of its rows, [parts, out/parts, in] (W's own
+    memory order, cut). One row (a decode step) multiplies as W_p @ x.T, the matrix-vector form; more
+    rows (a prompt, a lookup pass) as x @ W_p.T, the matrix-matrix form, on the same memory. The
+    earlier order ([parts, in, out/parts] for out >= in, multiplied x @ W_p) lost to the matrix-vector
+    form on every product of a decode step: the default model's step went 26.7 -> 18.1 ms and 31.2 ->
+    22.3 ms in two runs of benchmarks/torch_sliced_ab.py (docs/benchmarks.md, AMD EPYC, 2 threads);
+    for several rows the two forms come out even."""
 
     def __init__(self, w: torch.Tensor, parts: int):
         out, n_in = w.shape
         self.parts = parts if out % parts == 0 else 1
-        rows = w.reshape(self.parts, out // self.parts, n_in)  # slice p: the p-th run of out/parts rows
-        self.weight = rows.contiguous().transpose(1, 2) if out < n_in else rows.transpose(1, 2).contiguous()
+        self.weight = w.reshape(self.parts, out // self.parts, n_in).contiguous()  # slice p: the p-th run of out/parts rows
         self.nbytes = self.weight.nbytes
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x [T, in] -> [T, out] (for T = 1 a view of the batch's result, no copy)."""
         T, n_in = x.shape
-        return torch.bmm(x.expand(self.parts, T, n_in), self.weight).transpose(0, 1).reshape(T, -1)
+        if T == 1:  # decoding: each slice times the one row, as a matrix-vector product
+            return torch.bmm(self.weight, x.t().expand(self.parts, n_in, 1)).reshape(1, -1)
+        return torch.bmm(x.expand(self.parts, T, n_in), self.weight.transpose(1, 2)).transpose(0, 1).reshape(T, -1)
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows `ids` of W, [len(ids), in]: a tied embedding looked up in its head."""
-        n = self.weight.shape[2]
-        return self.weight[ids // n, :, ids % n]
+        n = self.weight.shape[1]
+        return self.weight[ids // n, ids % n]
