@@ -65,10 +65,11 @@ class TorchKVCache(CacheLength):
 class TorchModel:
     """A Runner (see llamachat.protocols) on PyTorch."""
 
-    # Lookup decoding's drafts a pass, unless the chat says otherwise: a pass over 5 tokens costs
-    # ~1.2-1.4x one token here, so 4 pays from about one accepted draft token a pass (benchmarks/lookup.py,
-    # docs/benchmarks.md). The NumPy backend keeps 0: its pass over 5 tokens costs ~3x one token.
-    default_lookup = 4
+    # Lookup decoding's drafts a pass, unless the chat says otherwise: none. Since a decode step runs as
+    # matrix-vector products (sliced.py, 2026-12-04) a pass over 5 tokens costs ~2.3-2.6x one token on
+    # the CPU, and lookup 4 measured 1.10x plain decode on the editing workload and 0.90x on the quoting
+    # one (benchmarks/lookup.py, docs/benchmarks.md): not a default. `/lookup 4` where a reply repeats.
+    default_lookup = 0
 
     def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype, int4: bool = False):
         self.config, self.device, self.torch_dtype = config, device, dtype
