@@ -276,7 +276,8 @@ class Executor:
 
     @torch.inference_mode()
     def op_forward(self, cid: int, ids: list[int], all_logits: bool):
-        logits = self.model.device_logits(ids, self.caches[cid], all_logits=True)  # [T, V_r] on the rank's device
+        # [T, V_r] on the rank's device, or [1, V_r]: a prompt's pass gathers its last row only
+        logits = self.model.device_logits(ids, self.caches[cid], all_logits=all_logits)
         return self._gather_columns(logits, self.vocab)
 
     def _gather_columns(self, part: torch.Tensor, bounds: list[tuple[int, int]]):
