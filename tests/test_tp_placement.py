@@ -237,7 +237,7 @@ def test_a_pass_goes_over_the_tensor_group_and_a_state_export_over_the_default(c
     model, s = tp.local_model(config, weights, 1, 0, Placement(torch.device("cpu"), torch.float32, group))
     executor = tp.Executor(config, model, s, 1, group)
     executor.run("new_cache", 0, 32)
-    logits = executor.run("forward", 0, [3, 14, 15, 92], False)
+    logits = executor.run("forward", 0, [3, 14, 15, 92], True)
     one = TorchModel(config, weights, torch.device("cpu"), torch.float32)
     np.testing.assert_allclose(logits, one.forward([3, 14, 15, 92], one.new_cache(32), all_logits=True), atol=1e-5, rtol=0)
     joined = "all_gather" if embedding == "dim" else "all_reduce"
