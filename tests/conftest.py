@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,12 @@ from tiny_models import LLAMA2_VOCAB, TinySpec, canonical_weights, hf_model, wri
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# The Ctrl-C tests need SIGINT's default disposition, here and in the chats they spawn (an ignored
+# signal stays ignored across exec). A shell without job control starts a background command with
+# SIGINT ignored (`nohup make test &` in a script: three Ctrl-C tests failed that way on 2026-12-04),
+# so the suite puts Python's own handler back rather than depend on how it was started.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
