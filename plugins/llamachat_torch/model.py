@@ -65,11 +65,12 @@ class TorchKVCache(CacheLength):
 class TorchModel:
     """A Runner (see llamachat.protocols) on PyTorch."""
 
-    # Lookup decoding's drafts a pass, unless the chat says otherwise: none. Since a decode step runs as
-    # matrix-vector products (sliced.py, 2026-12-04) a pass over 5 tokens costs ~2.3-2.6x one token on
-    # the CPU, and lookup 4 measured 1.10x plain decode on the editing workload and 0.90x on the quoting
-    # one (benchmarks/lookup.py, docs/benchmarks.md): not a default. `/lookup 4` where a reply repeats.
-    default_lookup = 0
+    # Lookup decoding's drafts a pass, unless the chat says otherwise: one. A pass over 2 tokens costs
+    # about one step here (sliced.py's matrix-vector form up to a few rows), 5 tokens ~1.7x, so one
+    # draft token measured best on both of benchmarks/lookup.py's workloads (1.24x and 1.32x plain
+    # decode on the editing one, 1.07-1.09x on the quoting one; 4 drafts 1.16x and 1.00x):
+    # docs/benchmarks.md. NumPy and MLX keep 0.
+    default_lookup = 1
 
     def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype, int4: bool = False):
         self.config, self.device, self.torch_dtype = config, device, dtype

@@ -16,25 +16,27 @@ import torch
 
 class SlicedLinear:
     """y = x @ W.T for W [out, in], held as `parts` slices of its rows, [parts, out/parts, in] (W's own
-    memory order, cut). One row (a decode step) multiplies as W_p @ x.T, the matrix-vector form; more
-    rows (a prompt, a lookup pass) as x @ W_p.T, the matrix-matrix form, on the same memory. The
-    earlier order ([parts, in, out/parts] for out >= in, multiplied x @ W_p) lost to the matrix-vector
-    form on every product of a decode step: the default model's step went 26.7 -> 18.1 ms and 31.2 ->
-    22.3 ms in two runs of benchmarks/torch_sliced_ab.py (docs/benchmarks.md, AMD EPYC, 2 threads);
-    for several rows the two forms come out even."""
+    memory order, cut). A few rows (a decode step, a lookup pass) multiply as W_p @ x.T, the
+    matrix-vector form, which streams each weight once whatever the rows; more rows (a prompt) as
+    x @ W_p.T, the matrix-matrix form, on the same memory. Where one overtakes the other, measured per
+    product (benchmarks/torch_sliced_ab.py, docs/benchmarks.md): up to 5 rows for a tall matrix (out >=
+    in), up to 2 for a wide one (the FFN's down). The earlier order ([parts, in, out/parts] for out >=
+    in, multiplied x @ W_p) lost to the matrix-vector form on every product of a decode step."""
 
     def __init__(self, w: torch.Tensor, parts: int):
         out, n_in = w.shape
         self.parts = parts if out % parts == 0 else 1
         self.weight = w.reshape(self.parts, out // self.parts, n_in).contiguous()  # slice p: the p-th run of out/parts rows
+        self.vector_rows = 5 if out >= n_in else 2  # the most rows the matrix-vector form takes
         self.nbytes = self.weight.nbytes
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x [T, in] -> [T, out] (for T = 1 a view of the batch's result, no copy)."""
         T, n_in = x.shape
-        if T == 1:  # decoding: each slice times the one row, as a matrix-vector product
-            return torch.bmm(self.weight, x.t().expand(self.parts, n_in, 1)).reshape(1, -1)
-        return torch.bmm(x.expand(self.parts, T, n_in), self.weight.transpose(1, 2)).transpose(0, 1).reshape(T, -1)
+        if T > self.vector_rows:
+            return torch.bmm(x.expand(self.parts, T, n_in), self.weight.transpose(1, 2)).transpose(0, 1).reshape(T, -1)
+        y = torch.bmm(self.weight, x.t().expand(self.parts, n_in, T))  # [parts, out/parts, T]
+        return y.reshape(1, -1) if T == 1 else y.reshape(-1, T).t().contiguous()
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows `ids` of W, [len(ids), in]: a tied embedding looked up in its head."""
