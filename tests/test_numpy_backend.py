@@ -156,13 +156,14 @@ def test_decode_split_times_every_product_without_changing_it(tmp_path, name, be
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", [(192, 64), (64, 128), (100, 48)])  # [in, out]-stored, [out, in], neither blocks
-def test_products_of_a_few_rows_in_blocks_are_x_times_w_transposed(shape, threads):
-    """A lookup pass's products (2-16 rows, rows.py's blocks of the weight) against float64's x @ w.T,
-    in both memory orders `stored` picks, and the fallback where the blocks do not divide w."""
+def test_products_of_a_few_rows_are_x_times_w_transposed(shape, threads):
+    """A lookup pass's products (2-3 rows as matrix-vector products, 4-16 in rows.py's blocks of the
+    weight) against float64's x @ w.T, in both memory orders `stored` picks, and the fallback where the
+    blocks do not divide w."""
     rng = np.random.default_rng(0)
     w = rng.standard_normal(shape, dtype=np.float32)
     products = Products(threads)
-    for T in (1, 2, 5, 16, 17):
+    for T in (1, 2, 3, 4, 5, 16, 17):
         x = rng.standard_normal((T, shape[1]), dtype=np.float32)
         got = products(x, stored(w))
         assert got.dtype == np.float32 and got.shape == (T, shape[0])

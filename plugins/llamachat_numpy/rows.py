@@ -1,9 +1,15 @@
-"""The NumPy backend's matrix products, `x @ w.T`, with a faster way for a few rows (lookup's passes).
+"""The NumPy backend's matrix products, `x @ w.T`, with faster ways for a few rows (lookup's passes).
 
 One row (a decode step) is a matrix-vector product on the weight's memory order (`stored()` in
-model.py). Two to FEW_ROWS rows (a lookup pass: the last token and its drafts) would be a GEMM, and
-OpenBLAS 0.3.31 (SkylakeX kernels here) multiplies 5 rows by a whole weight matrix 4-7x slower than
-one row: its GEMM path packs the big matrix on every call and splits it over threads, which a
+model.py). Two or three rows (a lookup pass of one or two drafts) are that many matrix-vector
+products, one after the other: the first streams the weight from memory, the next find it in the
+last-level cache (every matrix but the head is 1.3-7 MB, against 32 MiB of L3), so on the AMD EPYC
+kind with OpenBLAS's Haswell kernels 2 rows cost 1.5x one row against 2.3x in blocks (below), 3 rows
+1.9x against 2.7x (benchmarks/lookup.py --pass-cost; docs/benchmarks.md, 2026-12-06). They cost at
+most what that many decode steps do (the blocks took 2.9x one row for 3 rows on the Sapphire Rapids
+kind). Four to FEW_ROWS rows (longer
+drafts) would be a GEMM, and OpenBLAS 0.3.31 (SkylakeX kernels, on the Sapphire Rapids kind this was
+measured on) multiplies 5 rows by a whole weight matrix 4-7x slower than one row: its GEMM path packs the big matrix on every call and splits it over threads, which a
 handful of rows never pays back. Cut into blocks, each block's product runs on OpenBLAS's small-matrix
 path straight from the weight's memory, read once for all the rows: 5 rows cost 1.2-2x one row
 instead of 4-7x (benchmarks/lookup.py --pass-cost; docs/benchmarks.md, Issue 19). The blocks follow
@@ -22,6 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+# Up to this many rows multiply as matrix-vector products. On the EPYC kind they beat the blocks up to
+# 9 rows (5: 2.5x one row against 3.1x), but the blocks were chosen on the Sapphire Rapids kind (3.05x
+# at 5 rows) where vector products were never timed, and lookup's defaults check at most one draft.
+VECTOR_ROWS = 3
 FEW_ROWS = 16  # up to this many rows (lookup's 1 + 16 drafts at most) go through blocks
 ROW_BLOCK = 64  # rows of a contiguous [out, in] w a block: 5 x 64 x 576 fits OpenBLAS's small path
 IN_BLOCK = 16  # inputs a block of an [in, out]-ordered w (gate/up 3072 x 576: 16 and 32 best of 16-64)
@@ -35,6 +45,8 @@ class Products:
 
     def __call__(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         T = len(x)
+        if 1 < T <= VECTOR_ROWS and isinstance(w, np.ndarray):
+            return np.stack([w @ row for row in x])  # [T, out]
         if 1 < T <= FEW_ROWS and isinstance(w, np.ndarray):  # anything else multiplies as it defines @
             if w.flags.c_contiguous and w.shape[0] % ROW_BLOCK == 0:
                 blocks = w.reshape(-1, ROW_BLOCK, w.shape[1]).transpose(0, 2, 1)  # [out/B, in, B] views of w's rows
