@@ -3,17 +3,17 @@
 One row (a decode step) is a matrix-vector product on the weight's memory order (`stored()` in
 model.py). Two or three rows (a lookup pass of one or two drafts) are that many matrix-vector
 products, one after the other: the first streams the weight from memory, the next find it in the
-last-level cache (every matrix but the head is 1.3-7 MB, against 32 MiB of L3), so on the AMD EPYC
-kind with OpenBLAS's Haswell kernels 2 rows cost 1.5x one row against 2.3x in blocks (below), 3 rows
-1.9x against 2.7x (benchmarks/lookup.py --pass-cost; docs/benchmarks.md, 2026-12-06). They cost at
-most what that many decode steps do (the blocks took 2.9x one row for 3 rows on the Sapphire Rapids
-kind). Four to FEW_ROWS rows (longer
-drafts) would be a GEMM, and OpenBLAS 0.3.31 (SkylakeX kernels, on the Sapphire Rapids kind this was
-measured on) multiplies 5 rows by a whole weight matrix 4-7x slower than one row: its GEMM path packs the big matrix on every call and splits it over threads, which a
-handful of rows never pays back. Cut into blocks, each block's product runs on OpenBLAS's small-matrix
-path straight from the weight's memory, read once for all the rows: 5 rows cost 1.2-2x one row
-instead of 4-7x (benchmarks/lookup.py --pass-cost; docs/benchmarks.md, Issue 19). The blocks follow
-the memory order, so that each is contiguous:
+last-level cache (every matrix but the head is 1.3-7 MB, against 32 MiB of L3). On the AMD EPYC kind
+(OpenBLAS's Haswell kernels) 2 rows cost 1.5x one row against 2.3x in the blocks below, 3 rows 1.9x
+against 2.7x (benchmarks/lookup.py --pass-cost; docs/benchmarks.md, 2026-12-06); at worst they cost
+what that many decode steps do (the blocks took 2.9x one row for 3 rows on the Sapphire Rapids kind).
+
+Four to FEW_ROWS rows (longer drafts) would be a GEMM, and OpenBLAS 0.3.31 (SkylakeX kernels, on the
+Sapphire Rapids kind) multiplies 5 rows by a whole weight matrix 4-7x slower than one row: its GEMM
+path packs the big matrix on every call and splits it over threads, which a handful of rows never
+pays back. Cut into blocks, each block's product runs on OpenBLAS's small-matrix path straight from
+the weight's memory, read once for all the rows: 5 rows cost 1.2-2x one row instead of 4-7x
+(docs/benchmarks.md, Issue 19). The blocks follow the memory order, so that each is contiguous:
 - w contiguous [out, in]: blocks of ROW_BLOCK rows of w, results side by side (the same dot products);
 - w stored as a contiguous [in, out] (its transpose): blocks of IN_BLOCK inputs, partial products
   summed (the same terms in another order: float32 rounding differs in the last bits).
