@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from llamachat_numpy import rows
 from llamachat_numpy.model import stored
 from llamachat_numpy.plain import PlainModel
 from llamachat_numpy.rows import Products
@@ -154,12 +155,14 @@ def test_decode_split_times_every_product_without_changing_it(tmp_path, name, be
     assert clock.seconds > 0
 
 
+@pytest.mark.parametrize("chunk_bytes", [rows.CHUNK_BYTES, 700])  # one chunk; chunks of 1-3 rows, one left over
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", [(192, 64), (64, 128), (100, 48)])  # [in, out]-stored, [out, in], neither blocks
-def test_products_of_a_few_rows_are_x_times_w_transposed(shape, threads):
-    """A lookup pass's products (2-3 rows as matrix-vector products, 4-16 in rows.py's blocks of the
-    weight) against float64's x @ w.T, in both memory orders `stored` picks, and the fallback where the
-    blocks do not divide w."""
+def test_products_of_a_few_rows_are_x_times_w_transposed(shape, threads, chunk_bytes, monkeypatch):
+    """A lookup pass's products (2-3 rows as matrix-vector products over chunks of w, 4-16 in rows.py's
+    blocks of w) against float64's x @ w.T, in both memory orders `stored` picks, and the fallback where
+    the blocks do not divide w."""
+    monkeypatch.setattr(rows, "CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(0)
     w = rng.standard_normal(shape, dtype=np.float32)
     products = Products(threads)

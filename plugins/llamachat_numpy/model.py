@@ -18,8 +18,9 @@ reading every weight once per token; where the time goes: benchmarks/decode_spli
 - with a tied embedding the head is the only copy: a token's embedding is its row;
 - the KV cache is preallocated and written in place; nothing is concatenated per token;
 - a long prompt is attended in blocks of query rows, each against only the keys it can see;
-- a product of a few rows (a lookup pass: the last token and its drafts) runs in blocks of the
-  weight that OpenBLAS multiplies without packing it (rows.py).
+- a product of a few rows (a lookup pass: the last token and its drafts) runs as matrix-vector
+  products over cache-sized chunks of the weight (2-3 rows) or in blocks of it that OpenBLAS
+  multiplies without packing (4-16 rows): rows.py.
 Every array and every scalar is float32: one float64 scalar would promote the activations and make
 each matmul cast the weights (NumPy 2's NEP 50), about 30x slower.
 """

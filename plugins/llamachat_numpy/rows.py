@@ -32,6 +32,7 @@ import numpy as np
 # 9 rows (5: 2.5x one row against 3.1x), but the blocks were chosen on the Sapphire Rapids kind (3.05x
 # at 5 rows) where vector products were never timed, and lookup's defaults check at most one draft.
 VECTOR_ROWS = 3
+CHUNK_BYTES = 8 << 20  # the vector products walk a weight in chunks this big (a quarter of the L3)
 FEW_ROWS = 16  # up to this many rows (lookup's 1 + 16 drafts at most) go through blocks
 ROW_BLOCK = 64  # rows of a contiguous [out, in] w a block: 5 x 64 x 576 fits OpenBLAS's small path
 IN_BLOCK = 16  # inputs a block of an [in, out]-ordered w (gate/up 3072 x 576: 16 and 32 best of 16-64)
@@ -46,7 +47,7 @@ class Products:
     def __call__(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         T = len(x)
         if 1 < T <= VECTOR_ROWS and isinstance(w, np.ndarray):
-            return np.stack([w @ row for row in x])  # [T, out]
+            return vector_products(x, w)
         if 1 < T <= FEW_ROWS and isinstance(w, np.ndarray):  # anything else multiplies as it defines @
             if w.flags.c_contiguous and w.shape[0] % ROW_BLOCK == 0:
                 blocks = w.reshape(-1, ROW_BLOCK, w.shape[1]).transpose(0, 2, 1)  # [out/B, in, B] views of w's rows
@@ -65,6 +66,18 @@ class Products:
             return [part(slice(0, n))]
         other = self.pool.submit(part, slice(n // 2, n))
         return [part(slice(0, n // 2)), other.result()]
+
+
+def vector_products(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x @ w.T as one matrix-vector product per row of x, chunk by chunk of w's rows, so that the
+    rows after the first find the chunk in the cache (the head, 113 MB, would not fit whole)."""
+    out = np.empty((len(x), len(w)), np.float32)  # [T, out]
+    step = max(1, CHUNK_BYTES // (w.shape[1] * w.itemsize))
+    for start in range(0, len(w), step):
+        chunk = w[start : start + step]
+        for row, y in zip(x, out):
+            np.matmul(chunk, row, out=y[start : start + step])
+    return out
 
 
 def blas_threads() -> int:
