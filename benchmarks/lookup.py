@@ -1,11 +1,12 @@
-"""Lookup decoding against plain decoding on two chat workloads, the default model, greedy.
+"""Lookup decoding against plain decoding on three chat workloads, the default model, greedy.
 
     .venv/bin/python benchmarks/lookup.py [--backends numpy,torch] [--ks 8] [--n-gen 128] [--rounds 2]
-                                          [--llama-cpp PYTHON]  # a Python with llama_cpp, e.g. .venv/bin/python after make test
+                                          [--workloads edit,quote,chat] [--llama-cpp PYTHON]  # a Python with llama_cpp, e.g. .venv/bin/python after make test
     .venv/bin/python benchmarks/lookup.py --pass-cost [--backends numpy,torch] [--rounds 4]
 
-Workloads: "edit" (a function, then "Repeat it with the loop replaced by a list comprehension") and
-"quote" (three paragraphs, then "Quote the second paragraph of this text, then summarise it"), each
+Workloads: "edit" (a function, then "Repeat it with the loop replaced by a list comprehension"),
+"quote" (three paragraphs, then "Quote the second paragraph of this text, then summarise it") and
+"chat" (an ordinary question: what a lookup default costs when the history gives it nothing), each
 one user message in the model's template. For every backend, plain decoding (lookup 0) and lookup at
 each k take turns within a round, so the machine's drift hits them alike; a reply runs to the
 template's stop id or `n_gen` tokens. Reported: decode tok/s (from the first generated token to the
@@ -56,6 +57,8 @@ autumn to walk the hill paths and to see the leaves change colour along the rive
 WORKLOADS = {
     "edit": f"Here is a function:\n\n```python\n{FUNCTION}```\n\nRepeat it with the loop replaced by a list comprehension.",
     "quote": f"{TEXT}\n\nQuote the second paragraph of this text, then summarise it.",
+    # an ordinary question, nothing to repeat: what a default costs a chat that gives lookup nothing
+    "chat": "Tell me about the history of Paris, from the Romans to today.",
 }
 
 LLAMA_CPP_DECODE = """
@@ -114,16 +117,20 @@ def main() -> None:
     p.add_argument("--n-gen", type=int, default=128)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--llama-cpp", metavar="PYTHON", help="a Python with llama_cpp installed, for llama.cpp's plain decode")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, of {', '.join(WORKLOADS)}")
     p.add_argument("--pass-cost", action="store_true", help="only measure a pass over 1, 3, 5, 9 tokens on each backend")
     args = p.parse_args()
+    unknown = set(args.workloads.split(",")) - WORKLOADS.keys()
+    if unknown:
+        p.error(f"unknown workload {sorted(unknown)[0]!r} (known: {', '.join(WORKLOADS)})")
     if args.pass_cost:
         return pass_cost(args.backends.split(","), args.rounds)
     ks = [int(k) for k in args.ks.split(",")]
     models = {name: load(None, name) for name in args.backends.split(",")}
     some = next(iter(models.values()))
-    prompts = {w: some.encode_prompt(text) for w, text in WORKLOADS.items()}
+    prompts = {w: some.encode_prompt(WORKLOADS[w]) for w in args.workloads.split(",")}
     for model in models.values():  # warm-up: one-time costs out of the first round
-        reply(model, prompts["edit"][:32], 4, 8)
+        reply(model, next(iter(prompts.values()))[:32], 4, 8)
     speed: dict[tuple, list[float]] = defaultdict(list)  # (workload, backend, k) -> tok/s per round
     ratio: dict[tuple, list[float]] = defaultdict(list)
     seen: dict[tuple, Stats] = {}

@@ -27,6 +27,7 @@ import argparse
 import functools
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ from llamachat_torch.model import TorchModel
 from llamachat.bench import decode_speed
 from llamachat.costs import NVLINK4, allreduce_seconds_per_token, decode_bound
 from llamachat.protocols import ModelConfig
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))  # the random models tests/test_tp.py checks on gloo
+from random_weights import random_weights  # noqa: E402
 
 # (name, heads, tied, embedding split along the dimension): each path of tp.py's split
 CASES = [
@@ -57,19 +61,10 @@ class DimSplit(dict):
 
 
 def random_model(heads: dict, tied: bool, dim_split: bool, seed: int = 0) -> tuple[ModelConfig, Mapping[str, np.ndarray]]:
-    """A small random LLaMA, the same on every rank (module-level: spawned ranks rebuild it). Its
-    logits are of order 1, tied or not (a tied embedding is the head, drawn at the head's scale), as
-    tests/test_tp.py's models: float32's rounding is relative, so an absolute 1e-5 on logits of ~18
-    failed by rounding alone there."""
+    """A small random LLaMA, the same on every rank (module-level: spawned ranks rebuild it), with
+    logits of order 1 tied or not, as tests/test_tp.py's models (tests/random_weights.py)."""
     config = ModelConfig(dim=48, n_layers=2, head_dim=8, ffn_dim=75, vocab_size=101, context_length=128, tied_embeddings=tied, **heads)
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for name, shape in config.weight_shapes().items():
-        if len(shape) == 1:
-            weights[name] = (1 + 0.2 * rng.standard_normal(shape)).astype(np.float32)
-        else:
-            scale = 1.0 if name == "token_embd" and not tied else 1 / np.sqrt(shape[1])
-            weights[name] = (rng.standard_normal(shape) * scale).astype(np.float32)
+    weights = random_weights(config, seed)
     return config, DimSplit(weights) if dim_split else weights
 
 

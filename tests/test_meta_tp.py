@@ -14,6 +14,7 @@ import pytest
 import torch
 from llamachat_torch import tp
 from llamachat_torch.model import TorchModel
+from random_weights import random_weights
 from test_tp import greedy
 from tiny_models import TinySpec, write_meta
 
@@ -38,14 +39,7 @@ def source_weights(spec: TinySpec, tied: bool, seed: int = 0) -> dict[str, np.nd
         dim=spec.dim, n_layers=spec.n_layers, n_heads=spec.n_heads, n_kv_heads=spec.n_kv_heads, head_dim=spec.head_dim,
         ffn_dim=spec.ffn, vocab_size=spec.vocab, tied_embeddings=tied,
     )  # fmt: skip
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for name, shape in config.weight_shapes().items():
-        if len(shape) == 1:
-            weights[name] = (1 + 0.2 * rng.standard_normal(shape)).astype(np.float32)
-        else:
-            weights[name] = (rng.standard_normal(shape) / np.sqrt(shape[1])).astype(np.float32)
-    return weights
+    return random_weights(config, seed)
 
 
 @pytest.fixture(scope="module", params=list(LAYOUTS))
