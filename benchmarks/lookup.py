@@ -95,7 +95,7 @@ def llama_cpp_decode(python: str, path: str, ids: list[int], n: int) -> float:
 def pass_cost(backends: list[str], rounds: int) -> None:
     """What a pass over n tokens costs against one token, 300 tokens into the cache (best of `rounds`,
     the sizes taking turns): what a draft must save to pay."""
-    sizes = (1, 3, 5, 9)
+    sizes = (1, 2, 3, 5, 9)
     for name in backends:
         runner = load(None, name).runner
         cache = runner.new_cache(512)
@@ -118,7 +118,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--llama-cpp", metavar="PYTHON", help="a Python with llama_cpp installed, for llama.cpp's plain decode")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, of {', '.join(WORKLOADS)}")
-    p.add_argument("--pass-cost", action="store_true", help="only measure a pass over 1, 3, 5, 9 tokens on each backend")
+    p.add_argument("--pass-cost", action="store_true", help="only measure a pass over 1, 2, 3, 5, 9 tokens on each backend")
     args = p.parse_args()
     unknown = set(args.workloads.split(",")) - WORKLOADS.keys()
     if unknown:

@@ -1,10 +1,10 @@
 """What a NumPy forward pass over n tokens costs against one token (lookup decoding's passes), this
-working tree's model.py against another git revision's, alternating in one process.
+working tree's NumPy backend against another git revision's, alternating in one process.
 
     .venv/bin/python benchmarks/numpy_pass_ab.py REV [--rounds 8]
 
-Both runners read the default model and hold 300 tokens in their caches; each round runs 1, 3, 5 and
-9 tokens on each (then drops them again); printed: the best of the rounds, each size against the
+Both runners read the default model and hold 300 tokens in their caches; each round runs 1, 2, 3, 5
+and 9 tokens on each (then drops them again); printed: the best of the rounds, each size against the
 same runner's one token, and the largest difference between the two runners' logits of a 5-token pass.
 """
 
@@ -20,7 +20,7 @@ from numpy_revision_ab import model_at
 from llamachat.checkpoints import open_checkpoint
 from llamachat.default_model import default_model
 
-SIZES = (1, 3, 5, 9)
+SIZES = (1, 2, 3, 5, 9)
 
 
 def main() -> None:

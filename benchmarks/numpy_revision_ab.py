@@ -1,17 +1,18 @@
 """The NumPy backend's decode speed against its own forward pass at another git revision, alternating
 in one process (A, B, A, B, ...) so the machine's drift hits both alike; prints each one's median
-tok/s and the ratio. For changes to plugins/llamachat_numpy/model.py that must not cost speed.
+tok/s and the ratio. For changes to the NumPy backend that must not cost speed.
 
     .venv/bin/python benchmarks/numpy_revision_ab.py REV [--model PATH] [--rounds 6] [--n-gen 64] [--prompt 4] [--plain]
 
-REV's model.py is taken with `git show REV:plugins/llamachat_numpy/model.py` and imported as a module
-of its own; both read the same checkpoint. `--plain` adds the plain walk-through forward (plain.py).
+REV's plugins/llamachat_numpy (model.py and the modules it imports) is taken with `git show` and
+imported as a package of its own; both read the same checkpoint. `--plain` adds the plain
+walk-through forward (plain.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import statistics
 import subprocess
 import sys
@@ -22,19 +23,22 @@ from llamachat.bench import decode_speed
 from llamachat.checkpoints import open_checkpoint
 from llamachat.default_model import default_model
 
-MODEL_PY = "plugins/llamachat_numpy/model.py"
+PLUGIN = "plugins/llamachat_numpy"
 
 
 def model_at(revision: str):
-    """The module plugins/llamachat_numpy/model.py as it was at `revision`."""
-    source = subprocess.run(["git", "show", f"{revision}:{MODEL_PY}"], capture_output=True, text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp()) / "numpy_model_at_revision.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("numpy_model_at_revision", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The module plugins/llamachat_numpy/model.py as it was at `revision`, imported from a copy of the
+    whole plugin package at that revision (so that its relative imports, rows.py and the rest, are of
+    the same revision)."""
+    package = Path(tempfile.mkdtemp()) / "llamachat_numpy_at_revision"
+    package.mkdir()
+    listing = subprocess.run(["git", "ls-tree", "--name-only", revision, f"{PLUGIN}/"], capture_output=True, text=True, check=True)
+    for path in listing.stdout.split():
+        if path.endswith(".py"):
+            source = subprocess.run(["git", "show", f"{revision}:{path}"], capture_output=True, text=True, check=True).stdout
+            (package / Path(path).name).write_text(source)
+    sys.path.insert(0, str(package.parent))
+    return importlib.import_module(f"{package.name}.model")
 
 
 def main() -> None:
