@@ -38,6 +38,14 @@ class Turn:
     cached: int
 
 
+def after_echo(screen: str, line: str) -> list[str]:
+    """The lines of `screen` after the last echo of the typed `line` (prompt_toolkit may draw the
+    line twice, and how often differs from run to run)."""
+    lines = [x.rstrip() for x in screen.splitlines()]
+    echo = max(i for i, x in enumerate(lines) if x.endswith(line))
+    return lines[echo + 1 :]
+
+
 class Chat:
     """The real `llamachat` on a pseudo-terminal, its sessions and profiles in `home`."""
 
@@ -56,19 +64,17 @@ class Chat:
         self.opening = self.child.before  # the banner and, resuming, restore's notice
 
     def command(self, line: str) -> str:
-        """What a command printed."""
+        """What a command printed (its lines after the echo of `line`)."""
         self.child.send(line + "\r")
         self.child.expect(">>> ")
-        return self.child.before
+        return "\n".join(after_echo(self.child.before, line))
 
     def reply(self, line: str) -> Turn:
         """Send a message (or /retry) and read the reply and its stats line."""
         self.child.send(line + "\r")
         self.child.expect(STATS)
         generated, new, cached = (int(g) for g in self.child.match.groups())
-        lines = [x.rstrip() for x in self.child.before.splitlines()]
-        echo = max(i for i, x in enumerate(lines) if x.endswith(line))  # prompt_toolkit may draw the line twice
-        text = [x for x in lines[echo + 1 :] if x and x != "loading the model ..."]
+        text = [x for x in after_echo(self.child.before, line) if x and x != "loading the model ..."]
         self.child.expect(">>> ")
         return Turn(text, generated, new, cached)
 
