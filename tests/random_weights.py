@@ -11,13 +11,12 @@ from llamachat.protocols import ModelConfig
 
 
 def random_weights(config: ModelConfig, seed: int = 0, qk_gain: float = 1.0) -> dict[str, np.ndarray]:
-    """Random float32 weights under GGUF names, drawn straight from a ModelConfig (no HF model), for
-    tests that compare llamachat with itself in another arrangement (ranks, shards). Norm weights
-    1 +- 0.2; matrices std 1/sqrt(fan_in), q/k times `qk_gain` (sharper attention); an untied
-    embedding unit-variance. A tied embedding is the head too, so it is drawn at the head's scale:
-    logits of order 1 either way, which keeps an absolute bound on them meaning the same (float32's
-    rounding is relative; a unit-variance tied head made logits of ~18 whose rank-split sums missed
-    1e-5 by rounding alone on an AMD EPYC, 2026-12-04)."""
+    """Random float32 weights under GGUF names, in the canonical layout. Norm weights 1 +- 0.2;
+    matrices std 1/sqrt(fan_in), q/k times `qk_gain` (sharper attention); an untied embedding
+    unit-variance. A tied embedding is the head too, so it is drawn at the head's scale: logits of
+    order 1 either way, which keeps an absolute bound on them meaning the same (float32's rounding
+    is relative; a unit-variance tied head made logits of ~18 whose rank-split sums missed 1e-5 by
+    rounding alone on an AMD EPYC, 2026-12-04)."""
     rng = np.random.default_rng(seed)
     weights = {}
     for name, shape in config.weight_shapes().items():

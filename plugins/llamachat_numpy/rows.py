@@ -4,9 +4,10 @@ One row (a decode step) is a matrix-vector product on the weight's memory order 
 model.py). Two or three rows (a lookup pass of one or two drafts) are that many matrix-vector
 products, one after the other: the first streams the weight from memory, the next find it in the
 last-level cache (every matrix but the head is 1.3-7 MB, against 32 MiB of L3). On the AMD EPYC kind
-(OpenBLAS's Haswell kernels) 2 rows cost 1.5x one row against 2.3x in the blocks below, 3 rows 1.9x
-against 2.7x (benchmarks/lookup.py --pass-cost; docs/benchmarks.md, 2026-12-06); at worst they cost
-what that many decode steps do (the blocks took 2.9x one row for 3 rows on the Sapphire Rapids kind).
+(OpenBLAS's Haswell kernels) a whole 2-token pass costs 1.5x one token against 2.3x with the blocks
+below, 3 tokens 1.7x against 2.7x (benchmarks/numpy_pass_ab.py; docs/benchmarks.md, 2026-12-06); at
+worst they cost what that many decode steps do (the blocks took 2.9x one token for 3 on the Sapphire
+Rapids kind).
 
 Four to FEW_ROWS rows (longer drafts) would be a GEMM, and OpenBLAS 0.3.31 (SkylakeX kernels, on the
 Sapphire Rapids kind) multiplies 5 rows by a whole weight matrix 4-7x slower than one row: its GEMM
