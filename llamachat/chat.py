@@ -36,13 +36,13 @@ class Plan:
     backend: Backend
     checkpoint: Checkpoint
     reason: str = ""  # why `auto` chose the backend ("" when it was named)
+    own_template: Template | None = None  # the model's own Jinja template, compiled when it was checked
 
     def load(self, template: Template | None = None) -> Model:
         """The model on the backend, with the settings' template (or `template`, already made)."""
         s = self.settings
-        return load_checkpoint(
-            self.checkpoint, self.backend, template=template or s.template, backend_reason=self.reason, **s.backend_options
-        )
+        template = template or self.own_template or s.template
+        return load_checkpoint(self.checkpoint, self.backend, template=template, backend_reason=self.reason, **s.backend_options)
 
 
 def let_go(model: Model) -> None:
@@ -78,13 +78,15 @@ class Chat:
         if self._checkpoint is None or self._checkpoint.path != where:
             self._checkpoint = open_checkpoint(where)
         own = self._checkpoint.config.chat_template
+        own_template = None
         if settings.template in (None, "auto", "jinja") and own:
-            get_template("jinja", own)  # compiled and tried now: a template needing what we lack fails here
+            # compiled and tried now (a template needing what we lack fails here), and the one loaded
+            own_template = get_template("jinja", own)
         reason = ""
         if backend is None:
             name, reason = choose_backend(self._checkpoint.format, settings.backend_options.get("tp", 1))
             backend = find_backend(name)
-        return Plan(settings, backend, self._checkpoint, reason)
+        return Plan(settings, backend, self._checkpoint, reason, own_template)
 
     def start(self, plan: Plan, *, background: bool = False) -> None:
         """Load the planned model and start the conversation, now or in a background thread (the

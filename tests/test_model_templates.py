@@ -261,3 +261,28 @@ def test_a_model_template_that_runs_forever_is_refused_at_start_up(tmp_path, tin
         == f"llamachat: error: the model's chat template {why}; choose another template with --template NAME (/template NAME in a chat)\n"
     )
     assert run_cli("-m", str(path), "-p", "hi", "-n", "2", "--no-history", "--template", "llama-2").returncode == 0
+
+
+def test_the_model_template_start_up_checks_is_the_one_it_loads(tmp_path, tiny_gguf, monkeypatch):
+    """Chat.plan compiles the model's own template to fail early; Plan.load keeps that one rather
+    than compiling it again."""
+    from llamachat_templates.jinja import Jinja
+    from tiny_models import canonical_weights, write_gguf
+
+    from llamachat.chat import Chat
+    from llamachat.profiles import ChatSettings
+
+    spec, hf, _ = tiny_gguf
+    own = "{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+    path = write_gguf(tmp_path / "own.gguf", spec, canonical_weights(hf, spec), chat_template=own)
+    made, init = [], Jinja.__init__
+
+    def counting_init(self, *args, **kwargs):
+        made.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Jinja, "__init__", counting_init)
+    settings = ChatSettings(model=str(path))
+    plan = Chat(settings, None).plan(settings)
+    model = plan.load()
+    assert made == [plan.own_template] and model.template is plan.own_template
