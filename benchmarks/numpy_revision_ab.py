@@ -29,10 +29,13 @@ PLUGIN = "plugins/llamachat_numpy"
 def model_at(revision: str):
     """The module plugins/llamachat_numpy/model.py as it was at `revision`, imported from a copy of the
     whole plugin package at that revision (so that its relative imports, rows.py and the rest, are of
-    the same revision)."""
-    package = Path(tempfile.mkdtemp()) / "llamachat_numpy_at_revision"
+    the same revision; the llamachat package it imports is the working tree's)."""
+    sha = subprocess.run(["git", "rev-parse", revision], capture_output=True, text=True, check=True).stdout.strip()
+    package = Path(tempfile.mkdtemp()) / f"llamachat_numpy_at_{sha[:12]}"  # a name of its own per revision
     package.mkdir()
-    listing = subprocess.run(["git", "ls-tree", "--name-only", revision, f"{PLUGIN}/"], capture_output=True, text=True, check=True)
+    listing = subprocess.run(
+        ["git", "ls-tree", "--full-tree", "--name-only", revision, f"{PLUGIN}/"], capture_output=True, text=True, check=True
+    )
     for path in listing.stdout.split():
         if path.endswith(".py"):
             source = subprocess.run(["git", "show", f"{revision}:{path}"], capture_output=True, text=True, check=True).stdout

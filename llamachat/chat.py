@@ -39,9 +39,11 @@ class Plan:
     own_template: Template | None = None  # the model's own Jinja template, compiled when it was checked
 
     def load(self, template: Template | None = None) -> Model:
-        """The model on the backend, with the settings' template (or `template`, already made)."""
+        """The model on the backend, with `template` (already made), else the model's own template as
+        `plan` compiled it (when the settings ask for it or for none), else the settings' template."""
         s = self.settings
-        template = template or self.own_template or s.template
+        if template is None:
+            template = self.own_template if self.own_template is not None else s.template
         return load_checkpoint(self.checkpoint, self.backend, template=template, backend_reason=self.reason, **s.backend_options)
 
 

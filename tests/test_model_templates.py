@@ -263,9 +263,9 @@ def test_a_model_template_that_runs_forever_is_refused_at_start_up(tmp_path, tin
     assert run_cli("-m", str(path), "-p", "hi", "-n", "2", "--no-history", "--template", "llama-2").returncode == 0
 
 
-def test_the_model_template_start_up_checks_is_the_one_it_loads(tmp_path, tiny_gguf, monkeypatch):
+def test_plan_load_reuses_the_model_template_plan_compiled(tmp_path, tiny_gguf, monkeypatch):
     """Chat.plan compiles the model's own template to fail early; Plan.load keeps that one rather
-    than compiling it again."""
+    than compiling it again, and a template named in the settings still wins over it."""
     from llamachat_templates.jinja import Jinja
     from tiny_models import canonical_weights, write_gguf
 
@@ -286,3 +286,6 @@ def test_the_model_template_start_up_checks_is_the_one_it_loads(tmp_path, tiny_g
     plan = Chat(settings, None).plan(settings)
     model = plan.load()
     assert made == [plan.own_template] and model.template is plan.own_template
+    named = ChatSettings(model=str(path), template="llama-2")
+    plan = Chat(named, None).plan(named)
+    assert plan.own_template is None and plan.load().template.name == "llama-2"

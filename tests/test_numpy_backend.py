@@ -155,14 +155,21 @@ def test_decode_split_times_every_product_without_changing_it(tmp_path, name, be
     assert clock.seconds > 0
 
 
-@pytest.mark.parametrize("chunk_bytes", [rows.CHUNK_BYTES, 700])  # one chunk; chunks of 1-3 rows, one left over
+@pytest.mark.parametrize("chunk_bytes", [rows.CHUNK_BYTES, 1800])  # one chunk; chunks of 7, 3 and 11 rows, each with some left over
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("shape", [(192, 64), (64, 128), (100, 48)])  # [in, out]-stored, [out, in], neither blocks
+@pytest.mark.parametrize("shape", [(192, 64), (64, 128), (100, 40)])  # [in, out]-stored, [out, in], neither blocks
 def test_products_of_a_few_rows_are_x_times_w_transposed(shape, threads, chunk_bytes, monkeypatch):
     """A lookup pass's products (2-3 rows as matrix-vector products over chunks of w, 4-16 in rows.py's
     blocks of w) against float64's x @ w.T, in both memory orders `stored` picks, and the fallback where
-    the blocks do not divide w."""
+    the blocks do not divide w; 2-3 rows, and only they, take the vector products."""
     monkeypatch.setattr(rows, "CHUNK_BYTES", chunk_bytes)
+    vector_rows, vector_products = [], rows.vector_products
+
+    def counted(x, w):
+        vector_rows.append(len(x))
+        return vector_products(x, w)
+
+    monkeypatch.setattr(rows, "vector_products", counted)
     rng = np.random.default_rng(0)
     w = rng.standard_normal(shape, dtype=np.float32)
     products = Products(threads)
@@ -171,3 +178,4 @@ def test_products_of_a_few_rows_are_x_times_w_transposed(shape, threads, chunk_b
         got = products(x, stored(w))
         assert got.dtype == np.float32 and got.shape == (T, shape[0])
         np.testing.assert_allclose(got, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-5, atol=1e-4)
+    assert vector_rows == [2, 3]

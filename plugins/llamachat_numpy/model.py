@@ -118,7 +118,7 @@ class NumpyModel:
         self.rope = RopeTables(c, weights, lambda divisors: rope_table(c, c.context_length, divisors))
         self.eps = f32(c.norm_eps)
         self.weight_bytes = sum(a.nbytes for a in self._arrays())
-        self.products = Products(blas_threads())  # x @ w.T; a few rows (lookup's passes) in blocks: rows.py
+        self.products = Products(blas_threads())  # x @ w.T, with lookup's few-row passes done faster: rows.py
 
     @staticmethod
     def _layer(c: ModelConfig, weights: Mapping[str, Tensor], prefix: str, scale: np.float32) -> Layer:

@@ -4,10 +4,11 @@ One row (a decode step) is a matrix-vector product on the weight's memory order 
 model.py). Two or three rows (a lookup pass of one or two drafts) are that many matrix-vector
 products, one after the other: the first streams the weight from memory, the next find it in the
 last-level cache (every matrix but the head is 1.3-7 MB, against 32 MiB of L3). On the AMD EPYC kind
-(OpenBLAS's Haswell kernels) a whole 2-token pass costs 1.5x one token against 2.3x with the blocks
-below, 3 tokens 1.7x against 2.7x (benchmarks/numpy_pass_ab.py; docs/benchmarks.md, 2026-12-06); at
-worst they cost what that many decode steps do (the blocks took 2.9x one token for 3 on the Sapphire
-Rapids kind).
+(OpenBLAS's Haswell kernels) a whole 2-token forward pass costs 1.5x one token against 2.3x with the
+blocks below, 3 tokens 1.7x against 2.7x (benchmarks/numpy_pass_ab.py; docs/benchmarks.md,
+2026-12-06). Where the cache does not help they cost what that many decode steps do: on the Sapphire
+Rapids kind, where they were not measured, a 3-token pass could then cost 3x one token, a little
+more than the blocks' 2.9x there.
 
 Four to FEW_ROWS rows (longer drafts) would be a GEMM, and OpenBLAS 0.3.31 (SkylakeX kernels, on the
 Sapphire Rapids kind) multiplies 5 rows by a whole weight matrix 4-7x slower than one row: its GEMM
@@ -30,11 +31,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 # Up to this many rows multiply as matrix-vector products. On the EPYC kind they beat the blocks up to
-# 9 rows (5: 2.5x one row against 3.1x), but the blocks were chosen on the Sapphire Rapids kind (3.05x
-# at 5 rows) where vector products were never timed, and lookup's defaults check at most one draft.
+# 9 rows (whole passes: 5 tokens 2.50x one token against 3.13x, 9 tokens 3.74x against 4.06x), but the
+# blocks were chosen on the Sapphire Rapids kind (3.05x at 5) where vector products were never timed,
+# and lookup's defaults check at most one draft.
 VECTOR_ROWS = 3
 CHUNK_BYTES = 8 << 20  # the vector products walk a weight in chunks this big (a quarter of the L3)
-FEW_ROWS = 16  # up to this many rows (lookup's 1 + 16 drafts at most) go through blocks
+FEW_ROWS = 16  # up to this many rows (lookup's 1 + 16 drafts at most) go through blocks (above VECTOR_ROWS)
 ROW_BLOCK = 64  # rows of a contiguous [out, in] w a block: 5 x 64 x 576 fits OpenBLAS's small path
 IN_BLOCK = 16  # inputs a block of an [in, out]-ordered w (gate/up 3072 x 576: 16 and 32 best of 16-64)
 
@@ -71,8 +73,10 @@ class Products:
 
 def vector_products(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """x @ w.T as one matrix-vector product per row of x, chunk by chunk of w's rows, so that the
-    rows after the first find the chunk in the cache (the head, 113 MB, would not fit whole)."""
-    out = np.empty((len(x), len(w)), np.float32)  # [T, out]
+    rows after the first find the chunk in the cache (the head, 113 MB, would not fit whole). For a w
+    stored [in, out] a chunk is a strided strip of columns of that array, which BLAS's gemv takes as
+    it is. Each product runs on OpenBLAS's own threads (the blocks' two halves are not needed)."""
+    out = np.empty((len(x), len(w)), np.result_type(x, w))  # [T, out], the dtype x @ w.T would have
     step = max(1, CHUNK_BYTES // (w.shape[1] * w.itemsize))
     for start in range(0, len(w), step):
         chunk = w[start : start + step]
