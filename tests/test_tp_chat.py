@@ -42,8 +42,9 @@ def after_echo(screen: str, line: str) -> list[str]:
     """The lines of `screen` after the last echo of the typed `line` (prompt_toolkit may draw the
     line twice, and how often differs from run to run)."""
     lines = [x.rstrip() for x in screen.splitlines()]
-    echo = max(i for i, x in enumerate(lines) if x.endswith(line))
-    return lines[echo + 1 :]
+    echoes = [i for i, x in enumerate(lines) if x.endswith(line)]
+    assert echoes, f"{line!r} was not echoed: {screen!r}"
+    return lines[echoes[-1] + 1 :]
 
 
 class Chat:
