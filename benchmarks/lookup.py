@@ -120,7 +120,8 @@ def main() -> None:
     p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, of {', '.join(WORKLOADS)}")
     p.add_argument("--pass-cost", action="store_true", help="only measure a pass over 1, 2, 3, 5, 9 tokens on each backend")
     args = p.parse_args()
-    unknown = set(args.workloads.split(",")) - WORKLOADS.keys()
+    workloads = args.workloads.split(",")
+    unknown = set(workloads) - WORKLOADS.keys()
     if unknown:
         p.error(f"unknown workload {sorted(unknown)[0]!r} (known: {', '.join(WORKLOADS)})")
     if args.pass_cost:
@@ -128,7 +129,7 @@ def main() -> None:
     ks = [int(k) for k in args.ks.split(",")]
     models = {name: load(None, name) for name in args.backends.split(",")}
     some = next(iter(models.values()))
-    prompts = {w: some.encode_prompt(WORKLOADS[w]) for w in args.workloads.split(",")}
+    prompts = {w: some.encode_prompt(WORKLOADS[w]) for w in workloads}
     for model in models.values():  # warm-up: one-time costs out of the first round
         reply(model, next(iter(prompts.values()))[:32], 4, 8)
     speed: dict[tuple, list[float]] = defaultdict(list)  # (workload, backend, k) -> tok/s per round

@@ -49,9 +49,9 @@ class Products:
 
     def __call__(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         T = len(x)
-        if 1 < T <= VECTOR_ROWS and isinstance(w, np.ndarray):
-            return vector_products(x, w)
         if 1 < T <= FEW_ROWS and isinstance(w, np.ndarray):  # anything else multiplies as it defines @
+            if T <= VECTOR_ROWS:
+                return vector_products(x, w)
             if w.flags.c_contiguous and w.shape[0] % ROW_BLOCK == 0:
                 blocks = w.reshape(-1, ROW_BLOCK, w.shape[1]).transpose(0, 2, 1)  # [out/B, in, B] views of w's rows
                 out = np.empty((len(blocks), T, ROW_BLOCK), np.float32)
