@@ -96,6 +96,32 @@ def planned_tensor(name: str, t: Tensor, to: str, bits: int | None, group_size: 
     return _dense(t, np.float32) if name in DIVISOR_WEIGHTS else plan_tensor(t, to, bits, group_size, dtype)
 
 
+def _replace(new: Path, dst: Path) -> None:
+    """Put the complete `new` at `dst` (--force: over what is there). The old model stays until then: a
+    file is replaced in one rename; a folder is renamed aside, the new one renamed in, and only then
+    is the old one deleted (a crash between leaves it beside DST, not lost)."""
+    if dst.is_dir() and not dst.is_symlink():
+        old = dst.with_name(f".{dst.name}.replaced-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(new, dst)
+        shutil.rmtree(old)
+    else:
+        if dst.exists() and new.is_dir():
+            dst.unlink()  # a folder cannot be renamed over a file
+        os.replace(new, dst)
+
+
+def _check_writable(dst: Path) -> None:
+    """Before any work: DST names something to create, in a directory that exists and can be written."""
+    if dst.name in ("", ".", ".."):
+        raise LlamachatError(f"DST must name the file or folder to write, got {str(dst)!r}")
+    parent = dst.parent
+    if not parent.is_dir():
+        raise LlamachatError(f"cannot write {dst}: {parent} is not an existing directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LlamachatError(f"cannot write {dst}: {parent} is not writable")
+
+
 def _quantization(tensors: dict[str, Tensor], config: ModelConfig) -> dict | None:
     """mlx-lm's `quantization` entry: the commonest (bits, group) and per-module exceptions."""
     from .checkpoints.layouts import HF, source_names
@@ -237,6 +263,7 @@ def convert(
         raise LlamachatError(f"--dtype takes {', '.join(DTYPES)}, got {dtype!r}")
     if dst.exists() and not force:
         raise LlamachatError(f"{dst} exists; choose another name or pass --force to replace it")
+    _check_writable(dst)
     checkpoint = open_checkpoint(src)
     checkpoint.tokenizer  # fail on a bad tokenizer before any work  # noqa: B018
     tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
@@ -252,11 +279,11 @@ def convert(
                 progress(name, len(checkpoint.weights))
         _write(checkpoint, scratch.tensors(), to, tmp)
         _fsync_tree(tmp)
-        if dst.exists():
-            shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
-        os.replace(tmp, dst)
+        _replace(tmp, dst)
     except KeyboardInterrupt:
         raise LlamachatError(f"convert interrupted; nothing was written to {dst}") from None
+    except OSError as e:  # the disk filled, the directory went read-only mid-way, ...
+        raise LlamachatError(f"cannot write {dst}: {e.strerror or e}; nothing was written") from None
     finally:
         scratch.remove()
         if tmp.exists():

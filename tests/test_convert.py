@@ -150,3 +150,71 @@ def test_convert_holds_one_tensor_at_a_time(tmp_path, to, name):
     assert written > 40e6 and peak < written / 4, (peak, written)
     assert_same(llamachat.load(dst).logits(IDS), llamachat.load(src).logits(IDS), bound=5e-2)  # float16 rounding
     assert not list(tmp_path.glob(".*scratch-*"))
+
+
+def test_a_bf16_gguf_stays_bf16(tmp_path):
+    """GGUF BF16 weights reach HF safetensors as the same BF16 bits (read back by the safetensors
+    library), not cast to float16 on the way (which rounds them and overflows above 65504)."""
+    import gguf
+    import torch
+    from safetensors.torch import load_file
+    from tiny_models import write_gguf
+
+    spec = TinySpec()
+    weights = canonical_weights(hf_model(spec, seed=3), spec)
+    weights["blk.0.ffn_down.weight"][0, :4] = [1e5, -3e38, 1.1e-38, 0.3]  # beyond float16's range and resolution
+    src = write_gguf(tmp_path / "bf16.gguf", spec, weights, qtype="BF16")
+    dst = convert(src, tmp_path / "hf", "hf")
+    stored = load_file(dst / "model.safetensors")
+    ref = {t.name: t for t in gguf.GGUFReader(src).tensors}["blk.0.ffn_down.weight"]
+    assert ref.tensor_type == gguf.GGMLQuantizationType.BF16
+    down = stored["model.layers.0.mlp.down_proj.weight"]
+    assert down.dtype == torch.bfloat16, down.dtype
+    np.testing.assert_array_equal(down.view(torch.int16).numpy().view(np.uint16), np.asarray(ref.data).view(np.uint16).reshape(down.shape))
+    assert '"torch_dtype": "bfloat16"' in (dst / "config.json").read_text()
+
+
+def test_writing_dst_fails_in_one_line(source, tmp_path):
+    src, _, _ = source
+    (tmp_path / "file").write_text("not a folder")
+    for dst, fragment in [
+        (tmp_path / "missing" / "x.gguf", "is not an existing directory"),
+        (tmp_path / "file" / "x.gguf", "is not an existing directory"),
+        (f"{tmp_path}/..", "DST must name the file or folder to write"),  # (pathlib keeps "..", drops ".")
+    ]:
+        assert_one_line_error(run_cli("convert", str(src), str(dst), "--force"), fragment)
+    with pytest.raises(LlamachatError, match="DST must name the file or folder to write, got '.'"):
+        convert(src, ".", "hf", force=True)
+    assert not list(tmp_path.rglob(".*partial-*")) and not list(tmp_path.rglob(".*scratch-*"))
+
+
+def test_a_write_error_mid_way_is_one_line_and_leaves_nothing(source, tmp_path, monkeypatch):
+    import llamachat.convert as module
+
+    src, _, _ = source
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "_fsync_tree", disk_full)
+    with pytest.raises(LlamachatError, match=r"cannot write .*full.gguf: No space left on device; nothing was written"):
+        convert(src, tmp_path / "full.gguf", "gguf")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_force_replaces_a_folder_only_once_the_new_one_is_complete(source, tmp_path, monkeypatch):
+    import llamachat.convert as module
+
+    src, _, _ = source
+    first = convert(src, tmp_path / "out", "mlx")
+    before = sorted(p.name for p in first.iterdir())
+    real, seen = module._fsync_tree, []
+
+    def check_old_still_there(path):
+        seen.append(sorted(p.name for p in (tmp_path / "out").iterdir()))  # when the new one is written
+        real(path)
+
+    monkeypatch.setattr(module, "_fsync_tree", check_old_still_there)
+    convert(src, tmp_path / "out", "hf", force=True)
+    assert seen == [before]
+    assert (tmp_path / "out" / "model.safetensors").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]

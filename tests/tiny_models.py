@@ -257,7 +257,7 @@ def write_gguf(
     chat_template: str | None = None,
     metadata: Callable[[gguf.GGUFWriter], None] | None = None,
 ) -> Path:
-    """A GGUF file holding `weights` (2-D ones stored as `qtype`: F32, F16, Q8_0, Q4_0 or Q4_1), with
+    """A GGUF file holding `weights` (2-D ones stored as `qtype`: F32, F16, BF16, Q8_0, Q4_0 or Q4_1), with
     the LLaMA-2 vocabulary, or the `tokenizer.*` string fields given instead, and `chat_template`;
     `metadata` may add more keys through the writer's own methods (e.g. `w.add_sampling_temp(0.6)`)."""
     w = gguf.GGUFWriter(str(path), arch)

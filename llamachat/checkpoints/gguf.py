@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import LlamachatError
 from ..protocols import ModelConfig, QuantizedTensor, RopeScaling, Tensor, as_float32
+from ..quantize import bf16_tensor
 from ..rope import DIVISOR_WEIGHTS, longrope_attention_factor
 from .names import display_name
 
@@ -168,7 +169,9 @@ class GGUFFile:
             # (llamacpp) takes any type llama.cpp has, K-quants and i-quants included
             refusal = f"{self.path}: tensor {name} is {type_name}, which llamachat does not read (supported: {', '.join(SUPPORTED_QUANTS)})"
             return QuantizedTensor(f"gguf:{type_name}", t.shape, 8 * type_size // block, block, raw, dequantizer=_refuse(refusal))
-        bits = {"BF16": 16, "Q8_0": 8, "Q6_K": 6}.get(type_name, 4)
+        if type_name == "BF16":  # dense bfloat16, as a safetensors BF16 tensor is (so convert keeps it bf16)
+            return bf16_tensor(raw)
+        bits = {"Q8_0": 8, "Q6_K": 6}.get(type_name, 4)
         return QuantizedTensor(f"gguf:{type_name}", t.shape, bits, block, raw, dequantizer=_dequantize_gguf)
 
 
