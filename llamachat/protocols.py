@@ -61,6 +61,10 @@ class RopeScaling:
     attention_factor: float = 1.0
 
 
+class ConfigError(ValueError):
+    """A model configuration that describes no model (a count below 1, heads that do not divide)."""
+
+
 # The architectures llamachat runs, as GGUF's `general.architecture` names them.
 ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
 
@@ -94,11 +98,15 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
-            raise ValueError(f"architecture {self.arch!r} is not one of {', '.join(ARCHITECTURES)}")
+            raise ConfigError(f"architecture {self.arch!r} is not one of {', '.join(ARCHITECTURES)}")
+        for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "vocab_size", "context_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
+            raise ConfigError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
         if self.head_dim % 2:
-            raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
+            raise ConfigError(f"head_dim must be even for RoPE, got {self.head_dim}")
 
     @property
     def q_dim(self) -> int:

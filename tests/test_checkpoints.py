@@ -226,6 +226,30 @@ def test_shapes_that_disagree_with_the_config(tiny):
     assert_one_line_error(out, "mlp.gate_proj.weight has shape", f"the config implies [{spec.ffn * 2}, {spec.dim}]")
 
 
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"num_attention_heads": 3, "num_key_value_heads": 2}, "n_heads (3) must be a multiple of n_kv_heads (2)"),
+        ({"num_hidden_layers": -3}, "'num_hidden_layers' must be an integer >= 1, got -3"),
+        ({"hidden_size": 64.5}, "'hidden_size' must be an integer >= 1, got 64.5"),
+        ({"num_attention_heads": 0}, "'num_attention_heads' must be an integer >= 1, got 0"),
+    ],
+)
+def test_a_config_that_describes_no_model_is_one_line(tiny, change, fragment):
+    """A damaged config.json was an internal error (ModelConfig's ValueError) for the chat, `info` and
+    `convert`, or, with a negative layer count, a parameter total from `info`."""
+    spec, model, weights, tmp = tiny
+    directory = write_hf(tmp / f"bad-{next(iter(change))}-{next(iter(change.values()))}", model)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps(config | change))
+    for command in (
+        ["-p", "hi", "-m", str(directory)],
+        ["info", str(directory), "--no-measure"],
+        ["convert", str(directory), str(tmp / "out.gguf")],
+    ):
+        assert_one_line_error(run_cli(*command), str(directory), fragment)
+
+
 def test_unsupported_dtype(tmp_path):
     from llamachat.checkpoints.safetensors_file import read_safetensors
 

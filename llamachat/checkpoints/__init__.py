@@ -9,7 +9,8 @@ same `Checkpoint`: a ModelConfig, canonical weights (see llamachat.protocols) an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from .. import default_model, sampling_defaults
 from ..errors import LlamachatError
-from ..protocols import ModelConfig, Tensor, Tokenizer
+from ..protocols import ConfigError, ModelConfig, Tensor, Tokenizer
 
 FORMATS = (
     "a GGUF file, or a directory with Meta's params.json + consolidated.NN.pth, "
@@ -85,13 +86,23 @@ def _magic(path: Path) -> bytes:
 def open_checkpoint(path: str | Path) -> Checkpoint:
     """The checkpoint at `path` (a file or a model directory); LlamachatError if there is none."""
     kind, path = detect_format(Path(path).expanduser())
-    if kind == "gguf":
-        checkpoint = _open_gguf(path)
-    elif kind == "hf":
-        checkpoint = _open_hf(path)
-    else:
-        checkpoint = _open_meta_style(path, kind)
+    with _config_named(path):
+        if kind == "gguf":
+            checkpoint = _open_gguf(path)
+        elif kind == "hf":
+            checkpoint = _open_hf(path)
+        else:
+            checkpoint = _open_meta_style(path, kind)
     return _with_recommended_sampling(checkpoint)
+
+
+@contextmanager
+def _config_named(path: Path) -> Iterator[None]:
+    """A configuration that describes no model (ModelConfig's ConfigError) as one line naming the file."""
+    try:
+        yield
+    except ConfigError as e:
+        raise LlamachatError(f"{path}: {e}") from None
 
 
 def _with_recommended_sampling(checkpoint: Checkpoint) -> Checkpoint:
@@ -198,6 +209,11 @@ class ConfigOnly:
 
 def read_config_only(path: str | Path) -> ConfigOnly:
     """A model's ModelConfig from its config file (or GGUF header), without reading weights."""
+    with _config_named(Path(path).expanduser()):
+        return _read_config_only(path)
+
+
+def _read_config_only(path: str | Path) -> ConfigOnly:
     from .hf import read_hf_config, read_json
     from .meta import config_from_params, llama3_rope
 

@@ -43,10 +43,9 @@ def _int(cfg: dict[str, Any], key: str, source: Path, default: Any = None) -> in
     value = cfg.get(key, default)
     if value is None:
         raise LlamachatError(f"{source}: config.json lacks {key!r}")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise LlamachatError(f"{source}: {key!r} must be an integer, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:  # every one is a size
+        raise LlamachatError(f"{source}: {key!r} must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 def _first(value: Any) -> int | None:

@@ -71,6 +71,8 @@ def config_from_params(params: dict[str, Any], source: str, vocab_size: int | No
         n_layers = int(params["n_layers"])
     except (KeyError, TypeError, ValueError) as e:
         raise LlamachatError(f"{source}: params need integer dim, n_heads and n_layers ({e!r} missing or bad)") from None
+    if min(dim, n_heads, n_layers) < 1:
+        raise LlamachatError(f"{source}: dim, n_heads and n_layers must be >= 1, got {dim}, {n_heads}, {n_layers}")
     vocab = int(params.get("vocab_size", -1))
     if vocab <= 0:
         if vocab_size is not None:
