@@ -62,7 +62,7 @@ def available_profiles() -> dict[str, str]:
     found = {name: "shipped" for name in shipped_profiles()}
     user_dir = user_profile_dir()
     if user_dir.is_dir():
-        found |= {p.stem: str(p) for p in sorted(user_dir.glob("*.toml"))}
+        found |= {p.stem: str(p) for p in sorted(user_dir.glob("*.toml")) if p.is_file()}
     return dict(sorted(found.items()))
 
 
@@ -76,6 +76,8 @@ def load_profile(name_or_path: str, sampler_params: Mapping[str, Param] | None =
         text, source = _read_text(path, str(path)), str(path)
     elif name_or_path in shipped_profiles():
         text, source = _read_text(shipped_profiles()[name_or_path], f"profile {name_or_path}"), f"profile {name_or_path}"
+    elif name_or_path.endswith(".toml"):
+        raise LlamachatError(f"profile file {name_or_path} does not exist (or is not a file)")
     else:
         names = list(available_profiles())
         close = difflib.get_close_matches(name_or_path, names, n=1)

@@ -83,6 +83,17 @@ def test_unknown_profile_suggests_the_closest():
         load_profile("defualt", PARAMS)
 
 
+def test_a_folder_is_no_profile_and_a_missing_file_is_said_so(tmp_path):
+    """A folder named dirprof.toml was listed, then refused as "unknown profile 'dirprof' (available:
+    ... dirprof ...)"; a missing path was an "unknown profile"."""
+    (user_profile_dir() / "dirprof.toml").mkdir(parents=True)
+    assert "dirprof" not in available_profiles()
+    with pytest.raises(LlamachatError, match=r"unknown profile 'dirprof' \(available: (?!.*dirprof)"):
+        load_profile("dirprof", PARAMS)
+    with pytest.raises(LlamachatError, match=r"profile file .*none.toml does not exist"):
+        load_profile(str(tmp_path / "none.toml"), PARAMS)
+
+
 def test_cli_profile_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[sampler]\ntemperature = 'hot'\n")
