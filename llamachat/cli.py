@@ -175,13 +175,17 @@ def run_chat(argv: Sequence[str]) -> int:
     if args.continue_:
         from .transcript import list_sessions
 
-        sessions = list_sessions()
+        sessions = list_sessions(damaged=True)
         if not sessions:
             raise LlamachatError("no earlier chat to continue (`llamachat sessions` lists saved ones)")
+        if "problem" in sessions[0]:  # not silently an older chat instead
+            raise LlamachatError(f"the latest chat cannot be continued: {sessions[0]['problem']} (--resume NAME continues another)")
         resume = sessions[0]["name"]
     from . import transcript
 
     saved = transcript.read(resume) if resume else None  # a missing or corrupt session fails now, with exit 2
+    if saved is not None and not args.model:  # as `llm -c`: the conversation's own model, unless -m names another
+        settings.model = transcript.saved_model(saved) or settings.model
 
     prompt = args.prompt
     if sys.stdin is not None and not sys.stdin.isatty():
@@ -196,13 +200,19 @@ def run_chat(argv: Sequence[str]) -> int:
         check_profile_model(settings)
     chat = Chat(settings)
     plan = chat.plan(settings)  # bad input (backend, template, model files) fails here, with exit 2
+    trained = plan.checkpoint.config.context_length
+    if settings.context and settings.context > trained:  # a cache holds at most the model's context
+        name = plan.checkpoint.config.name
+        print(
+            f"llamachat: context {settings.context:,} is more than {name}'s {trained:,} tokens: the chat holds {trained:,}", file=sys.stderr
+        )
     chat.chain = build_chain(args, profile, profile_name, plan.checkpoint)  # the model's sampling recommendation is in its files
 
     if prompt is None:
         from .repl import ChatApp
 
         app = ChatApp(chat, history=not args.no_history, resume=resume, debug=args.debug)
-        if saved is not None and transcript.in_sessions_dir(saved.path) and saved.path.stem.startswith("chat-"):
+        if saved is not None and transcript.in_sessions_dir(saved.path):  # as the one-shot path below
             app.autosave_name, app.autosave_digest = saved.path.stem, saved.digest  # it goes on in its own file
         chat.start(plan, background=True)
         return app.run()
@@ -210,7 +220,9 @@ def run_chat(argv: Sequence[str]) -> int:
     chat.start(plan)
     session = chat.wait()
     if saved is not None:
-        transcript.restore(session, saved)
+        notice = transcript.restore(session, saved)
+        if args.verbose or transcript.model_note(saved.record, session):
+            print(f"llamachat: {notice}", file=sys.stderr)
         code = one_shot(session, prompt, args.verbose)
         if not args.no_history:
             had_cache = saved.cache_state is not None or bool(saved.cache_problem)  # a damaged one is replaced
@@ -386,15 +398,14 @@ def run_sessions(argv: Sequence[str]) -> int:
         removed = transcript.delete(args.delete)
         print(f"deleted {args.delete} ({len(removed)} files)")
         return 0
-    sessions = transcript.list_sessions()
+    sessions = transcript.list_sessions(damaged=True)
     if args.json:
         print(json.dumps(sessions))
         return 0
     if not sessions:
         print(f"no saved chats in {transcript.sessions_dir()}")
     for s in sessions:
-        cache = ", with KV cache" if s["cache"] else ""
-        print(f"{s['name']:28} {s['saved'][:19]}  {s['model']}  {s['turns']} turns{cache}  {s['first']!r}")
+        print(transcript.session_line(s))
     return 0
 
 
@@ -484,7 +495,7 @@ def run_convert(argv: Sequence[str]) -> int:
 
     from .convert import convert
 
-    to = args.to or ("gguf" if args.dst.endswith(".gguf") else "mlx")
+    to = args.to or ("gguf" if args.dst.lower().endswith(".gguf") else "mlx")
     console = Console(stderr=True)
     with Progress(transient=True, console=console, disable=not console.is_terminal) as bar:  # a bar only on a terminal
         task = bar.add_task("converting", total=None)

@@ -286,12 +286,11 @@ def cmd_load(chat: ChatLike, arg: str) -> None:
 def cmd_sessions(chat: ChatLike, arg: str) -> None:
     from . import transcript
 
-    sessions = transcript.list_sessions()
+    sessions = transcript.list_sessions(damaged=True)
     if not sessions:
         chat.say(f"no saved sessions in {transcript.sessions_dir()}")
     for s in sessions:
-        cache = ", with cache" if s["cache"] else ""
-        chat.say(f"{s['name']:32} {s['saved'][:19]}  {s['turns']} turns{cache}  {s['first']!r}")
+        chat.say(transcript.session_line(s))
 
 
 def cmd_backend(chat: ChatLike, arg: str) -> None:

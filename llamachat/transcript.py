@@ -174,7 +174,7 @@ def session_record(session) -> dict[str, Any]:
         "format": FORMAT,
         "version": VERSION,
         "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": {"path": str(session.model.path), "name": session.model.config.name},
+        "model": {"path": str(Path(session.model.path).resolve()), "name": session.model.config.name},  # found again from any folder
         "fingerprint": fingerprint(session.model, session.cache.capacity),
         "sampler": {"chain": session.chain.chain, "settings": session.chain.settings},
         "settings": {"max_tokens": session.max_tokens, "context": session.context, "overflow": session.overflow},
@@ -373,8 +373,9 @@ def _is_stats(stats: Any) -> bool:
     return True
 
 
-def list_sessions() -> list[dict[str, Any]]:
-    """Saved and autosaved sessions, newest first."""
+def list_sessions(damaged: bool = False) -> list[dict[str, Any]]:
+    """Saved and autosaved sessions, newest first; with `damaged`, also those that cannot be read,
+    each with a `problem` (so `-c` refuses a damaged latest chat instead of continuing an older one)."""
     folder = sessions_dir()
     found = []
     for path in folder.glob("*.json") if folder.is_dir() else []:
@@ -383,22 +384,37 @@ def list_sessions() -> list[dict[str, Any]]:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             _check_record(record, path)
-        except (OSError, ValueError, LlamachatError):
+        except (OSError, ValueError, LlamachatError) as e:
+            if damaged and path.is_file():
+                problem = str(e) if isinstance(e, LlamachatError) else f"{path}: not a readable llamachat session ({e})"
+                found.append(_summary(path, {}) | {"problem": problem})
             continue
-        users = [m for m in record.get("messages", []) if m["role"] == "user"]
-        model, saved = record.get("model"), record.get("saved")  # display only: a damaged one shows "?"
-        found.append(
-            {
-                "name": path.stem,
-                "saved": saved if isinstance(saved, str) else "",
-                "mtime": path.stat().st_mtime,
-                "model": str(model.get("name", "?")) if isinstance(model, dict) else "?",
-                "turns": len(users),
-                "first": users[0]["content"][:60] if users else "",
-                "cache": path.with_name(path.stem + ".kv.safetensors").is_file(),
-            }
-        )
+        found.append(_summary(path, record))
     return sorted(found, key=lambda s: s["mtime"], reverse=True)
+
+
+def session_line(s: dict[str, Any]) -> str:
+    """One entry of list_sessions as `llamachat sessions` and /sessions print it."""
+    if "problem" in s:
+        return f"{s['name']:28} cannot be read: {s['problem']}"
+    turns = f"{s['turns']} turn" + ("" if s["turns"] == 1 else "s")
+    cache = ", with KV cache" if s["cache"] else ""
+    return f"{s['name']:28} {s['saved'][:19]}  {s['model']}  {turns}{cache}  {s['first']!r}"
+
+
+def _summary(path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """What `llamachat sessions` shows of a saved session."""
+    users = [m for m in record.get("messages", []) if m["role"] == "user"]
+    model, saved = record.get("model"), record.get("saved")  # display only: a damaged one shows "?"
+    return {
+        "name": path.stem,
+        "saved": saved if isinstance(saved, str) else "",
+        "mtime": path.stat().st_mtime,
+        "model": str(model.get("name", "?")) if isinstance(model, dict) else "?",
+        "turns": len(users),
+        "first": users[0]["content"][:60] if users else "",
+        "cache": path.with_name(path.stem + ".kv.safetensors").is_file(),
+    }
 
 
 def delete(name: str) -> list[Path]:
@@ -461,4 +477,21 @@ def restore(session, saved: SavedSession) -> str:
         why = f" (saved with a different {', '.join(differs)})"
     else:
         why = " (no saved cache)" if saved.cache_state is None else ""
-    return f"restored {len(session.messages)} messages; the conversation will be re-evaluated on the next turn{why}"
+    return f"restored {len(session.messages)} messages; the conversation will be re-evaluated on the next turn{why}{model_note(record, session)}"
+
+
+def saved_model(saved: SavedSession) -> str | None:
+    """The path of the model a saved conversation was had with, if that file is still here."""
+    model = saved.record.get("model")
+    path = model.get("path") if isinstance(model, dict) else None
+    return path if isinstance(path, str) and Path(path).exists() else None
+
+
+def model_note(record: dict[str, Any], session) -> str:
+    """Which model the conversation was had with, when this chat runs another ("" when the same)."""
+    model = record.get("model")
+    path = model.get("path") if isinstance(model, dict) else None
+    if not isinstance(path, str) or Path(path).resolve() == Path(session.model.path).resolve():
+        return ""
+    gone = "" if Path(path).exists() else ", no longer there"
+    return f"; it was had with {model.get('name', '?')} ({path}{gone}), this chat runs {session.model.config.name}"

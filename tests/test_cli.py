@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,6 +90,13 @@ def test_bad_arguments(args, fragments):
     assert_one_line_error(run_cli("-p", "hi", *args), *fragments)
 
 
+def test_a_context_beyond_the_models_is_said_not_silently_capped():
+    out = run_cli("-p", "hi", "--context", "20000", "-n", "2", "--temp", "0", "--backend", "numpy")
+    assert out.returncode == 0, out.stderr.decode()
+    assert "llamachat: context 20,000 is more than SmolLM2-135M-Instruct's 8,192 tokens: the chat holds 8,192" in out.stderr.decode()
+    assert "context" not in run_cli("-p", "hi", "--context", "8192", "-n", "2", "--backend", "numpy").stderr.decode()
+
+
 def test_directory_without_a_model(tmp_path):
     assert_one_line_error(run_cli("-p", "hi", "-m", str(tmp_path)), "no model in this directory")
 
@@ -166,11 +174,34 @@ def test_sessions_continue_and_resume(default_model):
     s.ask("What is the capital of France?")
     transcript.save(s, "chat-20260101-000000", with_cache=False)
     listed = run_cli("sessions")
-    assert listed.returncode == 0 and "chat-20260101-000000" in listed.stdout.decode() and "1 turns" in listed.stdout.decode()
+    assert listed.returncode == 0 and "chat-20260101-000000" in listed.stdout.decode() and " 1 turn " in listed.stdout.decode()
     assert_one_line_error(run_cli("--resume", "nope"), "no saved session 'nope'")
     deleted = run_cli("sessions", "--delete", "chat-20260101-000000")
     assert deleted.returncode == 0 and "deleted" in deleted.stdout.decode()
     assert_one_line_error(run_cli("-c"), "no earlier chat to continue")
+
+
+def test_continue_refuses_a_damaged_latest_chat_instead_of_an_older_one(default_model):
+    """`-c` took the newest readable chat: with the latest one damaged, it silently went on with an
+    older, unrelated conversation. `sessions` lists the damaged one, saying why."""
+    import os
+
+    from llamachat import transcript
+    from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
+
+    s = Session(default_model, SamplerChain(registry().samplers, ["greedy"]), max_tokens=4)
+    s.ask("My name is Ann.")
+    older = transcript.save(s, "chat-20260101-000000", with_cache=False)
+    os.utime(older, (1e9, 1e9))
+    latest = transcript.save(s, "chat-20260102-000000", with_cache=False)
+    latest.write_bytes(latest.read_bytes()[:200])
+    before = older.read_bytes()
+    assert_one_line_error(run_cli("-c", "-p", "What did I just ask?"), "the latest chat cannot be continued", "chat-20260102-000000.json")
+    assert older.read_bytes() == before
+    listed = run_cli("sessions").stdout.decode()
+    assert "chat-20260102-000000         cannot be read: " in listed and "chat-20260101-000000" in listed
 
 
 def test_a_listed_session_with_a_space_in_its_name_continues_and_deletes(default_model):
@@ -271,6 +302,31 @@ def test_one_shot_continues_a_saved_chat(default_model):
     out = run_cli("--resume", "geo", "-p", "And of Italy?", "--temp", "0", "--backend", "numpy")
     assert out.returncode == 0 and "Rome" in out.stdout.decode(), out.stderr
     assert transcript.read("geo").cache_state is not None
+
+
+def test_resume_reopens_the_model_the_session_was_had_with(tiny_gguf, tmp_path):
+    """`--resume NAME` without -m ran the default model whatever the session was made with (and said
+    only that the conversation would be re-evaluated); now, as `llm -c`, the session's own model,
+    and a note when that file is gone."""
+    import shutil
+
+    from llamachat import transcript
+    from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
+
+    model_path = Path(shutil.copy(tiny_gguf[2], tmp_path / "mine.gguf"))
+    s = Session(llamachat.load(model_path, "numpy"), SamplerChain(registry().samplers, ["greedy"]), max_tokens=2)
+    s.ask("Hello.")
+    transcript.save(s, "mine", with_cache=False)
+    out = run_cli("--resume", "mine", "-p", "Again.", "-n", "2", "--backend", "numpy", "-v")
+    assert out.returncode == 0, out.stderr.decode()
+    assert transcript.read("mine").record["model"]["path"] == str(model_path.resolve())
+    assert "it was had with" not in out.stderr.decode()
+    model_path.unlink()
+    out = run_cli("--resume", "mine", "-p", "Again.", "-n", "2", "--backend", "numpy")
+    assert out.returncode == 0, out.stderr.decode()
+    assert f"it was had with mine ({model_path.resolve()}, no longer there), this chat runs SmolLM2-135M-Instruct" in out.stderr.decode()
 
 
 def test_threads_limit_numpys_blas(default_model_path):

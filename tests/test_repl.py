@@ -447,6 +447,36 @@ def test_real_terminal(default_model_path):
     assert child.exitstatus == 0
 
 
+def test_a_resumed_session_goes_on_in_its_own_file_in_the_chat_as_in_one_shot(default_model):
+    """`--resume NAME` continues NAME: the chat autosaves its turns there, as `--resume NAME -p`
+    does (test_cli.test_one_shot_continues_a_saved_chat); it wrote them to a new chat-* file, so the
+    next `--resume NAME` lost them."""
+    import pexpect
+
+    from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
+
+    s = Session(default_model, SamplerChain(registry().samplers, ["greedy"]), max_tokens=8)
+    s.ask("What is the capital of France?")
+    transcript.save(s, "geo", with_cache=False)
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
+    child = pexpect.spawn(
+        sys.executable, ["-m", "llamachat", "--resume", "geo", "--temp", "0", "-n", "4"], env=env, timeout=240, encoding="utf-8"
+    )
+    child.expect(">>> ")
+    child.sendline("And of Germany?")
+    child.expect("tok/s, first token")
+    child.expect(">>> ")
+    child.sendline("/quit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    messages = transcript.read("geo").record["messages"]
+    assert [m["content"] for m in messages if m["role"] == "user"] == ["What is the capital of France?", "And of Germany?"]
+    assert [x["name"] for x in transcript.list_sessions()] == ["geo"]
+
+
 def test_two_chats_started_together_autosave_to_two_files():
     """Issue 15 case 1: two chats started in the same second autosaved to one chat-YYYYmmdd-HHMMSS.json,
     and one conversation was lost. Two real processes, on pseudo-terminals, at once."""
