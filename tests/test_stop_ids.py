@@ -80,3 +80,16 @@ def test_hf_bad_generation_config_is_one_line(tmp_path):
 def test_default_model_stops_at_every_end_of_turn(default_model):
     """SmolLM2's GGUF declares EOS <|im_end|> (2); llama.cpp also stops at <|endoftext|> (0)."""
     assert default_model.stop_ids == (2, 0)
+
+
+def test_converted_folders_keep_every_end_of_turn(tmp_path, default_model_path):
+    """convert wrote config.json's eos_token_id as the EOS alone, so the HF and MLX outputs of the
+    default model ran on past <|endoftext|> (0). transformers reads the list back for generate."""
+    from transformers import AutoConfig, GenerationConfig
+
+    from llamachat.convert import convert
+
+    for to in ("hf", "mlx"):
+        dst = convert(default_model_path, tmp_path / to, to)
+        assert read_hf_config(dst / "config.json")[0].eot_ids == (2, 0)
+        assert GenerationConfig.from_model_config(AutoConfig.from_pretrained(dst)).eos_token_id == [2, 0]

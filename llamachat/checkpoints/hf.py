@@ -265,8 +265,9 @@ def hf_config(
         }
     if config.bos_id is not None:
         out["bos_token_id"] = config.bos_id
-    if config.eos_id is not None:
-        out["eos_token_id"] = config.eos_id
+    if config.eos_id is not None:  # every id a turn ends at (a GGUF's eot/eom too), as Llama-3.1's config.json lists them
+        ids = list(dict.fromkeys([config.eos_id, *config.eot_ids]))
+        out["eos_token_id"] = ids[0] if len(ids) == 1 else ids
     if quantization:
         out["quantization"] = out["quantization_config"] = dict(quantization)
     return out
