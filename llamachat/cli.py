@@ -151,6 +151,7 @@ def read_stdin() -> str:
 
 def run_chat(argv: Sequence[str]) -> int:
     args = chat_parser().parse_args(argv)
+    check_chat_args(args)
     launch = ranks.from_env()  # torchrun: every rank runs this command line
     if launch is not None and launch.world > 1:
         args.tp = _launched_tp(args.tp, launch)
@@ -241,6 +242,17 @@ def run_chat(argv: Sequence[str]) -> int:
                 )
         return code
     return one_shot(session, prompt, args.verbose)
+
+
+def check_chat_args(args: argparse.Namespace) -> None:
+    """What argparse does not say: flags that exclude each other, and a value given empty (`-m "$MODEL"`
+    with the variable unset ran the default model)."""
+    if args.continue_ and args.resume:
+        raise LlamachatError("-c continues the latest chat, --resume NAME a chosen one: give one of them")
+    for flag in ("model", "backend", "profile", "template", "device", "dtype", "resume"):
+        value = getattr(args, flag)
+        if value is not None and not value.strip():
+            raise LlamachatError(f"--{flag} was given an empty value; leave it out for the default")
 
 
 def _launched_tp(flag: str | None, launch: ranks.Launch) -> str:

@@ -59,19 +59,21 @@ class QuitChat(Exception):
 # -- handlers -----------------------------------------------------------------------------------------
 
 
-def _set(name: str) -> Callable[[ChatLike, str], None]:
+def _set(name: str, command: str | None = None) -> Callable[[ChatLike, str], None]:
+    """The command /COMMAND VALUE (by default /NAME) that sets sampler parameter NAME."""
+
     def run(chat: ChatLike, arg: str) -> None:
-        set_param(chat, name, arg)
+        set_param(chat, name, arg, f"/{command or name} VALUE")
 
     return run
 
 
-def set_param(chat: ChatLike, name: str, arg: str) -> None:
+def set_param(chat: ChatLike, name: str, arg: str, usage: str) -> None:
     params = chat.session.chain.params
     if name not in params:
         raise LlamachatError(f"no sampler plugin provides {name!r} here (see `llamachat plugins`)")
     if not arg:
-        raise LlamachatError(f"usage: /{name} VALUE ({params[name].describe_range()})")
+        raise LlamachatError(f"usage: {usage} ({params[name].describe_range()})")
     value = chat.session.chain.set(name, arg, source="/set")
     chat.say(f"{name} set to {value}")
 
@@ -94,7 +96,7 @@ def cmd_set(chat: ChatLike, arg: str) -> None:
         close = difflib.get_close_matches(name, list(params) + ["max_tokens", "lookup", "overflow_free"], n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         raise LlamachatError(f"unknown parameter {name!r}{hint} (known: {', '.join(sorted(params))}, max_tokens, lookup, overflow_free)")
-    set_param(chat, name, value.strip())
+    set_param(chat, name, value.strip(), f"/set {name} VALUE")
 
 
 def cmd_seed(chat: ChatLike, arg: str) -> None:
@@ -326,7 +328,7 @@ def cmd_help(chat: ChatLike, arg: str) -> None:
 
 _TABLE = [
     Command("help", "help", "this list", cmd_help),
-    Command("temp", "temp T", "temperature (0 = greedy)", _set("temperature")),
+    Command("temp", "temp T", "temperature (0 = greedy)", _set("temperature", "temp")),
     Command("top_p", "top_p P", "nucleus sampling mass (1 = off)", _set("top_p")),
     Command("top_k", "top_k K", "keep the K likeliest tokens (0 = off)", _set("top_k")),
     Command("min_p", "min_p P", "drop tokens below P x the likeliest (0 = off)", _set("min_p")),

@@ -249,6 +249,8 @@ def resolve(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix == ".json" and path.is_file():
         return path
+    if path.suffix == ".json" and len(path.parts) > 1:  # a path, not a name
+        raise LlamachatError(f"no such session file: {path}")
     check_name(name_or_path)
     path = sessions_dir() / f"{name_or_path}.json"
     if not path.is_file():

@@ -77,6 +77,11 @@ def test_seed_reproduces_a_sampled_reply():
         (("--model", "/no/such/model.gguf"), ("no such file or directory", "GGUF")),
         (("--profile", "nope"), ("unknown profile 'nope'", "default")),
         (("--frobnicate",), ("unrecognized arguments: --frobnicate",)),
+        (("-c", "--resume", "ok1"), ("-c continues the latest chat, --resume NAME a chosen one: give one of them",)),
+        (("-m", ""), ("--model was given an empty value; leave it out for the default",)),
+        (("--backend", " "), ("--backend was given an empty value",)),
+        (("--profile", ""), ("--profile was given an empty value",)),
+        (("--resume", "/no/such/dir/s.json"), ("no such session file: /no/such/dir/s.json",)),
         (("-t", "0"), ("--threads takes an integer >= 1", "'0'")),
         (("--threads", "two"), ("--threads takes an integer >= 1", "'two'")),
         (("--samplers", ",,,"), ("--samplers names no sampler in ',,,'", "top_k")),  # issue 15 case 16

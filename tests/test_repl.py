@@ -95,6 +95,8 @@ def test_commands_confirm_in_words(default_model):
         ("/frobnicate\r", "unknown command /frobnicate"),
         ("/tmep 1\r", "did you mean /temp?"),
         ("/temp -1\r", "temperature takes a number from 0 to 100, got '-1'"),
+        ("/temp\r", "usage: /temp VALUE (a number from 0 to 100)"),  # it named /temperature, which is no command
+        ("/set top_k\r", "usage: /set top_k VALUE"),
         ("/top_p 2\r", "top_p takes a number from 0 to 1, got '2'"),
         ("/set tempurature 1\r", "unknown parameter 'tempurature'; did you mean temperature?"),
         ("/max_tokens 0\r", "max_tokens takes an integer from 1 to"),
