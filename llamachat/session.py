@@ -245,9 +245,10 @@ class Session:
         """The messages (oldest exchanges dropped if the policy allows) and their ids, fitting the
         context with `max_tokens` to spare for the reply."""
         if self.max_tokens >= self.context:  # no message fits: say so, rather than blame the message
+            larger = ", or a larger --context" if self.context < self.model.config.context_length else ""  # not past the model's
             raise LlamachatError(
                 f"max_tokens {self.max_tokens} exceeds the context ({self.context} tokens): it takes an integer "
-                f"from 1 to {self.context - 1} (-n, /max_tokens, or a larger --context); nothing was sent"
+                f"from 1 to {self.context - 1} (-n, /max_tokens{larger}); nothing was sent"
             )
         ids = self.encode(messages)
         if self._fits(ids):

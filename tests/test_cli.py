@@ -100,6 +100,11 @@ def test_a_context_beyond_the_models_is_said_not_silently_capped():
     assert out.returncode == 0, out.stderr.decode()
     assert "llamachat: context 20,000 is more than SmolLM2-135M-Instruct's 8,192 tokens: the chat holds 8,192" in out.stderr.decode()
     assert "context" not in run_cli("-p", "hi", "--context", "8192", "-n", "2", "--backend", "numpy").stderr.decode()
+    full = run_cli("-p", "hi", "-n", "9000", "--backend", "numpy")  # the context is the model's: no larger one to ask for
+    assert_one_line_error(full, "max_tokens 9000 exceeds the context (8192 tokens)", "(-n, /max_tokens); nothing was sent")
+    assert_one_line_error(
+        run_cli("-p", "hi", "-n", "200", "--context", "100", "--backend", "numpy"), "(-n, /max_tokens, or a larger --context)"
+    )
 
 
 def test_directory_without_a_model(tmp_path):
