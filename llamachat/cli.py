@@ -187,6 +187,8 @@ def run_chat(argv: Sequence[str]) -> int:
     saved = transcript.read(resume) if resume else None  # a missing or corrupt session fails now, with exit 2
     if saved is not None and not args.model:  # as `llm -c`: the conversation's own model, unless -m names another
         settings.model = transcript.saved_model(saved) or settings.model
+    if saved is not None and args.max_tokens is None:
+        settings.max_tokens = transcript.saved_max_tokens(saved) or settings.max_tokens
 
     prompt = args.prompt
     if sys.stdin is not None and not sys.stdin.isatty():
@@ -208,6 +210,8 @@ def run_chat(argv: Sequence[str]) -> int:
             f"llamachat: context {settings.context:,} is more than {name}'s {trained:,} tokens: the chat holds {trained:,}", file=sys.stderr
         )
     chat.chain = build_chain(args, profile, profile_name, plan.checkpoint)  # the model's sampling recommendation is in its files
+    if saved is not None:
+        transcript.restore_sampling(chat.chain, saved)  # the conversation's own sampler, under the flags
 
     if prompt is None:
         from .repl import ChatApp

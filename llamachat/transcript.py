@@ -482,6 +482,36 @@ def restore(session, saved: SavedSession) -> str:
     return f"restored {len(session.messages)} messages; the conversation will be re-evaluated on the next turn{why}{model_note(record, session)}"
 
 
+def restore_sampling(chain, saved: SavedSession) -> None:
+    """The sampler chain and values a conversation was saved with, into `chain` (at start-up: flags
+    win, the session over the profile and the model's recommendation). A sampler or parameter no
+    longer installed, or a value that does not parse, is passed over: the chain keeps its own."""
+    sampler = saved.record.get("sampler")
+    sampler = sampler if isinstance(sampler, dict) else {}
+    source = f"session {saved.path.stem}"
+    names, values = sampler.get("chain"), sampler.get("settings")
+    if (
+        chain.chain_source != "flag"
+        and isinstance(names, list)
+        and names
+        and all(isinstance(n, str) and n in chain.available for n in names)
+    ):
+        chain.set_chain(names, source)
+    for key, value in values.items() if isinstance(values, dict) else ():
+        if key in chain.params and chain.sources.get(key) != "flag":
+            try:
+                chain.set(key, value, source)
+            except LlamachatError:
+                pass
+
+
+def saved_max_tokens(saved: SavedSession) -> int | None:
+    """The reply limit a conversation was saved with, if the record holds a valid one."""
+    settings = saved.record.get("settings")
+    n = settings.get("max_tokens") if isinstance(settings, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
+
+
 def saved_model(saved: SavedSession) -> str | None:
     """The path of the model a saved conversation was had with, if that file is still here."""
     model = saved.record.get("model")

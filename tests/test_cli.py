@@ -339,6 +339,33 @@ def test_resume_reopens_the_model_the_session_was_had_with(tiny_gguf, tmp_path):
     assert f"it was had with mine ({model_path.resolve()}, no longer there), this chat runs SmolLM2-135M-Instruct" in out.stderr.decode()
 
 
+def test_resume_restores_the_sampler_and_reply_limit_under_the_flags(default_model):
+    """A resumed chat ran the profile's sampler (the model card's temperature 0.2) and limit, not the
+    ones it was saved with: three runs, three replies. Flags still win."""
+    from llamachat import transcript
+    from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
+
+    chain = SamplerChain(registry().samplers, ["top_k", "temperature"])
+    chain.set("temperature", 0)
+    chain.set("top_k", 7)
+    s = Session(default_model, chain, max_tokens=5)
+    s.ask("Name a colour.")
+    transcript.save(s, "tuned", with_cache=False)
+    out = run_cli("--resume", "tuned", "-p", "Another?", "--backend", "numpy")
+    assert out.returncode == 0, out.stderr.decode()
+    record = transcript.read("tuned").record
+    assert record["sampler"]["chain"] == ["top_k", "temperature"]
+    assert record["sampler"]["settings"]["temperature"] == 0 and record["sampler"]["settings"]["top_k"] == 7
+    assert record["settings"]["max_tokens"] == 5 and record["messages"][-1]["stats"]["generated_tokens"] <= 5
+    out = run_cli("--resume", "tuned", "-p", "And another?", "--temp", "0.9", "-n", "3", "--backend", "numpy")
+    assert out.returncode == 0, out.stderr.decode()
+    record = transcript.read("tuned").record
+    assert record["sampler"]["settings"]["temperature"] == 0.9 and record["sampler"]["settings"]["top_k"] == 7
+    assert record["settings"]["max_tokens"] == 3
+
+
 def test_threads_limit_numpys_blas(default_model_path):
     """`threads` reaches the NumPy backend's BLAS (as --threads / a profile's [backend] threads do)."""
     from threadpoolctl import threadpool_info, threadpool_limits
