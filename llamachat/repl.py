@@ -97,11 +97,13 @@ class ChatApp:
         session = self.session
         with no_echo(), ReplyPrinter(self.console, self.settings.markdown, session.think) as printer:  # echo.py: why
             reply = action(printer)  # the answer goes to printer.write, a reasoning model's reasoning to printer.think
+        notices = list(reply.notices)
         if reply.unsent:  # Ctrl-C during the prompt: nothing was generated; the message is offered again
             self._pending = reply.unsent
+            notices.append("your message is offered again at the prompt (sending it costs only the rest of the prompt)")
         elif reply.interrupted:
             self.say("[interrupted: the partial reply is kept]", "yellow")
-        for notice in reply.notices:
+        for notice in notices:
             self.say(notice, "yellow")
         self.say(reply.stats.line(), "dim")
         self.autosave(session)

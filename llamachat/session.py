@@ -300,7 +300,7 @@ class Session:
         unsent = self.messages[-1]["content"] if self.messages and self.messages[-1]["role"] == "user" else ""
         notice = (
             f"interrupted during the prompt: {stats.prompt_tokens} of {wanted} new tokens evaluated and kept in the cache; "
-            "no reply was kept, and your message is offered again (sending it costs only the rest)"
+            "no reply was kept"  # (the chat offers the message again: repl.py says so)
         )
         return Reply("", stats, True, [*notices, notice], unsent=unsent)
 

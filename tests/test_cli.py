@@ -393,3 +393,20 @@ def test_a_profile_with_a_bad_lookup_is_one_line_naming_the_file(tmp_path):
     profile = tmp_path / "fast.toml"
     profile.write_text("[chat]\nlookup = 99\n")
     assert_one_line_error(run_cli("-p", "hi", "--profile", str(profile)), str(profile), "[chat] lookup takes an integer from 0 to 16", "99")
+
+
+def test_one_shot_interrupted_during_the_prompt_offers_nothing_again(default_model, monkeypatch, capsys):
+    """The prompt's Ctrl-C notice said "your message is offered again": true in the chat, not here."""
+    from llamachat.plugins import registry
+    from llamachat.sampling import SamplerChain
+    from llamachat.session import Session
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    session = Session(default_model, SamplerChain(registry().samplers, ["greedy"]), max_tokens=4)
+    monkeypatch.setattr(default_model.runner, "forward", interrupted)
+    code = cli.one_shot(session, "Hello.", verbose=False)
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted during the prompt: 0 of" in err and "no reply was kept" in err
+    assert "offered again" not in err

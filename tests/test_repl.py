@@ -658,6 +658,22 @@ def test_a_saved_cache_of_nan_is_re_evaluated_not_reused(default_model):
     assert "Paris" in out
 
 
+def test_ctrl_c_during_the_prompt_offers_the_message_again(default_model, monkeypatch):
+    real, calls = default_model.runner.forward, []
+
+    def interrupted_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(default_model.runner, "forward", interrupted_once)
+    code, out, app = chat(default_model, "Name a colour.\r\r/quit\r")  # Enter sends the offered message
+    assert code == 0 and "no reply was kept" in out and "your message is offered again at the prompt" in out, out
+    assert [m["content"] for m in app.session.messages if m["role"] == "user"] == ["Name a colour."]
+    assert app.session.messages[-1]["role"] == "assistant"
+
+
 def test_ctrl_c_while_the_model_loads_keeps_the_message(default_model_path, monkeypatch):
     """Issue 15 item 7: Ctrl-C while the model was still loading, after a message, then another line
     before the load ended: `internal error: AttributeError: 'NoneType' object has no attribute 'ask'`
