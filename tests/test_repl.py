@@ -433,14 +433,21 @@ def test_reply_is_written_verbatim_when_not_a_terminal():
 
 def test_real_terminal(default_model_path):
     """A pseudo-terminal: the prompt, a streamed Markdown reply, the stats line, /quit."""
+    args = ["--temp", "0", "--no-history", "--backend", "numpy"]  # numpy's greedy answer names Paris
+    one_turn_on_a_terminal(args, "What is the capital of France?", answer="Paris")
+
+
+def one_turn_on_a_terminal(args: list[str], message: str, answer: str | None = None) -> None:
+    """`llamachat ARGS` on a pseudo-terminal: one message, its reply (naming `answer`) and stats
+    line, /quit, exit 0."""
     import pexpect
 
     env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
-    args = ["-m", "llamachat", "--temp", "0", "--no-history", "--backend", "numpy"]  # numpy's greedy answer names Paris
-    child = pexpect.spawn(sys.executable, args, env=env, timeout=120, encoding="utf-8")
+    child = pexpect.spawn(sys.executable, ["-m", "llamachat", *args], env=env, timeout=240, encoding="utf-8")
     child.expect(">>> ")
-    child.sendline("What is the capital of France?")
-    child.expect("Paris")
+    child.sendline(message)
+    if answer is not None:
+        child.expect(answer)
     child.expect("tok/s, first token")
     child.expect(">>> ")
     child.sendline("/quit")
@@ -453,8 +460,6 @@ def test_a_resumed_session_goes_on_in_its_own_file_in_the_chat_as_in_one_shot(de
     """`--resume NAME` continues NAME: the chat autosaves its turns there, as `--resume NAME -p`
     does (test_cli.test_one_shot_continues_a_saved_chat); it wrote them to a new chat-* file, so the
     next `--resume NAME` lost them."""
-    import pexpect
-
     from llamachat.plugins import registry
     from llamachat.sampling import SamplerChain
     from llamachat.session import Session
@@ -462,18 +467,7 @@ def test_a_resumed_session_goes_on_in_its_own_file_in_the_chat_as_in_one_shot(de
     s = Session(default_model, SamplerChain(registry().samplers, ["greedy"]), max_tokens=8)
     s.ask("What is the capital of France?")
     transcript.save(s, "geo", with_cache=False)
-    env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
-    child = pexpect.spawn(
-        sys.executable, ["-m", "llamachat", "--resume", "geo", "--temp", "0", "-n", "4"], env=env, timeout=240, encoding="utf-8"
-    )
-    child.expect(">>> ")
-    child.sendline("And of Germany?")
-    child.expect("tok/s, first token")
-    child.expect(">>> ")
-    child.sendline("/quit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    one_turn_on_a_terminal(["--resume", "geo", "--temp", "0", "-n", "4"], "And of Germany?")
     messages = transcript.read("geo").record["messages"]
     assert [m["content"] for m in messages if m["role"] == "user"] == ["What is the capital of France?", "And of Germany?"]
     assert [x["name"] for x in transcript.list_sessions()] == ["geo"]
