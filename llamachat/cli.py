@@ -253,7 +253,7 @@ def check_chat_args(args: argparse.Namespace) -> None:
     with the variable unset ran the default model)."""
     if args.continue_ and args.resume:
         raise LlamachatError("-c continues the latest chat, --resume NAME a chosen one: give one of them")
-    for flag in ("model", "backend", "profile", "template", "device", "dtype", "resume"):
+    for flag in ("model", "backend", "profile", "template", "device", "dtype", "quantize", "resume"):
         value = getattr(args, flag)
         if value is not None and not value.strip():
             raise LlamachatError(f"--{flag} was given an empty value; leave it out for the default")

@@ -233,6 +233,7 @@ def test_shapes_that_disagree_with_the_config(tiny):
         ({"num_hidden_layers": -3}, "'num_hidden_layers' must be an integer >= 1, got -3"),
         ({"hidden_size": 64.5}, "'hidden_size' must be an integer >= 1, got 64.5"),
         ({"num_attention_heads": 0}, "'num_attention_heads' must be an integer >= 1, got 0"),
+        ({"hidden_size": float("nan")}, "'hidden_size' must be an integer >= 1, got nan"),  # json reads NaN
     ],
 )
 def test_a_config_that_describes_no_model_is_one_line(tiny, change, fragment):

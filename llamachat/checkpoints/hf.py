@@ -5,6 +5,7 @@ HF-laid-out with 4/8-bit affine weights (`.weight` uint32, `.scales`, `.biases`)
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ def _int(cfg: dict[str, Any], key: str, source: Path, default: Any = None) -> in
     value = cfg.get(key, default)
     if value is None:
         raise LlamachatError(f"{source}: config.json lacks {key!r}")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:  # every one is a size
+    if (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value) or value < 1
+    ):  # a size
         raise LlamachatError(f"{source}: {key!r} must be an integer >= 1, got {value!r}")
     return int(value)
 
