@@ -514,16 +514,21 @@ def saved_max_tokens(saved: SavedSession) -> int | None:
 
 def saved_model(saved: SavedSession) -> str | None:
     """The path of the model a saved conversation was had with, if that file is still here."""
-    model = saved.record.get("model")
+    path = _recorded_model_path(saved.record)
+    return path if path is not None and Path(path).exists() else None
+
+
+def _recorded_model_path(record: dict[str, Any]) -> str | None:
+    """The model path a session record names, if it names one."""
+    model = record.get("model")
     path = model.get("path") if isinstance(model, dict) else None
-    return path if isinstance(path, str) and Path(path).exists() else None
+    return path if isinstance(path, str) else None
 
 
 def model_note(record: dict[str, Any], session) -> str:
     """Which model the conversation was had with, when this chat runs another ("" when the same)."""
-    model = record.get("model")
-    path = model.get("path") if isinstance(model, dict) else None
-    if not isinstance(path, str) or Path(path).resolve() == Path(session.model.path).resolve():
+    path, model = _recorded_model_path(record), record.get("model")
+    if path is None or Path(path).resolve() == Path(session.model.path).resolve():
         return ""
     gone = "" if Path(path).exists() else ", no longer there"
     return f"; it was had with {model.get('name', '?')} ({path}{gone}), this chat runs {session.model.config.name}"
